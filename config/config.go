@@ -1,0 +1,115 @@
+// Package config loads and validates a pgquorum node's YAML configuration (SPEC §3.2).
+//
+// Load is strict: unknown keys, missing required keys and bad values fail with an
+// error that names the key (for example `listen.postgres: missing port`). A few keys
+// that a sidecar needs can be overridden from the environment (see ApplyEnv).
+//
+// The package only parses and validates; it opens no sockets and starts nothing.
+// The cmd/pgquorum wiring turns a Config into the options of each subsystem.
+package config
+
+import (
+	"time"
+)
+
+// Config is one proxy node's configuration.
+type Config struct {
+	ClusterName string     `yaml:"cluster_name"`
+	Node        Node       `yaml:"node"`
+	Listen      Listen     `yaml:"listen"`
+	Peers       []Peer     `yaml:"peers"`
+	Backends    []Backend  `yaml:"backends"`
+	Auth        Auth       `yaml:"auth"`
+	TLS         *TLS       `yaml:"tls"`
+	Backend     BackendTLS `yaml:"backend"`
+	Hold        Hold       `yaml:"hold"`
+	Health      Health     `yaml:"health"`
+	Failover    Failover   `yaml:"failover"`
+	Admin       Admin      `yaml:"admin"`
+	Log         Log        `yaml:"log"`
+}
+
+// Node identifies this proxy in the Raft cluster.
+type Node struct {
+	ID      uint64 `yaml:"id"`       // non-zero, never reused
+	DataDir string `yaml:"data_dir"` // Raft log and snapshots
+	Voter   *bool  `yaml:"voter"`    // default true; false = learner (sidecar)
+}
+
+// IsVoter reports whether the node votes (the default) or is a learner.
+func (n Node) IsVoter() bool { return n.Voter == nil || *n.Voter }
+
+// Listen holds this node's listen addresses.
+type Listen struct {
+	Postgres string `yaml:"postgres"` // client connections (PostgreSQL wire protocol)
+	Admin    string `yaml:"admin"`    // admin HTTP
+	Raft     string `yaml:"raft"`     // Raft peer transport
+}
+
+// Peer is one voting proxy.
+type Peer struct {
+	ID   uint64 `yaml:"id"`
+	Raft string `yaml:"raft"`
+}
+
+// Backend is one PostgreSQL node.
+type Backend struct {
+	Name     string `yaml:"name"`     // the node's application_name in replication
+	Address  string `yaml:"address"`  // host:port
+	Priority int    `yaml:"priority"` // failover tie-break: higher wins; default 0
+}
+
+// Auth says how clients authenticate to the proxy and how the proxy reads verifiers.
+type Auth struct {
+	Method            string `yaml:"method"`              // trust | md5 | scram-sha-256
+	QueryUser         string `yaml:"query_user"`          // reads verifiers, runs probes and admin SQL
+	QueryPasswordFile string `yaml:"query_password_file"` // optional; empty = the backend trusts query_user
+	QueryDatabase     string `yaml:"query_database"`      // default "postgres"
+
+	// QueryPassword is read from QueryPasswordFile by Load; never from YAML.
+	QueryPassword string `yaml:"-"`
+}
+
+// TLS configures TLS towards clients.
+type TLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// BackendTLS configures how the proxy connects to PostgreSQL.
+type BackendTLS struct {
+	SSLMode string `yaml:"sslmode"` // disable (the default and, for now, the only mode)
+}
+
+// Hold bounds how long requests wait for a primary.
+type Hold struct {
+	Timeout Duration `yaml:"timeout"` // default 30s
+}
+
+// Health configures PostgreSQL probes.
+type Health struct {
+	Interval Duration `yaml:"interval"` // default 500ms
+	Timeout  Duration `yaml:"timeout"`  // connect + statement timeout of one probe; default 1s
+}
+
+// Failover configures automatic failover.
+type Failover struct {
+	MinInterval Duration `yaml:"min_interval"` // flap guard between automatic failovers; default 60s
+}
+
+// Admin configures the admin HTTP API.
+type Admin struct {
+	TokenFile string `yaml:"token_file"` // optional bearer token for mutating calls
+
+	// Token is read from TokenFile by Load; never from YAML.
+	Token string `yaml:"-"`
+}
+
+// Log configures logging.
+type Log struct {
+	Format string `yaml:"format"` // text (default) | json
+	Level  string `yaml:"level"`  // debug | info (default) | warn | error
+}
+
+// Duration is a time.Duration written in YAML as "500ms", "30s", ...
+type Duration struct{ time.Duration }

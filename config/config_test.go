@@ -1,0 +1,158 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const validYAML = `
+cluster_name: demo
+node:
+  id: 1
+  data_dir: ./data/proxy-1
+listen:
+  postgres: 127.0.0.1:6432
+  admin: 127.0.0.1:8008
+  raft: 127.0.0.1:7001
+peers:
+  - {id: 1, raft: 127.0.0.1:7001}
+  - {id: 2, raft: 127.0.0.1:7002}
+  - {id: 3, raft: 127.0.0.1:7003}
+backends:
+  - {name: pg1, address: 127.0.0.1:5432}
+  - {name: pg2, address: 127.0.0.1:5433}
+  - {name: pg3, address: 127.0.0.1:5434}
+auth:
+  method: scram-sha-256
+  query_user: pgquorum
+hold:
+  timeout: 20s
+health:
+  interval: 250ms
+`
+
+func TestParseValidConfigFillsDefaults(t *testing.T) {
+	cfg, err := Parse([]byte(validYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Hold.Timeout.Duration != 20*time.Second || cfg.Health.Interval.Duration != 250*time.Millisecond {
+		t.Errorf("durations not parsed: %+v %+v", cfg.Hold, cfg.Health)
+	}
+	if cfg.Health.Timeout.Duration != DefaultHealthTimeout || cfg.Failover.MinInterval.Duration != DefaultMinFailover {
+		t.Errorf("defaults not applied: %+v %+v", cfg.Health, cfg.Failover)
+	}
+	if !cfg.Node.IsVoter() || cfg.Auth.QueryDatabase != "postgres" || cfg.Log.Format != "text" {
+		t.Errorf("defaults not applied: %+v", cfg)
+	}
+}
+
+// TestConfigErrorsNameTheKey proves that every kind of bad configuration fails
+// with a message naming the offending key.
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	tests := []struct {
+		name    string
+		replace [2]string // in validYAML: old -> new
+		wantErr string
+	}{
+		{"unknown top-level key", [2]string{"cluster_name: demo", "cluster_name: demo\nclustr: x"}, `unknown key "clustr" (line 3)`},
+		{"unknown nested key", [2]string{"  id: 1\n", "  id: 1\n  voterr: true\n"}, `unknown key "node.voterr"`},
+		{"unknown key in list item", [2]string{"{name: pg1, address: 127.0.0.1:5432}", "{name: pg1, adress: 127.0.0.1:5432}"}, `unknown key "backends[0].adress"`},
+		{"missing cluster name", [2]string{"cluster_name: demo", ""}, "cluster_name: required"},
+		{"bad cluster name", [2]string{"cluster_name: demo", "cluster_name: 'a b'"}, "cluster_name:"},
+		{"zero node id", [2]string{"  id: 1\n", "  id: 0\n"}, "node.id: required"},
+		{"node id not a number", [2]string{"  id: 1\n", "  id: one\n"}, "bad value"},
+		{"missing data dir", [2]string{"  data_dir: ./data/proxy-1", ""}, "node.data_dir: required"},
+		{"bad listen address", [2]string{"postgres: 127.0.0.1:6432", "postgres: 127.0.0.1"}, "listen.postgres"},
+		{"bad port", [2]string{"admin: 127.0.0.1:8008", "admin: 127.0.0.1:99999"}, "listen.admin"},
+		{"duplicate peer", [2]string{"{id: 2, raft: 127.0.0.1:7002}", "{id: 1, raft: 127.0.0.1:7002}"}, "peers[1].id: 1 appears twice"},
+		{"voter not in peers", [2]string{"  id: 1\n", "  id: 9\n"}, "node.id 9 is a voter but is not listed in peers"},
+		{"learner listed in peers", [2]string{"  id: 1\n", "  id: 1\n  voter: false\n"}, "node.voter"},
+		{"duplicate backend name", [2]string{"{name: pg2,", "{name: pg1,"}, `backends[1].name: "pg1" appears twice`},
+		{"bad backend name", [2]string{"{name: pg2,", "{name: 'PG 2',"}, "backends[1].name"},
+		{"duplicate backend address", [2]string{"127.0.0.1:5433", "127.0.0.1:5432"}, "backends[1].address"},
+		{"bad auth method", [2]string{"method: scram-sha-256", "method: password"}, `auth.method: "password"`},
+		{"missing query user", [2]string{"query_user: pgquorum", ""}, "auth.query_user: required"},
+		{"bad duration", [2]string{"timeout: 20s", "timeout: soon"}, `"soon" is not a duration`},
+		{"negative duration", [2]string{"timeout: 20s", "timeout: -1s"}, "negative"},
+		{"too short interval", [2]string{"interval: 250ms", "interval: 1ms"}, "health.interval"},
+		{"tls without key", [2]string{"hold:", "tls: {cert: a.pem}\nhold:"}, "tls: both cert and key"},
+		{"bad log format", [2]string{"hold:", "log: {format: xml}\nhold:"}, "log.format"},
+		{"not yaml", [2]string{"cluster_name: demo", "cluster_name: [demo"}, "not valid YAML"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(validYAML, tt.replace[0]) {
+				t.Fatalf("test bug: %q not in the base config", tt.replace[0])
+			}
+			doc := strings.Replace(validYAML, tt.replace[0], tt.replace[1], 1)
+			cfg, err := Parse([]byte(doc))
+			if err == nil {
+				err = cfg.Validate()
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestSinglePeerIsValid(t *testing.T) {
+	doc := strings.Replace(validYAML, "  - {id: 2, raft: 127.0.0.1:7002}\n  - {id: 3, raft: 127.0.0.1:7003}\n", "", 1)
+	cfg, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("a one-proxy cluster must be valid: %v", err)
+	}
+}
+
+func TestLoadReadsSecretsAndEnv(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "pw"), []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	doc := strings.Replace(validYAML, "query_user: pgquorum", "query_user: pgquorum\n  query_password_file: pw", 1)
+	path := filepath.Join(dir, "pgquorum.yaml")
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PGQUORUM_LISTEN_POSTGRES", "127.0.0.1:7432")
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Auth.QueryPassword != "s3cret" {
+		t.Errorf("password file not read relative to the config file")
+	}
+	if cfg.Listen.Postgres != "127.0.0.1:7432" {
+		t.Errorf("env override not applied: %s", cfg.Listen.Postgres)
+	}
+	if cfg.Node.DataDir != filepath.Join(dir, "data/proxy-1") {
+		t.Errorf("data_dir not resolved relative to the config file: %s", cfg.Node.DataDir)
+	}
+
+	t.Setenv("PGQUORUM_NODE_ID", "x")
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "node.id (from PGQUORUM_NODE_ID)") {
+		t.Fatalf("bad env value: got %v", err)
+	}
+}
+
+func TestLoadMissingSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	doc := strings.Replace(validYAML, "query_user: pgquorum", "query_user: pgquorum\n  query_password_file: nope", 1)
+	path := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "auth.query_password_file") {
+		t.Fatalf("got %v", err)
+	}
+}

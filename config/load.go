@@ -1,0 +1,159 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Defaults applied by Load when a key is absent.
+const (
+	DefaultHoldTimeout    = 30 * time.Second
+	DefaultHealthInterval = 500 * time.Millisecond
+	DefaultHealthTimeout  = time.Second
+	DefaultMinFailover    = 60 * time.Second
+	DefaultQueryDatabase  = "postgres"
+)
+
+// Load reads, checks and validates the configuration file at path, then applies
+// environment overrides (ApplyEnv) and reads the secret files it names.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := ApplyEnv(cfg, os.LookupEnv); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := cfg.resolvePaths(filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := cfg.readSecrets(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes YAML into a Config with defaults filled in. Unknown keys are an
+// error naming the key and its line. Parse does not validate; call Validate.
+func Parse(data []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("not valid YAML: %w", err)
+	}
+	if len(root.Content) == 0 {
+		return nil, errors.New("empty configuration")
+	}
+	if err := checkKeys(root.Content[0], typeOfConfig, ""); err != nil {
+		return nil, err
+	}
+	cfg := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		return nil, fmt.Errorf("bad value: %w", err)
+	}
+	cfg.applyDefaults()
+	return cfg, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.Hold.Timeout.Duration == 0 {
+		c.Hold.Timeout.Duration = DefaultHoldTimeout
+	}
+	if c.Health.Interval.Duration == 0 {
+		c.Health.Interval.Duration = DefaultHealthInterval
+	}
+	if c.Health.Timeout.Duration == 0 {
+		c.Health.Timeout.Duration = DefaultHealthTimeout
+	}
+	if c.Failover.MinInterval.Duration == 0 {
+		c.Failover.MinInterval.Duration = DefaultMinFailover
+	}
+	if c.Auth.QueryDatabase == "" {
+		c.Auth.QueryDatabase = DefaultQueryDatabase
+	}
+	if c.Backend.SSLMode == "" {
+		c.Backend.SSLMode = "disable"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+}
+
+// resolvePaths makes relative file paths relative to the config file's directory.
+func (c *Config) resolvePaths(dir string) error {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	abs(&c.Node.DataDir)
+	abs(&c.Auth.QueryPasswordFile)
+	abs(&c.Admin.TokenFile)
+	if c.TLS != nil {
+		abs(&c.TLS.Cert)
+		abs(&c.TLS.Key)
+	}
+	return nil
+}
+
+func (c *Config) readSecrets() error {
+	read := func(key, path string) (string, error) {
+		if path == "" {
+			return "", nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", key, err)
+		}
+		s := strings.TrimRight(string(b), "\r\n")
+		if s == "" {
+			return "", fmt.Errorf("%s: file %s is empty", key, path)
+		}
+		return s, nil
+	}
+	var err error
+	if c.Auth.QueryPassword, err = read("auth.query_password_file", c.Auth.QueryPasswordFile); err != nil {
+		return err
+	}
+	if c.Admin.Token, err = read("admin.token_file", c.Admin.TokenFile); err != nil {
+		return err
+	}
+	return nil
+}
+
+// UnmarshalYAML reads a duration such as "500ms" or "30s".
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want a duration such as 500ms or 30s", n.Line)
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (use e.g. 500ms, 30s)", n.Line, n.Value)
+	}
+	if v < 0 {
+		return fmt.Errorf("line %d: duration %q is negative", n.Line, n.Value)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
