@@ -156,3 +156,34 @@ func TestLoadMissingSecretFile(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestExampleConfigsLoad keeps the documented examples in configs/ valid.
+func TestExampleConfigsLoad(t *testing.T) {
+	files, err := filepath.Glob("../configs/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	more, _ := filepath.Glob("../configs/loopback/*.yaml")
+	files = append(files, more...)
+	if len(files) < 4 {
+		t.Fatalf("expected the example configs, found %v", files)
+	}
+	for _, f := range files {
+		if _, err := Load(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+// TestEveryKeyIsDocumented checks that configs/README.md names every key.
+func TestEveryKeyIsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../configs/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range allKeys(typeOfConfig, "") {
+		if !strings.Contains(string(doc), "`"+key+"`") && !strings.Contains(string(doc), key+"`") {
+			t.Errorf("configs/README.md does not document %s", key)
+		}
+	}
+}
