@@ -1,0 +1,190 @@
+package consensus
+
+import (
+	"fmt"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// applyEntries applies committed entries in order. Runs on the Raft loop.
+func (n *Node) applyEntries(entries []*raftpb.Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	for _, e := range entries {
+		if e.GetIndex() <= n.applied {
+			continue // already part of the installed snapshot
+		}
+		switch e.GetType() {
+		case raftpb.EntryNormal:
+			n.applyNormal(e)
+		case raftpb.EntryConfChange:
+			cc := &raftpb.ConfChange{}
+			if err := proto.Unmarshal(e.GetData(), cc); err != nil {
+				return fmt.Errorf("decode conf change at %d: %w", e.GetIndex(), err)
+			}
+			n.applyConfChange(e.GetIndex(), cc)
+		case raftpb.EntryConfChangeV2:
+			cc := &raftpb.ConfChangeV2{}
+			if err := proto.Unmarshal(e.GetData(), cc); err != nil {
+				return fmt.Errorf("decode conf change at %d: %w", e.GetIndex(), err)
+			}
+			n.applyConfChange(e.GetIndex(), cc)
+		}
+		n.applied = e.GetIndex()
+	}
+	n.lease.applied(n.applied)
+	n.appliedSignal.notify()
+	return nil
+}
+
+// applyNormal hands one normal entry to the state machine and its result to
+// the local proposer, if it is waiting.
+func (n *Node) applyNormal(e *raftpb.Entry) {
+	if len(e.GetData()) == 0 {
+		return // the empty entry a new leader appends
+	}
+	id, payload, err := decodeEnvelope(e.GetData())
+	if err != nil {
+		n.log.Warn("skipping undecodable entry", "index", e.GetIndex(), "err", err)
+		return
+	}
+	result, applyErr := n.sm.Apply(e.GetIndex(), payload)
+	if applyErr != nil {
+		n.log.Warn("state machine rejected entry", "index", e.GetIndex(), "err", applyErr)
+		applyErr = fmt.Errorf("consensus: entry %d rejected by the state machine: %w", e.GetIndex(), applyErr)
+	}
+	if id.Proposer != n.cfg.NodeID {
+		return
+	}
+	if w, ok := n.waiters[id.Seq]; ok {
+		delete(n.waiters, id.Seq)
+		w.result <- proposeResult{data: result, err: applyErr}
+	}
+}
+
+// applyConfChange applies a membership change to raft and the address book.
+// Re-adding a removed id is refused on every node alike (the book is
+// replicated state), so ids are never reused.
+func (n *Node) applyConfChange(index uint64, cc raftpb.ConfChangeI) {
+	v2 := cc.AsV2()
+	ctx, err := decodeConfChangeContext(v2.GetContext())
+	if err != nil {
+		n.log.Warn("conf change with undecodable context", "index", index, "err", err)
+	}
+	for _, ch := range v2.GetChanges() {
+		t := ch.GetType()
+		if (t == raftpb.ConfChangeAddNode || t == raftpb.ConfChangeAddLearnerNode) && n.book.isRemoved(ch.GetNodeId()) {
+			n.log.Warn("refusing to re-add a removed member", "index", index, "member", ch.GetNodeId())
+			n.finishConfChange(ctx, ErrMemberRemoved)
+			return
+		}
+	}
+	n.confState = n.rn.ApplyConfChange(cc)
+	for _, ch := range v2.GetChanges() {
+		id := ch.GetNodeId()
+		switch ch.GetType() {
+		case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
+			if len(v2.GetChanges()) == 1 {
+				n.book.set(id, ctx.Addr)
+			}
+			if addr := n.book.addr(id); addr != "" && id != n.cfg.NodeID {
+				n.transport.SetPeer(id, addr)
+			}
+		case raftpb.ConfChangeRemoveNode:
+			n.book.markRemoved(id)
+			if id == n.cfg.NodeID {
+				n.removed = true
+			}
+		}
+	}
+	n.membersDirty = true
+	n.log.Info("membership changed", "index", index, "change", describeConfChange(v2),
+		"voters", n.confState.GetVoters(), "learners", n.confState.GetLearners())
+	n.finishConfChange(ctx, nil)
+}
+
+// finishConfChange answers the local AddMember/RemoveMember/Join waiting for
+// this change, if any, and lets the next queued change go.
+func (n *Node) finishConfChange(ctx confChangeContext, err error) {
+	if ctx.Proposer != n.cfg.NodeID || len(n.confQueue) == 0 {
+		return
+	}
+	for i, c := range n.confQueue {
+		if c.seq == ctx.Seq {
+			c.finish(err)
+			n.confQueue = append(n.confQueue[:i], n.confQueue[i+1:]...)
+			return
+		}
+	}
+}
+
+func describeConfChange(cc *raftpb.ConfChangeV2) string {
+	return raftpb.ConfChangesToString(cc.GetChanges())
+}
+
+// installSnapshot replaces the state machine and the address book with a
+// snapshot the leader sent (already persisted).
+func (n *Node) installSnapshot(snap *raftpb.Snapshot) error {
+	index := snap.GetMetadata().GetIndex()
+	state, book, err := decodeSnapshotPayload(snap.GetData())
+	if err != nil {
+		return fmt.Errorf("install snapshot %d: %w", index, err)
+	}
+	if err := n.sm.Restore(state); err != nil {
+		return fmt.Errorf("install snapshot %d: restore state machine: %w", index, err)
+	}
+	for _, p := range n.cfg.Peers {
+		book.setIfMissing(p.ID, p.Addr)
+	}
+	n.book = book
+	n.confState = raftpb.EnsureConfState(proto.Clone(snap.GetMetadata().GetConfState()).(*raftpb.ConfState))
+	n.applied = index
+	n.snapshotIndex = index
+	for id, addr := range book.addrs {
+		if id != n.cfg.NodeID {
+			n.transport.SetPeer(id, addr)
+		}
+	}
+	if book.isRemoved(n.cfg.NodeID) {
+		n.removed = true
+	}
+	n.membersDirty = true
+	n.lease.applied(n.applied)
+	n.appliedSignal.notify()
+	n.log.Info("installed snapshot from leader", "index", index, "term", snap.GetMetadata().GetTerm())
+	return nil
+}
+
+// maybeSnapshot snapshots the state machine and the address book every
+// SnapshotEvery applied entries and compacts the log, keeping SnapshotEvery
+// entries behind the snapshot for followers that lag a little.
+func (n *Node) maybeSnapshot() error {
+	every := n.cfg.SnapshotEvery
+	if n.applied-n.snapshotIndex < every || n.applied < n.snapshotRetryAt {
+		return nil
+	}
+	state, err := n.sm.Snapshot()
+	if err != nil {
+		// Not fatal: the log still has everything; try again SnapshotEvery
+		// entries later.
+		n.log.Error("state machine snapshot failed", "applied", n.applied, "err", err)
+		n.snapshotRetryAt = n.applied + every
+		return nil
+	}
+	data, err := encodeSnapshotPayload(state, n.book)
+	if err != nil {
+		return err
+	}
+	var compactIndex uint64
+	if n.applied > every {
+		compactIndex = n.applied - every
+	}
+	if err := n.storage.createSnapshot(n.applied, n.confState, data, compactIndex); err != nil {
+		return err
+	}
+	n.snapshotIndex = n.applied
+	n.log.Debug("snapshot taken", "index", n.applied, "compacted_through", compactIndex, "bytes", len(data))
+	return nil
+}

@@ -1,0 +1,165 @@
+package consensus
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// StateMachine is the replicated state the log drives. The Raft loop is its
+// only caller; it never calls two methods at the same time.
+type StateMachine interface {
+	// Apply applies one committed normal entry. Deterministic. err means the
+	// entry was undecodable (logged and skipped on every node alike), never an
+	// I/O failure. result is returned to the local proposer, if any.
+	Apply(index uint64, data []byte) (result []byte, err error)
+	// Snapshot returns the whole state as bytes.
+	Snapshot() ([]byte, error)
+	// Restore replaces the whole state with one returned by Snapshot.
+	Restore(data []byte) error
+}
+
+// Peer is one voter of the initial configuration.
+type Peer struct {
+	ID   uint64
+	Addr string // raft listen host:port
+}
+
+// Config configures a Node. Zero values of the optional fields get the
+// defaults documented on each field.
+type Config struct {
+	// ClusterName is required; peers reject connections from another cluster.
+	ClusterName string
+	// NodeID is this node's raft id: non-zero, never reused.
+	NodeID uint64
+	// DataDir holds raft.db (bbolt); created if missing.
+	DataDir string
+	// Voter: false means learner. A fresh learner joins through the peers'
+	// transport (Join request) and never votes.
+	Voter bool
+	// ListenAddr is the raft TCP listen address. ":0"/"127.0.0.1:0" are allowed
+	// (see Node.Addr). Unused when Transport is set to a factory that does not
+	// listen.
+	ListenAddr string
+	// AdvertiseAddr is what others dial; default is the actual listen address.
+	AdvertiseAddr string
+	// Peers are the voters, this node included if it is a voter. A fresh voter
+	// bootstraps with them; a node whose DataDir has state ignores them except
+	// as addresses to fall back on. A learner sends its Join requests to them.
+	Peers []Peer
+	// TickInterval is the raft tick; default 100ms.
+	TickInterval time.Duration
+	// ElectionTicks is the election timeout in ticks; default 10 (raft
+	// randomizes it to [10, 20) ticks, 1-2 s with the default tick).
+	ElectionTicks int
+	// LeaseDuration is the routing lease; default 800ms. It must not exceed the
+	// election timeout (ElectionTicks * TickInterval).
+	LeaseDuration time.Duration
+	// SnapshotEvery is the number of applied entries between snapshots (and
+	// log compactions); default 1000.
+	SnapshotEvery uint64
+	// StateMachine is required.
+	StateMachine StateMachine
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Transport builds the peer transport; nil means TCP on ListenAddr.
+	// Tests inject an in-process, fault-injecting transport here.
+	Transport TransportFactory
+}
+
+// Defaults applied by Start to zero-valued fields.
+const (
+	DefaultTickInterval  = 100 * time.Millisecond
+	DefaultElectionTicks = 10
+	DefaultLeaseDuration = 800 * time.Millisecond
+	DefaultSnapshotEvery = 1000
+)
+
+// Fixed raft settings (SPEC §3.3 and the consensus contract).
+const (
+	heartbeatTicks      = 1
+	maxSizePerMsg       = 1 << 20 // 1 MiB of entries per append message
+	maxInflightMsgs     = 256
+	maxUncommittedBytes = 64 << 20 // proposals are refused beyond this
+	// MaxProposalSize is the largest payload Propose accepts.
+	MaxProposalSize = 8 << 20
+)
+
+// withDefaults returns c with defaults filled in.
+func (c Config) withDefaults() Config {
+	if c.TickInterval <= 0 {
+		c.TickInterval = DefaultTickInterval
+	}
+	if c.ElectionTicks <= 0 {
+		c.ElectionTicks = DefaultElectionTicks
+	}
+	if c.LeaseDuration <= 0 {
+		c.LeaseDuration = DefaultLeaseDuration
+	}
+	if c.SnapshotEvery == 0 {
+		c.SnapshotEvery = DefaultSnapshotEvery
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Transport == nil {
+		c.Transport = NewTCPTransport
+	}
+	return c
+}
+
+// validate reports the first problem with a defaulted config.
+func (c Config) validate() error {
+	if c.ClusterName == "" {
+		return errors.New("cluster name is required")
+	}
+	if c.NodeID == 0 {
+		return errors.New("node id must be non-zero")
+	}
+	if c.DataDir == "" {
+		return errors.New("data dir is required")
+	}
+	if c.StateMachine == nil {
+		return errors.New("state machine is required")
+	}
+	if c.ElectionTicks <= heartbeatTicks {
+		return fmt.Errorf("election ticks must be greater than %d, got %d", heartbeatTicks, c.ElectionTicks)
+	}
+	electionTimeout := time.Duration(c.ElectionTicks) * c.TickInterval
+	if c.LeaseDuration > electionTimeout {
+		return fmt.Errorf("lease duration %v must not exceed the election timeout %v", c.LeaseDuration, electionTimeout)
+	}
+	seen := make(map[uint64]bool, len(c.Peers))
+	self := false
+	for _, p := range c.Peers {
+		if p.ID == 0 {
+			return errors.New("peer id must be non-zero")
+		}
+		if seen[p.ID] {
+			return fmt.Errorf("peer id %d listed twice", p.ID)
+		}
+		seen[p.ID] = true
+		if p.Addr == "" {
+			return fmt.Errorf("peer %d has no address", p.ID)
+		}
+		if p.ID == c.NodeID {
+			self = true
+		}
+	}
+	if c.Voter && !self {
+		return fmt.Errorf("voter %d must be listed in peers", c.NodeID)
+	}
+	if !c.Voter && self {
+		return fmt.Errorf("learner %d must not be listed in peers (peers are the voters)", c.NodeID)
+	}
+	if !c.Voter && len(c.Peers) == 0 {
+		return errors.New("a learner needs at least one peer to join")
+	}
+	return nil
+}
+
+// electionTimeout is the minimum election timeout.
+func (c Config) electionTimeout() time.Duration {
+	return time.Duration(c.ElectionTicks) * c.TickInterval
+}

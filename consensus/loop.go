@@ -1,0 +1,279 @@
+package consensus
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"runtime/debug"
+	"slices"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// run is the Raft loop: the one goroutine that owns the RawNode. It ticks,
+// steps what arrives, and handles every Ready, until ctx is cancelled, this
+// node is removed, or storage fails.
+func (n *Node) run(ctx context.Context) {
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+	n.shutdown(n.loopUntilStopped(ctx, ticker.C))
+}
+
+// loopUntilStopped runs the loop and turns a panic inside raft (a broken
+// invariant, such as a follower whose log was lost behind raft's back) into
+// an error: the node stops, fails closed (no lease) and reports it through
+// Done/Err instead of taking the whole process down.
+func (n *Node) loopUntilStopped(ctx context.Context, tick <-chan time.Time) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			n.log.Error("raft loop panicked", "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("consensus: raft invariant broken: %v", r)
+		}
+	}()
+	return n.loop(ctx, tick)
+}
+
+func (n *Node) loop(ctx context.Context, tick <-chan time.Time) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ErrStopped
+		case now := <-tick:
+			n.tick(now)
+		case m := <-n.incoming:
+			n.step(m)
+			n.stepQueued() // one Ready (and one fsync) for a burst of messages
+		case r := <-n.reports:
+			n.handleReport(r)
+		case req := <-n.joins:
+			n.handleJoin(req)
+		case p := <-n.proposals:
+			n.propose(p)
+		case c := <-n.confChanges:
+			n.enqueueConfChange(c)
+		case t := <-n.transfers:
+			n.startTransfer(t)
+		}
+		for n.rn.HasReady() {
+			if err := n.handleReady(); err != nil {
+				return err
+			}
+		}
+		if n.removed {
+			return ErrRemoved
+		}
+		n.driveConfChanges(time.Now())
+		n.publish()
+	}
+}
+
+// handleReady persists, sends, applies and advances one Ready, in that order
+// (see the package doc).
+func (n *Node) handleReady() error {
+	rd := n.rn.Ready()
+	if err := n.storage.save(rd.HardState, rd.Entries, rd.Snapshot); err != nil {
+		return err
+	}
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		if err := n.installSnapshot(rd.Snapshot); err != nil {
+			return err
+		}
+	}
+	if len(rd.Messages) > 0 {
+		n.transport.Send(rd.Messages)
+	}
+	if err := n.applyEntries(rd.CommittedEntries); err != nil {
+		return err
+	}
+	for _, rs := range rd.ReadStates {
+		n.lease.answer(rs.RequestCtx, rs.Index, n.applied)
+		n.answerPeerReads(rs.RequestCtx, rs.Index)
+	}
+	if rd.SoftState != nil {
+		n.onSoftState(rd.SoftState)
+	}
+	n.rn.Advance(rd)
+	return n.maybeSnapshot()
+}
+
+// onSoftState logs leadership changes.
+func (n *Node) onSoftState(ss *raft.SoftState) {
+	if ss.Lead != n.lead {
+		n.log.Info("raft leader changed", "leader", ss.Lead, "previous", n.lead, "state", ss.RaftState.String())
+		n.lead = ss.Lead
+		n.membersDirty = true
+	}
+}
+
+// tick advances raft's clock and runs the periodic duties: lease renewal
+// (and batched ReadIndex on the leader), joining, and expiring abandoned
+// waiters.
+func (n *Node) tick(now time.Time) {
+	n.ticks++
+	n.rn.Tick()
+	n.renewReads(now)
+	n.lease.prune(now)
+	if !isMember(n.confState, n.cfg.NodeID) && (n.ticks-1)%joinEveryTicks == 0 {
+		n.sendJoins()
+	}
+	for seq, w := range n.waiters {
+		if w.ctx.Err() != nil {
+			delete(n.waiters, seq)
+		}
+	}
+	n.membersDirty = true
+}
+
+// step hands a peer's message to raft.
+func (n *Node) step(m *raftpb.Message) {
+	from := m.GetFrom()
+	if m.GetTo() != n.cfg.NodeID {
+		n.log.Debug("dropping message for another node", "to", m.GetTo(), "from", from)
+		return
+	}
+	if n.book.isRemoved(from) {
+		n.tellRemoved(from)
+		return
+	}
+	n.lastHeard[from] = time.Now()
+	if m.GetType() == raftpb.MsgReadIndex && n.lead == n.cfg.NodeID {
+		n.queuePeerRead(m) // answered in batches, see reads.go
+		return
+	}
+	if err := n.rn.Step(m); err != nil {
+		n.log.Debug("raft rejected message", "from", from, "type", m.GetType().String(), "err", err)
+	}
+}
+
+// stepQueued steps the messages already waiting, up to a bound, without
+// blocking.
+func (n *Node) stepQueued() {
+	for range maxStepBatch {
+		select {
+		case m := <-n.incoming:
+			n.step(m)
+		default:
+			return
+		}
+	}
+}
+
+// tellRemoved tells a removed node, at most once a second, that it is out.
+func (n *Node) tellRemoved(id uint64) {
+	now := time.Now()
+	if last, ok := n.removalNotices[id]; ok && now.Sub(last) < time.Second {
+		return
+	}
+	n.removalNotices[id] = now
+	n.log.Info("telling removed node it is no longer a member", "peer", id)
+	n.transport.SendRemoved(id)
+}
+
+func (n *Node) handleReport(r transportReport) {
+	switch r.kind {
+	case reportUnreachable:
+		n.rn.ReportUnreachable(r.id)
+	case reportSnapshot:
+		status := raft.SnapshotFinish
+		if !r.ok {
+			status = raft.SnapshotFailure
+		}
+		n.rn.ReportSnapshot(r.id, status)
+	case reportRemoved:
+		n.log.Warn("peer reports that this node was removed from the cluster", "peer", r.id)
+		n.removed = true
+	}
+}
+
+// propose hands one proposal to raft and registers its waiter.
+func (n *Node) propose(p *proposeRequest) {
+	if p.ctx.Err() != nil {
+		p.result <- proposeResult{err: fmt.Errorf("consensus: propose: %w", p.ctx.Err())}
+		return
+	}
+	if n.lead == 0 {
+		p.result <- proposeResult{err: ErrNoLeader}
+		return
+	}
+	n.nextSeq++
+	seq := n.nextSeq
+	if err := n.rn.Propose(encodeEnvelope(proposalID{Proposer: n.cfg.NodeID, Seq: seq}, p.data)); err != nil {
+		p.result <- proposeResult{err: fmt.Errorf("%w: %v", ErrProposalDropped, err)}
+		return
+	}
+	n.waiters[seq] = p
+}
+
+// publish stores the status and members other goroutines read, and signals
+// status changes.
+func (n *Node) publish() {
+	st := n.buildStatus()
+	n.status.Store(&st)
+	if until := st.LeaseValidUntil; until.IsZero() {
+		n.leaseUntil.Store(0)
+	} else {
+		n.leaseUntil.Store(int64(until.Sub(n.startedAt)))
+	}
+	withoutLease := st
+	withoutLease.LeaseValidUntil = time.Time{}
+	if withoutLease != n.lastStatus {
+		n.lastStatus = withoutLease
+		n.statusSignal.notify()
+	}
+	if n.membersDirty {
+		n.membersDirty = false
+		members := n.buildMembers()
+		n.members.Store(&members)
+	}
+}
+
+func (n *Node) buildStatus() Status {
+	bs := n.rn.BasicStatus()
+	self := n.cfg.NodeID
+	return Status{
+		ID:              self,
+		Leader:          bs.Lead,
+		Term:            bs.GetTerm(),
+		Commit:          bs.GetCommit(),
+		Applied:         n.applied,
+		SnapshotIndex:   n.snapshotIndex,
+		IsLeader:        bs.RaftState == raft.StateLeader,
+		Member:          isMember(n.confState, self),
+		Voter:           isVoter(n.confState, self),
+		TransferringTo:  bs.LeadTransferee,
+		LeaseValidUntil: n.lease.validUntil,
+	}
+}
+
+func (n *Node) buildMembers() []Member {
+	now := time.Now()
+	recent := n.cfg.electionTimeout()
+	var members []Member
+	add := func(id uint64, voter bool) {
+		heard, ok := n.lastHeard[id]
+		members = append(members, Member{
+			ID:        id,
+			Addr:      n.book.addr(id),
+			Voter:     voter,
+			Reachable: id == n.cfg.NodeID || (ok && now.Sub(heard) < recent),
+		})
+	}
+	for _, id := range n.confState.GetVoters() {
+		add(id, true)
+	}
+	for _, id := range n.confState.GetLearners() {
+		add(id, false)
+	}
+	slices.SortFunc(members, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
+	return members
+}
+
+func isVoter(cs *raftpb.ConfState, id uint64) bool {
+	return slices.Contains(cs.GetVoters(), id) || slices.Contains(cs.GetVotersOutgoing(), id)
+}
+
+func isMember(cs *raftpb.ConfState, id uint64) bool {
+	return isVoter(cs, id) || slices.Contains(cs.GetLearners(), id) || slices.Contains(cs.GetLearnersNext(), id)
+}

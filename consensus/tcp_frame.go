@@ -1,0 +1,169 @@
+package consensus
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// The peer protocol. A connection carries frames in one direction only, from
+// the dialer to the acceptor. It starts with a handshake from the dialer:
+//
+//	"PGQR"           4 bytes magic
+//	version          1 byte (protocolVersion)
+//	sender node id   8 bytes, big endian
+//	cluster name     2-byte big-endian length + bytes
+//	sender address   2-byte big-endian length + bytes (where to dial it back)
+//
+// The acceptor answers with one byte (handshakeAccepted, or why not) and
+// closes the connection unless it accepted. Then the dialer sends frames:
+//
+//	length           4 bytes, big endian: 1 + len(payload), at most maxFrameSize
+//	kind             1 byte (frameRaft, frameJoin, frameRemoved)
+//	payload          a raftpb.Message (frameRaft), a join request (frameJoin:
+//	                 8-byte node id, 1 flag byte (1 = forwarded), address),
+//	                 or nothing (frameRemoved)
+const (
+	protocolMagic   = "PGQR"
+	protocolVersion = 1
+
+	handshakeAccepted     byte = 0
+	handshakeWrongCluster byte = 1
+	handshakeBad          byte = 2
+
+	frameRaft    byte = 1
+	frameJoin    byte = 2
+	frameRemoved byte = 3
+
+	// maxFrameSize bounds one frame (a snapshot travels in one frame).
+	maxFrameSize = 128 << 20
+	maxFieldSize = 1024 // cluster name and address
+	// keptBufferSize is the largest read buffer a connection keeps.
+	keptBufferSize = maxSizePerMsg + 64<<10
+)
+
+// handshake is the first thing a dialer sends.
+type handshake struct {
+	ClusterName string
+	NodeID      uint64
+	Addr        string
+}
+
+func writeHandshake(w io.Writer, h handshake) error {
+	if len(h.ClusterName) > maxFieldSize || len(h.Addr) > maxFieldSize {
+		return errors.New("handshake field too long")
+	}
+	buf := make([]byte, 0, 4+1+8+2+len(h.ClusterName)+2+len(h.Addr))
+	buf = append(buf, protocolMagic...)
+	buf = append(buf, protocolVersion)
+	buf = binary.BigEndian.AppendUint64(buf, h.NodeID)
+	buf = binary.BigEndian.AppendUint16(buf, uint16(len(h.ClusterName)))
+	buf = append(buf, h.ClusterName...)
+	buf = binary.BigEndian.AppendUint16(buf, uint16(len(h.Addr)))
+	buf = append(buf, h.Addr...)
+	_, err := w.Write(buf)
+	return err
+}
+
+// errBadHandshake marks a connection that does not speak this protocol.
+var errBadHandshake = errors.New("not a pgquorum raft handshake")
+
+func readHandshake(r io.Reader) (handshake, error) {
+	var head [4 + 1 + 8]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil {
+		return handshake{}, fmt.Errorf("read handshake: %w", err)
+	}
+	if string(head[:4]) != protocolMagic {
+		return handshake{}, errBadHandshake
+	}
+	if head[4] != protocolVersion {
+		return handshake{}, fmt.Errorf("%w: protocol version %d, want %d", errBadHandshake, head[4], protocolVersion)
+	}
+	h := handshake{NodeID: binary.BigEndian.Uint64(head[5:13])}
+	var err error
+	if h.ClusterName, err = readField(r); err != nil {
+		return handshake{}, err
+	}
+	if h.Addr, err = readField(r); err != nil {
+		return handshake{}, err
+	}
+	return h, nil
+}
+
+func readField(r io.Reader) (string, error) {
+	var l [2]byte
+	if _, err := io.ReadFull(r, l[:]); err != nil {
+		return "", fmt.Errorf("read handshake: %w", err)
+	}
+	n := int(binary.BigEndian.Uint16(l[:]))
+	if n > maxFieldSize {
+		return "", fmt.Errorf("%w: field of %d bytes", errBadHandshake, n)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return "", fmt.Errorf("read handshake: %w", err)
+	}
+	return string(b), nil
+}
+
+// writeFrame writes one frame to w (buffered; the caller flushes).
+func writeFrame(w *bufio.Writer, kind byte, payload []byte) error {
+	if len(payload)+1 > maxFrameSize {
+		return fmt.Errorf("frame of %d bytes exceeds the %d-byte limit", len(payload)+1, maxFrameSize)
+	}
+	var head [5]byte
+	binary.BigEndian.PutUint32(head[:4], uint32(len(payload)+1))
+	head[4] = kind
+	if _, err := w.Write(head[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(payload)
+	return err
+}
+
+// readFrame reads one frame. The payload is read into buf (grown when too
+// small, up to keptBufferSize; larger frames get a buffer of their own) and
+// aliases it: it is valid until the next call.
+func readFrame(r *bufio.Reader, buf []byte) (kind byte, payload, newBuf []byte, err error) {
+	var head [5]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil {
+		return 0, nil, buf, err
+	}
+	size := binary.BigEndian.Uint32(head[:4])
+	if size == 0 || size > maxFrameSize {
+		return 0, nil, buf, fmt.Errorf("frame length %d out of range [1, %d]", size, maxFrameSize)
+	}
+	n := int(size) - 1
+	switch {
+	case n > keptBufferSize:
+		payload = make([]byte, n)
+	case cap(buf) < n:
+		buf = make([]byte, n, min(keptBufferSize, max(2*n, 4096)))
+		payload = buf[:n]
+	default:
+		payload = buf[:n]
+	}
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return 0, nil, buf, fmt.Errorf("read frame: %w", err)
+	}
+	return head[4], payload, buf, nil
+}
+
+func encodeJoin(req JoinRequest) []byte {
+	b := binary.BigEndian.AppendUint64(nil, req.NodeID)
+	var flags byte
+	if req.Forwarded {
+		flags = 1
+	}
+	b = append(b, flags)
+	return append(b, req.Addr...)
+}
+
+func decodeJoin(b []byte) (JoinRequest, error) {
+	if len(b) < 9 || len(b)-9 > maxFieldSize || b[8] > 1 {
+		return JoinRequest{}, fmt.Errorf("malformed join request of %d bytes", len(b))
+	}
+	return JoinRequest{NodeID: binary.BigEndian.Uint64(b[:8]), Forwarded: b[8] == 1, Addr: string(b[9:])}, nil
+}
