@@ -1,0 +1,243 @@
+package health
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// scriptedProber answers probes as the test says, without PostgreSQL. It
+// stands in for a Prober only in tests of the Monitor's goroutines and
+// channels; everything that talks to PostgreSQL is tested against a real
+// server.
+type scriptedProber struct {
+	node   string
+	mu     sync.Mutex
+	fail   bool          // answer with a failure
+	hang   time.Duration // block this long (or until ctx is done) before answering
+	probes atomic.Int64
+	closed atomic.Bool
+}
+
+func (s *scriptedProber) set(fail bool, hang time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fail, s.hang = fail, hang
+}
+
+func (s *scriptedProber) Probe(ctx context.Context) Probe {
+	s.mu.Lock()
+	fail, hang := s.fail, s.hang
+	s.mu.Unlock()
+	start := time.Now()
+	s.probes.Add(1)
+	if hang > 0 {
+		select {
+		case <-time.After(hang):
+		case <-ctx.Done():
+		}
+	}
+	if fail || hang > 0 {
+		return Probe{Node: s.node, At: start, Err: "scripted failure"}
+	}
+	return Probe{Node: s.node, At: start, Reachable: true, InRecovery: s.node != "pg1", Timeline: 1}
+}
+
+func (s *scriptedProber) Close() { s.closed.Store(true) }
+
+// startScriptedMonitor runs a Monitor over scripted probers for pg1..pg3 and
+// stops it when the test ends, checking that every goroutine is gone.
+func startScriptedMonitor(t *testing.T) (*Monitor, map[string]*scriptedProber) {
+	t.Helper()
+	probers := map[string]*scriptedProber{}
+	asProbers := map[string]nodeProber{}
+	var nodes []MonitorNode
+	for _, name := range []string{"pg1", "pg2", "pg3"} {
+		probers[name] = &scriptedProber{node: name}
+		asProbers[name] = probers[name]
+		nodes = append(nodes, MonitorNode{Name: name})
+	}
+	m, err := newMonitor(MonitorConfig{
+		Nodes:    nodes,
+		Interval: 5 * time.Millisecond,
+		Detector: DetectorConfig{DownAfter: time.Second},
+	}, asProbers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run = %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return after cancel")
+		}
+		for name, p := range probers {
+			if !p.closed.Load() {
+				t.Errorf("prober %s not closed", name)
+			}
+		}
+		if _, open := <-m.Changes(); open {
+			t.Error("Changes not closed after Run returned")
+		}
+		goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	})
+	return m, probers
+}
+
+// nextChange waits (bounded) for the next change.
+func nextChange(t *testing.T, m *Monitor) Change {
+	t.Helper()
+	select {
+	case c := <-m.Changes():
+		return c
+	case <-time.After(10 * time.Second):
+		t.Fatal("no change within 10s")
+		return Change{}
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func healthOf(m *Monitor, node string) Health {
+	return m.Snapshot()[node].State.Health
+}
+
+func TestMonitorReportsEachNodeUpOnce(t *testing.T) {
+	m, _ := startScriptedMonitor(t)
+	seen := map[string]Change{}
+	for len(seen) < 3 {
+		c := nextChange(t, m)
+		if _, dup := seen[c.Node]; dup {
+			t.Fatalf("second change for %s: %+v", c.Node, c)
+		}
+		if c.From.Health != HealthUnknown || c.To.Health != HealthUp {
+			t.Fatalf("first change of %s = %v -> %v", c.Node, c.From, c.To)
+		}
+		seen[c.Node] = c
+	}
+	if seen["pg1"].To.InRecovery || !seen["pg2"].To.InRecovery {
+		t.Fatalf("roles wrong: %+v", seen)
+	}
+	// Probes keep coming, but nothing changes, so no Change is sent.
+	before := m.Latest()["pg2"].At
+	waitFor(t, "newer probes", func() bool { return m.Latest()["pg2"].At.After(before) })
+	select {
+	case c := <-m.Changes():
+		t.Fatalf("change without a state change: %+v", c)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+func TestMonitorSlowConsumerNeverBlocksProbingAndGetsTheNetChange(t *testing.T) {
+	m, probers := startScriptedMonitor(t)
+	for range 3 {
+		nextChange(t, m) // the three Unknown -> Up
+	}
+
+	// Nobody reads Changes from here on. pg2 fails and recovers, pg3 fails.
+	probers["pg2"].set(true, 0)
+	waitFor(t, "pg2 down", func() bool { return healthOf(m, "pg2") == HealthDown })
+	probers["pg3"].set(true, 0)
+	waitFor(t, "pg3 down", func() bool { return healthOf(m, "pg3") == HealthDown })
+	probers["pg2"].set(false, 0)
+	waitFor(t, "pg2 up", func() bool { return healthOf(m, "pg2") == HealthUp })
+
+	// Probing went on all along.
+	count := probers["pg1"].probes.Load()
+	waitFor(t, "more probes of pg1", func() bool { return probers["pg1"].probes.Load() > count+5 })
+
+	// pg2's down-and-up cancelled out; pg3's down is waiting.
+	c := nextChange(t, m)
+	if c.Node != "pg3" || c.From.Health != HealthUp || c.To.Health != HealthDown {
+		t.Fatalf("waiting change = %s %v -> %v, want pg3 up -> down", c.Node, c.From, c.To)
+	}
+	select {
+	case c := <-m.Changes():
+		t.Fatalf("unexpected change %s %v -> %v", c.Node, c.From, c.To)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+func TestMonitorHungNodeDoesNotDelayTheOthers(t *testing.T) {
+	m, probers := startScriptedMonitor(t)
+	for range 3 {
+		nextChange(t, m)
+	}
+	probers["pg1"].set(false, time.Hour) // every probe of pg1 hangs until Run stops
+	start := time.Now()
+	c := nextChange(t, m)
+	if c.Node != "pg1" || c.To.Health != HealthDown || !strings.Contains(c.Reason, "no successful probe for") {
+		t.Fatalf("change = %+v, want pg1 down by the time rule", c)
+	}
+	if elapsed := time.Since(start); elapsed > 5*time.Second {
+		t.Fatalf("pg1 went down after %v, DownAfter is 1s", elapsed)
+	}
+	count := probers["pg2"].probes.Load()
+	waitFor(t, "probes of pg2 while pg1 hangs", func() bool { return probers["pg2"].probes.Load() > count+5 })
+	if got := m.Snapshot()["pg2"].State.Health; got != HealthUp {
+		t.Fatalf("pg2 = %v", got)
+	}
+}
+
+func TestMonitorRunsOnce(t *testing.T) {
+	m, _ := startScriptedMonitor(t)
+	nextChange(t, m) // Run is under way
+	if err := m.Run(context.Background()); err == nil {
+		t.Fatal("second Run succeeded")
+	}
+}
+
+func TestNewMonitorChecksItsConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  MonitorConfig
+		want string
+	}{
+		{"no nodes", MonitorConfig{}, "at least one node"},
+		{"duplicate", MonitorConfig{Nodes: []MonitorNode{{Name: "a", ConnString: "host=127.0.0.1"}, {Name: "a", ConnString: "host=127.0.0.1"}}}, "twice"},
+		{"no name", MonitorConfig{Nodes: []MonitorNode{{ConnString: "host=127.0.0.1"}}}, "node name"},
+		{"bad conn string", MonitorConfig{Nodes: []MonitorNode{{Name: "a", ConnString: "host=127.0.0.1 port=x"}}}, "a:"},
+		{"negative interval", MonitorConfig{Nodes: []MonitorNode{{Name: "a", ConnString: "host=127.0.0.1"}}, Interval: -1}, "negative interval"},
+		{"negative timeout", MonitorConfig{Nodes: []MonitorNode{{Name: "a", ConnString: "host=127.0.0.1"}}, Timeout: -1}, "negative timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := NewMonitor(tt.cfg)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("NewMonitor = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestNewProberNeverEchoesThePassword(t *testing.T) {
+	_, err := NewProber(ProberConfig{Node: "a", ConnString: "host=127.0.0.1 password=hunter2 port=notaport"})
+	if err == nil {
+		t.Fatal("bad port accepted")
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("error reveals the password: %v", err)
+	}
+}
