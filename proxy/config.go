@@ -1,0 +1,123 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+)
+
+// Target is where the proxy may send traffic: the agreed primary.
+type Target struct {
+	Name    string // backend name (application_name in replication), e.g. "pg1"
+	Address string // host:port
+	Epoch   uint64 // fencing token; 0 when discovered by probing (before consensus)
+}
+
+// Router tells the proxy where the primary is. It is implemented outside this package (first by
+// probing, later by Raft). Its methods are called concurrently from many sessions.
+type Router interface {
+	// Primary returns the current routing target. It blocks while there is none (or routing is
+	// not allowed) until one appears or ctx ends; the caller bounds ctx with the hold timeout.
+	Primary(ctx context.Context) (Target, error)
+	// BackendFailed tells the router that connecting to, or talking to, t failed; a probing
+	// router re-probes, a consensus router may ignore it.
+	BackendFailed(t Target)
+}
+
+// Authentication methods the proxy can ask clients for (Config.AuthMethod).
+const (
+	AuthTrust       = "trust"
+	AuthMD5         = "md5"
+	AuthSCRAMSHA256 = "scram-sha-256"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultHoldTimeout      = 30 * time.Second
+	DefaultStartupTimeout   = 10 * time.Second
+	DefaultMaxStartupPacket = 10000 // bytes of startup packet body, like PostgreSQL's MAX_STARTUP_PACKET_LENGTH
+)
+
+// Config configures a Server. The zero value of every optional field has a documented default.
+type Config struct {
+	// NodeID is this proxy's node id; it is encoded in the BackendKeyData handed to clients so a
+	// cancel request can be routed to the proxy that owns the session (see cancel.go).
+	NodeID uint64
+	// ListenAddr is the TCP address to listen on, e.g. "127.0.0.1:6432"; port 0 picks a free
+	// port (see Server.Addr).
+	ListenAddr string
+	// Router names the primary. Required.
+	Router Router
+	// AuthMethod is what the proxy asks clients for: "trust", "md5" or "scram-sha-256".
+	// Empty means "scram-sha-256".
+	AuthMethod string
+	// QueryUser is the role used for the auth query (reads password verifiers on the primary).
+	// Required for md5 and scram-sha-256.
+	QueryUser string
+	// QueryPassword is QueryUser's password; "" when the backend trusts QueryUser.
+	QueryPassword string
+	// TLS enables SSLRequest (and direct TLS) for clients; nil answers SSLRequest with 'N'.
+	TLS *tls.Config
+	// HoldTimeout bounds waiting for Router.Primary and connecting to the backend. Default 30s.
+	HoldTimeout time.Duration
+	// StartupTimeout bounds the time a client may take to finish startup and authentication
+	// (time the proxy itself waits for the primary is not counted). Default 10s.
+	StartupTimeout time.Duration
+	// MaxStartupPacket bounds the startup packet body in bytes. Default 10000, like PostgreSQL.
+	MaxStartupPacket int
+	// Logger receives the proxy's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// withDefaults validates c and fills in the defaults of its zero fields.
+func (c Config) withDefaults() (Config, error) {
+	if c.Router == nil {
+		return c, errors.New("proxy: config: Router is required")
+	}
+	if c.ListenAddr == "" {
+		return c, errors.New("proxy: config: ListenAddr is required")
+	}
+	if c.AuthMethod == "" {
+		c.AuthMethod = AuthSCRAMSHA256
+	}
+	switch c.AuthMethod {
+	case AuthTrust:
+	case AuthMD5, AuthSCRAMSHA256:
+		if c.QueryUser == "" {
+			return c, fmt.Errorf("proxy: config: QueryUser is required for auth method %q", c.AuthMethod)
+		}
+	default:
+		return c, fmt.Errorf("proxy: config: unknown AuthMethod %q (want trust, md5 or scram-sha-256)", c.AuthMethod)
+	}
+	if c.HoldTimeout < 0 || c.StartupTimeout < 0 || c.MaxStartupPacket < 0 {
+		return c, errors.New("proxy: config: negative timeout or size")
+	}
+	if c.HoldTimeout == 0 {
+		c.HoldTimeout = DefaultHoldTimeout
+	}
+	if c.StartupTimeout == 0 {
+		c.StartupTimeout = DefaultStartupTimeout
+	}
+	if c.MaxStartupPacket == 0 {
+		c.MaxStartupPacket = DefaultMaxStartupPacket
+	}
+	if c.MaxStartupPacket < 64 {
+		return c, fmt.Errorf("proxy: config: MaxStartupPacket %d is too small (minimum 64)", c.MaxStartupPacket)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.TLS != nil {
+		// Direct TLS (PostgreSQL 17's sslnegotiation=direct) requires the "postgresql" ALPN
+		// protocol; advertising it is also what PostgreSQL does on the SSLRequest path.
+		c.TLS = c.TLS.Clone()
+		if !slices.Contains(c.TLS.NextProtos, alpnPostgreSQL) {
+			c.TLS.NextProtos = append(c.TLS.NextProtos, alpnPostgreSQL)
+		}
+	}
+	return c, nil
+}

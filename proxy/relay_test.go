@@ -1,0 +1,388 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// fakeRouter is a Router that always names the same target and counts BackendFailed calls.
+type fakeRouter struct {
+	target Target
+	mu     sync.Mutex
+	failed int
+}
+
+func (r *fakeRouter) Primary(ctx context.Context) (Target, error) { return r.target, nil }
+func (r *fakeRouter) BackendFailed(t Target) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failed++
+}
+func (r *fakeRouter) failures() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failed
+}
+
+func newTestServer(t testing.TB, router Router) *Server {
+	t.Helper()
+	srv, err := NewServer(Config{NodeID: 1, ListenAddr: "127.0.0.1:0", Router: router, AuthMethod: AuthTrust})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv
+}
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t testing.TB) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			accepted <- nil
+			return
+		}
+		accepted <- c
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := <-accepted
+	if b == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// relayedSession wires a session between two fresh TCP pairs and starts its relay. It returns
+// the client's end and the fake backend's end.
+func relayedSession(t testing.TB, srv *Server) (client, backend net.Conn, sess *session) {
+	t.Helper()
+	client, proxyClientSide := tcpPair(t)
+	proxyBackendSide, backend := tcpPair(t)
+	sess = &session{srv: srv, conn: proxyClientSide, client: proxyClientSide, log: srv.log,
+		target: Target{Name: "fake", Address: "127.0.0.1:1"}}
+	if err := srv.sessions.add(sess); err != nil {
+		t.Fatal(err)
+	}
+	srv.counters.clientConnections.Add(1)
+	sess.backend = proxyBackendSide
+	sess.startRelay(nil, nil)
+	t.Cleanup(func() {
+		client.Close()
+		backend.Close()
+		deadline := time.Now().Add(5 * time.Second)
+		for sess.running.Load() != 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+	})
+	return client, backend, sess
+}
+
+func msg(typ byte, body []byte) []byte { return appendMessage(nil, typ, body) }
+
+func readN(t testing.TB, c net.Conn, n int) []byte {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatalf("read %d bytes: %v", n, err)
+	}
+	return buf
+}
+
+// readErrorResponse reads one message and requires it to be an ErrorResponse.
+func readErrorResponse(t testing.TB, c net.Conn) *pgproto3.ErrorResponse {
+	t.Helper()
+	header := readN(t, c, 5)
+	if header[0] != 'E' {
+		t.Fatalf("got message type %q, want ErrorResponse", header[0])
+	}
+	body := readN(t, c, int(binary.BigEndian.Uint32(header[1:]))-4)
+	var e pgproto3.ErrorResponse
+	if err := e.Decode(body); err != nil {
+		t.Fatal(err)
+	}
+	return &e
+}
+
+// requireClosed waits for the peer to close c.
+func requireClosed(t testing.TB, c net.Conn) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, c)
+	if err != nil && !errors.Is(err, net.ErrClosed) && !isConnReset(err) {
+		t.Fatalf("connection not closed: read %d bytes then %v", n, err)
+	}
+}
+
+func isConnReset(err error) bool {
+	var opErr *net.OpError
+	return errors.As(err, &opErr) && !opErr.Timeout()
+}
+
+func TestRelayForwardsMessagesUnchanged(t *testing.T) {
+	srv := newTestServer(t, &fakeRouter{})
+	client, backend, _ := relayedSession(t, srv)
+
+	var stream []byte
+	for i, size := range []int{0, 1, 4, 100, streamThreshold - 5, streamThreshold, streamThreshold + 1, relayBufferSize * 3, 1 << 20} {
+		body := bytes.Repeat([]byte{byte('a' + i)}, size)
+		stream = append(stream, msg('d', body)...)
+	}
+	stream = append(stream, msg('S', nil)...)
+
+	// Client to backend, written in odd-sized pieces so that headers and bodies are split.
+	go func() {
+		rest := stream
+		for piece := 1; len(rest) > 0; piece = piece*3 + 1 {
+			n := min(piece, len(rest))
+			if _, err := client.Write(rest[:n]); err != nil {
+				return
+			}
+			rest = rest[n:]
+		}
+	}()
+	if got := readN(t, backend, len(stream)); !bytes.Equal(got, stream) {
+		t.Fatal("backend received different bytes than the client sent")
+	}
+
+	// Backend to client in one write.
+	reply := append(bytes.Clone(stream[:len(stream)-5]), msg('Z', []byte{'I'})...)
+	go backend.Write(reply)
+	if got := readN(t, client, len(reply)); !bytes.Equal(got, reply) {
+		t.Fatal("client received different bytes than the backend sent")
+	}
+	stats := srv.Stats()
+	if stats.BytesFromClients != uint64(len(stream)) || stats.BytesToClients != uint64(len(reply)) {
+		t.Fatalf("stats bytes from/to clients = %d/%d, want %d/%d", stats.BytesFromClients, stats.BytesToClients, len(stream), len(reply))
+	}
+}
+
+func TestRelayRejectsInvalidClientLengths(t *testing.T) {
+	tests := []struct {
+		name   string
+		header []byte
+	}{
+		{"negative", []byte{'Q', 0xff, 0xff, 0xff, 0xf0}},
+		{"below four", []byte{'Q', 0, 0, 0, 3}},
+		{"over 1 GiB", []byte{'Q', 0x40, 0, 0, 0x10}},
+		{"small message type too long", []byte{'S', 0, 0, 0x40, 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			router := &fakeRouter{}
+			srv := newTestServer(t, router)
+			client, backend, _ := relayedSession(t, srv)
+			good := msg('Q', []byte("SELECT 1\x00"))
+			if _, err := client.Write(append(bytes.Clone(good), tt.header...)); err != nil {
+				t.Fatal(err)
+			}
+			if got := readN(t, backend, len(good)); !bytes.Equal(got, good) {
+				t.Fatal("message before the bad one was not forwarded")
+			}
+			requireClosed(t, backend)
+			e := readErrorResponse(t, client)
+			if e.Severity != severityFatal || e.Code != codeProtocolViolation {
+				t.Fatalf("got %s %s %q, want FATAL 08P01", e.Severity, e.Code, e.Message)
+			}
+			requireClosed(t, client)
+			if router.failures() != 0 {
+				t.Fatal("a client's protocol violation was reported as a backend failure")
+			}
+		})
+	}
+}
+
+func TestRelayBackendLost(t *testing.T) {
+	router := &fakeRouter{}
+	srv := newTestServer(t, router)
+	client, backend, _ := relayedSession(t, srv)
+	backend.Close()
+	e := readErrorResponse(t, client)
+	if e.Code != codeConnectionFailure {
+		t.Fatalf("got %s %q, want 08006", e.Code, e.Message)
+	}
+	requireClosed(t, client)
+	if router.failures() != 1 {
+		t.Fatalf("BackendFailed called %d times, want 1", router.failures())
+	}
+}
+
+func TestRelayBackendFatalIsNotDoubled(t *testing.T) {
+	router := &fakeRouter{}
+	srv := newTestServer(t, router)
+	client, backend, _ := relayedSession(t, srv)
+	fatal := (&clientError{Severity: severityFatal, Code: codeAdminShutdown, Message: "terminating connection due to administrator command"}).appendErrorResponse(nil)
+	backend.Write(fatal)
+	backend.Close()
+	if got := readN(t, client, len(fatal)); !bytes.Equal(got, fatal) {
+		t.Fatal("backend's FATAL not relayed")
+	}
+	requireClosed(t, client)
+	if router.failures() != 0 {
+		t.Fatal("an orderly FATAL from the backend was reported as a backend failure")
+	}
+}
+
+func TestRelayClientTerminate(t *testing.T) {
+	router := &fakeRouter{}
+	srv := newTestServer(t, router)
+	client, backend, _ := relayedSession(t, srv)
+	client.Write(msg('X', nil))
+	readN(t, backend, 5)
+	backend.Close()
+	requireClosed(t, client)
+	if router.failures() != 0 {
+		t.Fatal("backend closing after Terminate was reported as a failure")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.Stats().ClientConnections != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("session not finished: %+v", srv.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestShutdownWaitsForSafePoint(t *testing.T) {
+	srv := newTestServer(t, &fakeRouter{})
+	busyClient, busyBackend, _ := relayedSession(t, srv)
+	idleClient, _, _ := relayedSession(t, srv)
+
+	// The busy session has a query in flight.
+	query := msg('Q', []byte("SELECT pg_sleep(1)\x00"))
+	busyClient.Write(query)
+	readN(t, busyBackend, len(query))
+
+	shutdownDone := make(chan error, 1)
+	go func() { shutdownDone <- srv.Shutdown(context.Background()) }()
+
+	// The idle one is closed with 57P01.
+	e := readErrorResponse(t, idleClient)
+	if e.Code != codeAdminShutdown {
+		t.Fatalf("idle session got %s %q, want 57P01", e.Code, e.Message)
+	}
+	requireClosed(t, idleClient)
+
+	select {
+	case err := <-shutdownDone:
+		t.Fatalf("Shutdown returned (%v) while a query was running", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	// The answer arrives intact, then the session is closed.
+	answer := append(msg('C', []byte("SELECT 1\x00")), msg('Z', []byte{'I'})...)
+	busyBackend.Write(answer)
+	if got := readN(t, busyClient, len(answer)); !bytes.Equal(got, answer) {
+		t.Fatal("answer not relayed during shutdown")
+	}
+	if e := readErrorResponse(t, busyClient); e.Code != codeAdminShutdown {
+		t.Fatalf("busy session got %s %q after its answer, want 57P01", e.Code, e.Message)
+	}
+	select {
+	case err := <-shutdownDone:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+}
+
+func TestShutdownForcesAtDeadline(t *testing.T) {
+	srv := newTestServer(t, &fakeRouter{})
+	client, backend, _ := relayedSession(t, srv)
+	begin := msg('Q', []byte("BEGIN\x00"))
+	client.Write(begin)
+	readN(t, backend, len(begin))
+	backend.Write(append(msg('C', []byte("BEGIN\x00")), msg('Z', []byte{'T'})...))
+	readN(t, client, 17)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want deadline exceeded (session in a transaction)", err)
+	}
+	if e := readErrorResponse(t, client); e.Code != codeAdminShutdown {
+		t.Fatalf("got %s %q, want 57P01", e.Code, e.Message)
+	}
+	requireClosed(t, client)
+}
+
+func TestServeContextEndClosesSessions(t *testing.T) {
+	srv := newTestServer(t, &fakeRouter{})
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	client, _, _ := relayedSession(t, srv)
+	cancel()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("Serve returned %v after its context ended, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	if e := readErrorResponse(t, client); e.Code != codeAdminShutdown {
+		t.Fatalf("got %s %q, want 57P01", e.Code, e.Message)
+	}
+	requireClosed(t, client)
+	if _, err := net.Dial("tcp", srv.Addr().String()); err == nil {
+		t.Fatal("still accepting after Serve returned")
+	}
+}
+
+func TestClientHalfCloseStillGetsAnswers(t *testing.T) {
+	router := &fakeRouter{}
+	srv := newTestServer(t, router)
+	client, backend, _ := relayedSession(t, srv)
+	query := msg('Q', []byte("SELECT 1\x00"))
+	client.Write(query)
+	client.(*net.TCPConn).CloseWrite()
+	readN(t, backend, len(query))
+	// The backend sees the end of input after the query, like on a direct connection...
+	requireClosedForReading(t, backend)
+	// ...and its answer still reaches the client.
+	answer := append(msg('C', []byte("SELECT 1\x00")), msg('Z', []byte{'I'})...)
+	backend.Write(answer)
+	backend.Close()
+	if got := readN(t, client, len(answer)); !bytes.Equal(got, answer) {
+		t.Fatal("answer lost after the client half-closed")
+	}
+	requireClosed(t, client)
+	if router.failures() != 0 {
+		t.Fatal("backend closing after the client's EOF was reported as a failure")
+	}
+}
+
+// requireClosedForReading waits until reading c returns EOF.
+func requireClosedForReading(t testing.TB, c net.Conn) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var one [1]byte
+	if n, err := c.Read(one[:]); n != 0 || !errors.Is(err, io.EOF) {
+		t.Fatalf("read %d bytes, %v; want EOF", n, err)
+	}
+	_ = c.SetReadDeadline(time.Time{})
+}

@@ -1,0 +1,282 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// startupBufferSize is the read buffer of the startup phase (a typical startup packet is well
+// under 200 bytes; larger ones are read through it).
+const startupBufferSize = 1024
+
+// errStartupDone ends the startup goroutine without an error for the client (cancel requests,
+// clients that went away).
+var errStartupDone = errors.New("connection handled")
+
+// serveConn runs the startup phase of one client connection and, when it succeeds, hands the
+// session to its relay goroutines.
+func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
+	defer s.goroutines.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.counters.clientConnections.Add(1)
+	s.counters.totalClientConnections.Add(1)
+	sess := &session{srv: s, conn: conn, startupCancel: cancel}
+	sess.startupDeadline = time.Now().Add(s.cfg.StartupTimeout)
+	_ = conn.SetDeadline(sess.startupDeadline)
+	if err := s.sessions.add(sess); err != nil {
+		sess.log = s.log
+		sess.writeFinalError(fatalf(codeTooManyConnections, "sorry, too many clients already"))
+		_ = conn.Close()
+		s.counters.clientConnections.Add(-1)
+		return
+	}
+	sess.log = s.log.With("session", sess.pid, "client", conn.RemoteAddr().String())
+	if !sess.runStartupRecovering(ctx) {
+		sess.finish()
+	}
+}
+
+// runStartupRecovering runs the startup phase with a last-resort recovery: a panic (a bug) is
+// logged, and the client gets an internal error instead of the process crashing.
+func (s *session) runStartupRecovering(ctx context.Context) (relaying bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.logPanic("startup", v)
+			s.mu.Lock()
+			relaying = s.relaying
+			s.mu.Unlock()
+			if relaying {
+				s.fail(fatalf(codeInternalError, "internal error in the pgquorum proxy"))
+				return
+			}
+			s.srv.counters.startupFailures.Add(1)
+			s.writeFinalError(fatalf(codeInternalError, "internal error in the pgquorum proxy"))
+		}
+	}()
+	return s.runStartup(ctx)
+}
+
+// runStartup runs the startup phase and reports whether the relay took over the session.
+func (s *session) runStartup(ctx context.Context) bool {
+	s.client = s.conn
+	clientLeftover, backendLeftover, err := s.startup(ctx)
+	if err == nil {
+		s.mu.Lock()
+		stopped := s.startupStopped
+		s.mu.Unlock()
+		if stopped {
+			err = errShuttingDown
+		}
+	}
+	if err != nil {
+		s.reportStartupError(err)
+		return false
+	}
+	_ = s.conn.SetDeadline(time.Time{})
+	s.startRelay(clientLeftover, backendLeftover)
+	return true
+}
+
+var errShuttingDown = errors.New("proxy is shutting down")
+
+// reportStartupError logs a failed startup and tells the client when there is something to say.
+func (s *session) reportStartupError(err error) {
+	if errors.Is(err, errStartupDone) || errors.Is(err, errClientGone) {
+		return
+	}
+	s.srv.counters.startupFailures.Add(1)
+	var ce *clientError
+	switch {
+	case s.srv.shuttingDown.Load() || errors.Is(err, errShuttingDown):
+		ce = fatalf(codeCannotConnectNow, "the pgquorum proxy is shutting down")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		ce = fatalf(codeProtocolViolation, "canceling authentication due to timeout")
+	case errors.As(err, &ce):
+	default:
+		s.log.Debug("startup failed", "err", err)
+		return // the connection failed; nobody to tell
+	}
+	s.log.Info("startup failed", "user", s.user, "err", err)
+	s.writeFinalError(ce)
+}
+
+// startup performs the whole startup phase: TLS and protocol negotiation, client
+// authentication, backend connection. It returns the bytes already read past the end of the
+// startup phase on each side.
+func (s *session) startup(ctx context.Context) (clientLeftover, backendLeftover []byte, err error) {
+	br := bufio.NewReaderSize(s.conn, startupBufferSize)
+	pkt, br, err := s.negotiate(ctx, br)
+	if err != nil {
+		return nil, nil, err
+	}
+	if s.srv.shuttingDown.Load() {
+		return nil, nil, errShuttingDown
+	}
+
+	var out []byte // messages for the client, written when the proxy next waits for it
+	s.protocolMinor = min(pkt.ProtocolMinor, latestProtocolMinor)
+	if pkt.ProtocolMinor > latestProtocolMinor || len(pkt.UnknownProtocolOptions) > 0 {
+		// Like PostgreSQL: name the newest version we speak and the options we ignored, then
+		// go on with the downgraded version.
+		msg := pgproto3.NegotiateProtocolVersion{
+			NewestMinorProtocol: protocolMajor3<<16 | latestProtocolMinor,
+			UnrecognizedOptions: pkt.UnknownProtocolOptions,
+		}
+		out, _ = msg.Encode(out)
+	}
+	for _, p := range pkt.Params {
+		if p.Name == "replication" {
+			continue // a false value; PostgreSQL's default anyway
+		}
+		s.params = append(s.params, p)
+	}
+	s.user, _ = pkt.param("user")
+	s.log = s.log.With("user", s.user)
+
+	creds, out, err := s.authenticateClient(ctx, br, out)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.creds = creds
+	out, _ = (&pgproto3.AuthenticationOk{}).Encode(out)
+
+	var backendReady backendStartup
+	err = s.waitOnServer(func() error {
+		var err error
+		backendReady, err = s.connectBackend(ctx)
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	secret, err := newSecretKey(s.srv.cfg.NodeID, s.protocolMinor)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.srv.sessions.setCancelKey(s, secret, backendReady.cancelKey)
+	out = append(out, backendReady.statusMessages...)
+	out, _ = (&pgproto3.BackendKeyData{ProcessID: s.pid, SecretKey: secret}).Encode(out)
+	out, _ = (&pgproto3.ReadyForQuery{TxStatus: backendReady.txStatus}).Encode(out)
+	if _, err := s.client.Write(out); err != nil {
+		return nil, nil, errors.Join(errClientGone, err)
+	}
+	s.log.Debug("session started", "backend", s.target.Name, "protocol_minor", s.protocolMinor, "tls", s.clientTLS)
+	return bufferedBytes(br), backendReady.leftover, nil
+}
+
+// negotiate reads startup packets until a StartupMessage, answering SSLRequest and
+// GSSENCRequest and serving CancelRequest. It returns the StartupMessage and the reader to use
+// from then on (a new one over TLS).
+func (s *session) negotiate(ctx context.Context, br *bufio.Reader) (startupPacket, *bufio.Reader, error) {
+	cfg := s.srv.cfg
+	sslDone, gssDone := false, false
+	for {
+		if !sslDone && cfg.TLS != nil {
+			if first, err := br.Peek(1); err == nil && first[0] == tlsHandshakeRecord {
+				// Direct TLS (sslnegotiation=direct): a TLS ClientHello instead of SSLRequest.
+				var err error
+				if br, err = s.startDirectTLS(br); err != nil {
+					return startupPacket{}, nil, err
+				}
+				sslDone = true
+				continue
+			}
+		}
+		pkt, err := readStartupPacket(br, cfg.MaxStartupPacket)
+		if err != nil {
+			return startupPacket{}, nil, err
+		}
+		switch pkt.Kind {
+		case kindStartupMessage:
+			return pkt, br, nil
+		case kindCancelRequest:
+			s.srv.counters.cancelRequests.Add(1)
+			s.srv.handleCancel(ctx, pkt)
+			return startupPacket{}, nil, errStartupDone
+		case kindSSLRequest:
+			if sslDone {
+				return startupPacket{}, nil, fatalf(codeProtocolViolation, "unexpected SSLRequest: SSL negotiation was already done")
+			}
+			if br.Buffered() > 0 {
+				return startupPacket{}, nil, fatalf(codeProtocolViolation, "received unencrypted data after SSL request").
+					withDetail("This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.")
+			}
+			sslDone = true
+			if cfg.TLS == nil {
+				if _, err := s.conn.Write([]byte{'N'}); err != nil {
+					return startupPacket{}, nil, errors.Join(errClientGone, err)
+				}
+				continue
+			}
+			if _, err := s.conn.Write([]byte{'S'}); err != nil {
+				return startupPacket{}, nil, errors.Join(errClientGone, err)
+			}
+			if br, err = s.startTLS(s.conn); err != nil {
+				return startupPacket{}, nil, err
+			}
+		case kindGSSENCRequest:
+			if gssDone || s.clientTLS {
+				return startupPacket{}, nil, fatalf(codeProtocolViolation, "unexpected GSSENCRequest")
+			}
+			if br.Buffered() > 0 {
+				return startupPacket{}, nil, fatalf(codeProtocolViolation, "received unencrypted data after GSSAPI encryption request").
+					withDetail("This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.")
+			}
+			gssDone = true
+			if _, err := s.conn.Write([]byte{'N'}); err != nil {
+				return startupPacket{}, nil, errors.Join(errClientGone, err)
+			}
+		}
+	}
+}
+
+// waitOnServer runs f, which waits for the router or a PostgreSQL server, without counting that
+// time against the client's startup timeout.
+func (s *session) waitOnServer(f func() error) error {
+	start := time.Now()
+	s.mu.Lock()
+	_ = s.conn.SetDeadline(time.Time{})
+	s.mu.Unlock()
+	err := f()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.startupDeadline = s.startupDeadline.Add(time.Since(start))
+	if s.startupStopped {
+		_ = s.conn.SetDeadline(time.Now())
+		if err == nil {
+			err = errShuttingDown
+		}
+	} else {
+		_ = s.conn.SetDeadline(s.startupDeadline)
+	}
+	return err
+}
+
+// stopStartup makes a session that is still in startup give up soon (Shutdown).
+func (s *session) stopStartup() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.relaying || s.startupStopped {
+		return
+	}
+	s.startupStopped = true
+	_ = s.conn.SetDeadline(time.Now())
+	s.startupCancel()
+}
+
+// bufferedBytes returns a copy of the bytes br has read but not consumed.
+func bufferedBytes(br *bufio.Reader) []byte {
+	n := br.Buffered()
+	if n == 0 {
+		return nil
+	}
+	b, _ := br.Peek(n)
+	return append([]byte(nil), b...)
+}

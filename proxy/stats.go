@@ -1,0 +1,40 @@
+package proxy
+
+import "sync/atomic"
+
+// Stats are the Server's counters. Current values go up and down; Total values only go up.
+type Stats struct {
+	ClientConnections      int64  // client connections open now (in startup or relaying)
+	TotalClientConnections uint64 // client connections accepted since start
+	Sessions               int64  // sessions relaying now (startup and authentication done)
+	TotalSessions          uint64 // sessions that reached the relay since start
+	StartupFailures        uint64 // connections closed during startup with an error (bad input, auth, backend)
+	CancelRequests         uint64 // CancelRequest packets received
+	BytesFromClients       uint64 // relayed bytes read from clients
+	BytesToClients         uint64 // relayed bytes written to clients
+}
+
+// counters are the live atomic counters behind Stats.
+type counters struct {
+	clientConnections      atomic.Int64
+	totalClientConnections atomic.Uint64
+	sessions               atomic.Int64
+	totalSessions          atomic.Uint64
+	startupFailures        atomic.Uint64
+	cancelRequests         atomic.Uint64
+	bytesFromClients       atomic.Uint64
+	bytesToClients         atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		ClientConnections:      c.clientConnections.Load(),
+		TotalClientConnections: c.totalClientConnections.Load(),
+		Sessions:               c.sessions.Load(),
+		TotalSessions:          c.totalSessions.Load(),
+		StartupFailures:        c.startupFailures.Load(),
+		CancelRequests:         c.cancelRequests.Load(),
+		BytesFromClients:       c.bytesFromClients.Load(),
+		BytesToClients:         c.bytesToClients.Load(),
+	}
+}
