@@ -183,7 +183,9 @@ func (m *Monitor) Run(ctx context.Context) error {
 // never sooner than Interval/2 after it finished. So a probe that hung until
 // its timeout is retried soon, yet two successes that end a Down are always
 // at least Interval/2 apart: RecoverAfter counts probes spread over time,
-// not a burst.
+// not a burst. After a failed probe the next one starts Interval/5 later, so
+// that a dead node is confirmed down within about Interval + (FailAfter-1) *
+// Interval/5 of its death instead of FailAfter intervals.
 func (m *Monitor) probeLoop(ctx context.Context, prober nodeProber, probes chan<- Probe) {
 	defer prober.Close()
 	timer := time.NewTimer(0)
@@ -200,7 +202,13 @@ func (m *Monitor) probeLoop(ctx context.Context, prober nodeProber, probes chan<
 		case <-ctx.Done():
 			return
 		}
-		timer.Reset(max(m.interval-time.Since(start), m.interval/2))
+		next := max(m.interval-time.Since(start), m.interval/2)
+		if !probe.Reachable {
+			// Confirm a failure quickly: the detector needs FailAfter failures
+			// in a row, and a dead primary should not wait FailAfter intervals.
+			next = max(m.interval/5, time.Millisecond)
+		}
+		timer.Reset(next)
 		select {
 		case <-timer.C:
 		case <-ctx.Done():
