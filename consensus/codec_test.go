@@ -260,7 +260,7 @@ func TestConfigValidation(t *testing.T) {
 		{"duplicate peer", func(c *Config) { c.Peers = append(c.Peers, Peer{ID: 2, Addr: "c:3"}) }, "twice"},
 		{"peer without address", func(c *Config) { c.Peers[1].Addr = "" }, "no address"},
 		{"zero peer id", func(c *Config) { c.Peers[1].ID = 0 }, "non-zero"},
-		{"lease beyond election timeout", func(c *Config) { c.LeaseDuration = 2 * time.Second }, "lease duration"},
+		{"lease shorter than its renewal", func(c *Config) { c.TickInterval = 100 * time.Millisecond; c.LeaseDuration = 150 * time.Millisecond }, "lease duration"},
 		{"election ticks too small", func(c *Config) { c.ElectionTicks = 1 }, "election ticks"},
 	}
 	for _, tc := range cases {

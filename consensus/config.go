@@ -53,8 +53,15 @@ type Config struct {
 	// ElectionTicks is the election timeout in ticks; default 10 (raft
 	// randomizes it to [10, 20) ticks, 1-2 s with the default tick).
 	ElectionTicks int
-	// LeaseDuration is the routing lease; default 800ms. It must not exceed the
-	// election timeout (ElectionTicks * TickInterval).
+	// LeaseDuration is the routing lease; default 3s. A member renews it every
+	// two ticks through ReadIndex, so a member cut off from the quorum loses it at
+	// most LeaseDuration after the cut. It is deliberately longer than a leader
+	// election (1-2 s with the default ticks), so that followers keep routing
+	// while a crashed leader is replaced. It is not a leader lease for
+	// linearizable reads: routing safety does not rest on it (a failover freezes
+	// the standbys before promoting, so an old primary that a partitioned proxy
+	// still reaches cannot acknowledge commits); it bounds how long such a proxy
+	// keeps its sessions (stale reads at most LeaseDuration).
 	LeaseDuration time.Duration
 	// SnapshotEvery is the number of applied entries between snapshots (and
 	// log compactions); default 1000.
@@ -72,7 +79,7 @@ type Config struct {
 const (
 	DefaultTickInterval  = 100 * time.Millisecond
 	DefaultElectionTicks = 10
-	DefaultLeaseDuration = 800 * time.Millisecond
+	DefaultLeaseDuration = 3 * time.Second
 	DefaultSnapshotEvery = 1000
 )
 
@@ -126,9 +133,8 @@ func (c Config) validate() error {
 	if c.ElectionTicks <= heartbeatTicks {
 		return fmt.Errorf("election ticks must be greater than %d, got %d", heartbeatTicks, c.ElectionTicks)
 	}
-	electionTimeout := time.Duration(c.ElectionTicks) * c.TickInterval
-	if c.LeaseDuration > electionTimeout {
-		return fmt.Errorf("lease duration %v must not exceed the election timeout %v", c.LeaseDuration, electionTimeout)
+	if c.LeaseDuration < 2*c.TickInterval {
+		return fmt.Errorf("lease duration %v must be at least two ticks (%v): leases are renewed every two ticks", c.LeaseDuration, 2*c.TickInterval)
 	}
 	seen := make(map[uint64]bool, len(c.Peers))
 	self := false

@@ -1,0 +1,139 @@
+package admin
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/pgquorum/pgquorum/consensus/clusterstate"
+	"github.com/pgquorum/pgquorum/coordinator"
+)
+
+// ClusterView is the body of GET /cluster.
+type ClusterView struct {
+	ClusterName string       `json:"cluster_name"`
+	NodeID      uint64       `json:"node_id"` // the proxy that answered
+	Raft        RaftView     `json:"raft"`
+	Members     []MemberView `json:"members"`
+	Epoch       uint64       `json:"epoch"`
+	Primary     string       `json:"primary"` // "" = none agreed
+	Paused      bool         `json:"paused"`
+	Fenced      []string     `json:"fenced,omitempty"`
+	Routing     RoutingInfo  `json:"routing"`
+	Nodes       []NodeView   `json:"nodes"`
+	// Failover is the failover or switchover in progress, if any; a blocked
+	// one says why in blocked_reason.
+	Failover *clusterstate.FailoverProgress `json:"failover,omitempty"`
+	// FailoverSafety says whether an automatic failover would be safe if the
+	// primary failed now, and why not.
+	FailoverSafety coordinator.Safety `json:"failover_safety"`
+}
+
+// RaftView is this proxy's view of the Raft cluster.
+type RaftView struct {
+	Leader          uint64    `json:"leader"` // 0 = none known
+	Term            uint64    `json:"term"`
+	Commit          uint64    `json:"commit"`
+	Applied         uint64    `json:"applied"`
+	IsLeader        bool      `json:"is_leader"`
+	Voter           bool      `json:"voter"`
+	LeaseValidUntil time.Time `json:"lease_valid_until,omitzero"`
+}
+
+// MemberView is one proxy of the Raft cluster.
+type MemberView struct {
+	ID        uint64 `json:"id"`
+	Addr      string `json:"addr"`
+	Voter     bool   `json:"voter"`
+	Reachable bool   `json:"reachable"`
+	Leader    bool   `json:"leader"`
+}
+
+// RoutingInfo says whether this proxy routes, where, and if not, why.
+type RoutingInfo struct {
+	Routing bool   `json:"routing"`
+	Primary string `json:"primary,omitempty"`
+	Address string `json:"address,omitempty"`
+	Epoch   uint64 `json:"epoch"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// NodeView is one PostgreSQL node with the proxies' latest observations.
+type NodeView struct {
+	Name         string                     `json:"name"`
+	Address      string                     `json:"address"`
+	Role         string                     `json:"role"` // primary | standby | fenced
+	Priority     int                        `json:"priority,omitempty"`
+	Observations []clusterstate.Observation `json:"observations,omitempty"`
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
+}
+
+// readyz is 200 while this proxy routes to an agreed primary: the readiness
+// probe of a sidecar.
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	v := s.Routing.Current()
+	if !v.Routing {
+		writeError(w, http.StatusServiceUnavailable, "not ready: "+v.Reason)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "primary": v.Target.Name, "epoch": v.Epoch})
+}
+
+// primary is 200 with the agreed primary while this proxy routes to it, else 503.
+func (s *Server) primary(w http.ResponseWriter, _ *http.Request) {
+	v := s.Routing.Current()
+	if !v.Routing {
+		writeJSON(w, http.StatusServiceUnavailable, RoutingInfo{Epoch: v.Epoch, Reason: v.Reason})
+		return
+	}
+	writeJSON(w, http.StatusOK, routingInfo(v.Routing, v.Target.Name, v.Target.Address, v.Epoch, ""))
+}
+
+func routingInfo(ok bool, name, addr string, epoch uint64, reason string) RoutingInfo {
+	return RoutingInfo{Routing: ok, Primary: name, Address: addr, Epoch: epoch, Reason: reason}
+}
+
+func (s *Server) cluster(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.clusterView())
+}
+
+func (s *Server) clusterView() ClusterView {
+	st := s.State.State()
+	status := s.Raft.Status()
+	v := s.Routing.Current()
+	view := ClusterView{
+		ClusterName: s.ClusterName,
+		NodeID:      s.NodeID,
+		Raft: RaftView{Leader: status.Leader, Term: status.Term, Commit: status.Commit, Applied: status.Applied,
+			IsLeader: status.IsLeader, Voter: status.Voter, LeaseValidUntil: status.LeaseValidUntil},
+		Members:  s.memberViews(),
+		Epoch:    st.Epoch,
+		Primary:  st.Primary,
+		Paused:   st.Paused,
+		Fenced:   st.Fenced,
+		Routing:  routingInfo(v.Routing, v.Target.Name, v.Target.Address, v.Epoch, v.Reason),
+		Failover: st.Failover,
+	}
+	if s.Operator != nil {
+		view.FailoverSafety = s.Operator.Safety()
+	}
+	for _, b := range s.Backends {
+		n := NodeView{Name: b.Name, Address: b.Address, Role: "standby"}
+		switch {
+		case b.Name == st.Primary:
+			n.Role = "primary"
+		case st.IsFenced(b.Name):
+			n.Role = "fenced"
+		case !st.Bootstrapped():
+			n.Role = "unknown"
+		}
+		if ns, ok := st.Node(b.Name); ok {
+			n.Priority = ns.Priority
+			n.Observations = ns.Observations
+		}
+		view.Nodes = append(view.Nodes, n)
+	}
+	return view
+}

@@ -1,0 +1,100 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// AddMemberRequest is the body of POST /members.
+type AddMemberRequest struct {
+	ID      uint64 `json:"id"`
+	Addr    string `json:"addr"`    // the new member's Raft address
+	Learner bool   `json:"learner"` // true: a non-voting sidecar
+}
+
+// membershipTimeout bounds a membership change: it needs a Raft leader and a commit.
+const membershipTimeout = 10 * time.Second
+
+func (s *Server) memberViews() []MemberView {
+	leader := s.Raft.Status().Leader
+	var out []MemberView
+	for _, m := range s.Raft.Members() {
+		out = append(out, MemberView{ID: m.ID, Addr: m.Addr, Voter: m.Voter, Reachable: m.Reachable, Leader: m.ID == leader})
+	}
+	return out
+}
+
+func (s *Server) listMembers(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.memberViews())
+}
+
+func (s *Server) addMember(w http.ResponseWriter, r *http.Request) {
+	var req AddMemberRequest
+	body := http.MaxBytesReader(w, r.Body, 64<<10)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad request body: "+err.Error()+` (want {"id": N, "addr": "host:port", "learner": true})`)
+		return
+	}
+	if _, err := io.Copy(io.Discard, body); err != nil {
+		writeError(w, http.StatusBadRequest, "bad request body: "+err.Error())
+		return
+	}
+	if req.ID == 0 {
+		writeError(w, http.StatusBadRequest, "id: required and must be non-zero")
+		return
+	}
+	if _, _, err := net.SplitHostPort(req.Addr); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("addr: %q is not host:port", req.Addr))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), membershipTimeout)
+	defer cancel()
+	if err := s.Raft.AddMember(ctx, req.ID, req.Addr, req.Learner); err != nil {
+		writeError(w, membershipErrorStatus(err), "add member: "+err.Error())
+		return
+	}
+	s.logger().Info("member added", "id", req.ID, "addr", req.Addr, "learner", req.Learner)
+	writeJSON(w, http.StatusOK, s.memberViews())
+}
+
+func (s *Server) removeMember(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil || id == 0 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("member id %q is not a positive integer", r.PathValue("id")))
+		return
+	}
+	known := false
+	for _, m := range s.Raft.Members() {
+		known = known || m.ID == id
+	}
+	if !known {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no member with id %d", id))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), membershipTimeout)
+	defer cancel()
+	if err := s.Raft.RemoveMember(ctx, id); err != nil {
+		writeError(w, membershipErrorStatus(err), "remove member: "+err.Error())
+		return
+	}
+	s.logger().Info("member removed", "id", id)
+	writeJSON(w, http.StatusOK, s.memberViews())
+}
+
+// membershipErrorStatus maps a failed membership change to a status code:
+// timeouts (no leader, no quorum) are 503, everything else 409.
+func membershipErrorStatus(err error) int {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusConflict
+}

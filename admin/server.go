@@ -1,0 +1,168 @@
+// Package admin is pgquorum's HTTP control plane (SPEC §3.3): cluster status,
+// routing readiness for Kubernetes probes, and membership changes. Responses
+// are JSON; errors are JSON objects {"error": "..."} with a fitting status code.
+//
+// Read-only calls are open; mutating calls (POST, DELETE) require
+// "Authorization: Bearer <token>" when a token is configured. The listener
+// should stay on loopback or a private network.
+//
+// The package only reads state and forwards requests to the Raft member; it
+// decides nothing itself.
+package admin
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/pgquorum/pgquorum/consensus"
+	"github.com/pgquorum/pgquorum/consensus/clusterstate"
+	"github.com/pgquorum/pgquorum/routing"
+)
+
+// Raft is what the admin API needs from the local Raft member (*consensus.Node).
+type Raft interface {
+	Status() consensus.Status
+	Members() []consensus.Member
+	AddMember(ctx context.Context, id uint64, addr string, learner bool) error
+	RemoveMember(ctx context.Context, id uint64) error
+}
+
+// StateSource gives the applied replicated state (*clusterstate.Machine).
+type StateSource interface {
+	State() clusterstate.State
+}
+
+// RoutingView gives this proxy's routing decision (*routing.ConsensusRouter).
+type RoutingView interface {
+	Current() routing.View
+}
+
+// Backend is a configured PostgreSQL node.
+type Backend struct {
+	Name    string
+	Address string
+}
+
+// Server serves the admin API. Its fields are set before Serve and not changed after.
+type Server struct {
+	ClusterName string
+	NodeID      uint64
+	Backends    []Backend
+	Raft        Raft
+	State       StateSource
+	Routing     RoutingView
+	Operator    Operator
+	// Token, if not empty, is required as a bearer token on mutating calls.
+	Token  string
+	Logger *slog.Logger
+
+	httpServer *http.Server
+	listener   net.Listener
+}
+
+// Handler returns the API's HTTP handler.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /primary", s.primary)
+	mux.HandleFunc("GET /cluster", s.cluster)
+	mux.HandleFunc("GET /replica", s.replica)
+	mux.HandleFunc("GET /history", s.history)
+	mux.HandleFunc("POST /switchover", s.mutating(s.switchover))
+	mux.HandleFunc("POST /failover", s.mutating(s.failover))
+	mux.HandleFunc("POST /pause", s.mutating(s.pause))
+	mux.HandleFunc("POST /resume", s.mutating(s.resume))
+	mux.HandleFunc("GET /members", s.listMembers)
+	mux.HandleFunc("POST /members", s.mutating(s.addMember))
+	mux.HandleFunc("DELETE /members/{id}", s.mutating(s.removeMember))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// Listen binds addr so that Addr is known before Serve.
+func (s *Server) Listen(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("admin listen %s: %w", addr, err)
+	}
+	s.listener = l
+	return nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() net.Addr { return s.listener.Addr() }
+
+// Serve serves until ctx ends, then shuts down within 5 s.
+func (s *Server) Serve(ctx context.Context) error {
+	s.httpServer = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.httpServer.Serve(s.listener) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.httpServer.Shutdown(shutdownCtx)
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// mutating wraps a handler that changes the cluster with the token check.
+func (s *Server) mutating(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.Token != "" {
+			want := "Bearer " + s.Token
+			got := r.Header.Get("Authorization")
+			if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="pgquorum"`)
+				writeError(w, http.StatusUnauthorized, "this call changes the cluster and needs a valid bearer token (admin.token_file)")
+				return
+			}
+		}
+		h(w, r)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, errorBody{Error: msg})
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pgquorum/pgquorum/admin"
+	"github.com/pgquorum/pgquorum/consensus/clusterstate"
+	"github.com/pgquorum/pgquorum/health"
+)
+
+const defaultAdmin = "127.0.0.1:8008"
+
+// adminFlags adds --admin and --token to fs and returns a function that builds the client.
+func adminFlags(fs *flag.FlagSet) func() *admin.Client {
+	addr := fs.String("admin", defaultAdmin, "admin API address of any pgquorum node (env PGQUORUM_ADMIN)")
+	token := fs.String("token", "", "bearer token for mutating calls (env PGQUORUM_TOKEN)")
+	return func() *admin.Client { return admin.NewClient(*addr, *token) }
+}
+
+func listCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("list", stderr)
+	client := adminFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	v, err := client().Cluster(ctx)
+	if err != nil {
+		return err
+	}
+	printCluster(stdout, v)
+	return nil
+}
+
+func printCluster(w io.Writer, v admin.ClusterView) {
+	primary := v.Primary
+	if primary == "" {
+		primary = "(none agreed)"
+	}
+	fmt.Fprintf(w, "Cluster %s   epoch %d   primary %s", v.ClusterName, v.Epoch, primary)
+	if v.Paused {
+		fmt.Fprint(w, "   PAUSED (no automatic failover)")
+	}
+	fmt.Fprintln(w)
+	if v.Failover != nil {
+		fmt.Fprintf(w, "Failover in progress: %s from %s, next step %s", v.Failover.Kind, v.Failover.OldPrimary, v.Failover.Next)
+		if v.Failover.Blocked {
+			fmt.Fprintf(w, " — BLOCKED: %s", v.Failover.BlockedReason)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tADDRESS\tROLE\tSTATE\tTIMELINE\tLSN\tLAG")
+	var primaryLSN uint64
+	for _, n := range v.Nodes {
+		if n.Role == "primary" {
+			if o, ok := latestObservation(n.Observations); ok {
+				primaryLSN = o.ReceiveLSN
+			}
+		}
+	}
+	for _, n := range v.Nodes {
+		state, tli, lsn, lag := "unknown", "-", "-", "-"
+		if o, ok := latestObservation(n.Observations); ok {
+			state = "down"
+			if o.Up {
+				state = "running"
+				if o.InRecovery {
+					state = "streaming"
+				}
+			}
+			if o.Timeline != 0 {
+				tli = strconv.FormatUint(uint64(o.Timeline), 10)
+			}
+			if o.ReceiveLSN != 0 {
+				lsn = health.LSN(o.ReceiveLSN).String()
+			}
+			if n.Role != "primary" && primaryLSN != 0 && o.ReceiveLSN != 0 {
+				lag = humanBytes(int64(primaryLSN) - int64(o.ReceiveLSN))
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Address, n.Role, state, tli, lsn, lag)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+
+	fmt.Fprintf(w, "Raft: leader %d, term %d, commit %d (answered by proxy %d, applied %d)\n",
+		v.Raft.Leader, v.Raft.Term, v.Raft.Commit, v.NodeID, v.Raft.Applied)
+	printMembers(w, v.Members)
+	if !v.Routing.Routing {
+		fmt.Fprintf(w, "\nProxy %d is NOT routing: %s\n", v.NodeID, v.Routing.Reason)
+	}
+}
+
+// latestObservation is the most recent observation of a node by any proxy.
+func latestObservation(obs []clusterstate.Observation) (clusterstate.Observation, bool) {
+	var best clusterstate.Observation
+	for _, o := range obs {
+		if o.At.After(best.At) {
+			best = o
+		}
+	}
+	return best, !best.At.IsZero()
+}
+
+func humanBytes(n int64) string {
+	if n < 0 {
+		n = 0
+	}
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func membersCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: members list | add ID ADDR [--learner] | remove ID", errUsage)
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlagSet("members "+sub, stderr)
+	client := adminFlags(fs)
+	learner := false
+	if sub == "add" {
+		fs.BoolVar(&learner, "learner", false, "add as a non-voting learner (sidecar)")
+	}
+	// Positional arguments come first (members add 4 host:7004 --learner); the
+	// flag package stops at the first non-flag, so split them off.
+	var pos []string
+	for len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		pos, args = append(pos, args[0]), args[1:]
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	pos = append(pos, fs.Args()...)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+
+	var members []admin.MemberView
+	var err error
+	switch sub {
+	case "list":
+		if len(pos) != 0 {
+			return fmt.Errorf("%w: members list takes no arguments", errUsage)
+		}
+		members, err = client().Members(ctx)
+	case "add":
+		if len(pos) != 2 {
+			return fmt.Errorf("%w: members add ID ADDR [--learner]", errUsage)
+		}
+		id, perr := strconv.ParseUint(pos[0], 10, 64)
+		if perr != nil || id == 0 {
+			return fmt.Errorf("%w: ID %q is not a positive integer", errUsage, pos[0])
+		}
+		members, err = client().AddMember(ctx, admin.AddMemberRequest{ID: id, Addr: pos[1], Learner: learner})
+	case "remove":
+		if len(pos) != 1 {
+			return fmt.Errorf("%w: members remove ID", errUsage)
+		}
+		id, perr := strconv.ParseUint(pos[0], 10, 64)
+		if perr != nil || id == 0 {
+			return fmt.Errorf("%w: ID %q is not a positive integer", errUsage, pos[0])
+		}
+		members, err = client().RemoveMember(ctx, id)
+	default:
+		return fmt.Errorf("%w: unknown members command %q (list, add, remove)", errUsage, sub)
+	}
+	if err != nil {
+		if admin.IsUnauthorized(err) {
+			return fmt.Errorf("%w\n(pass --token or set PGQUORUM_TOKEN)", err)
+		}
+		return err
+	}
+	return printMembers(stdout, members)
+}
+
+func printMembers(w io.Writer, members []admin.MemberView) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROXY\tRAFT ADDRESS\tROLE\tREACHABLE")
+	for _, m := range members {
+		role := "learner"
+		if m.Voter {
+			role = "voter"
+		}
+		if m.Leader {
+			role = "leader"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\n", m.ID, m.Addr, role, m.Reachable)
+	}
+	return tw.Flush()
+}

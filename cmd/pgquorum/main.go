@@ -1,0 +1,142 @@
+// Command pgquorum is the single pgquorum binary: a proxy node (`run`), a local
+// demo cluster (`demo`), and the operator's client for the admin API.
+//
+// This package holds flags and wiring only; every behaviour lives in the
+// packages it wires together (config, proxy, routing, ...).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit codes (SPEC §3.1).
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
+)
+
+// errUsage marks an error that is the caller's fault; main exits with exitUsage.
+var errUsage = errors.New("usage error")
+
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"run", "run one proxy node: pgquorum run --config FILE", runCommand},
+		{"demo", "start a local 3-node PostgreSQL quorum cluster with proxies in front", demoCommand},
+		{"list", "show the cluster: PostgreSQL nodes (role, state, timeline, LSN, lag) and proxies", listCommand},
+		{"switchover", "planned switchover with zero loss: switchover --to NAME [--yes]", switchoverCommand},
+		{"failover", "manual failover: failover [--to NAME] [--force --allow-data-loss] [--yes]", failoverCommand},
+		{"pause", "pause automatic failover (maintenance)", pauseCommand},
+		{"resume", "resume automatic failover", resumeCommand},
+		{"history", "past failovers and switchovers with the LSN table behind each decision", historyCommand},
+		{"members", "list | add ID ADDR [--learner] | remove ID: the proxies of the Raft cluster", membersCommand},
+		{"version", "print the version", versionCommand},
+	}
+}
+
+func main() {
+	os.Exit(runMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func runMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		err := c.run(ctx, args[1:], stdout, stderr)
+		switch {
+		case err == nil:
+			return exitOK
+		case errors.Is(err, flag.ErrHelp):
+			return exitOK
+		case errors.Is(err, errUsage):
+			fmt.Fprintf(stderr, "pgquorum %s: %v\n", c.name, err)
+			return exitUsage
+		default:
+			fmt.Fprintf(stderr, "pgquorum %s: %v\n", c.name, err)
+			return exitFailed
+		}
+	}
+	fmt.Fprintf(stderr, "pgquorum: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "pgquorum — a highly available PostgreSQL entry point")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Commands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+}
+
+// newFlagSet returns a flag set that reports errors instead of exiting.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("pgquorum "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parseFlags parses args and wraps a bad flag as a usage error. Every flag can
+// also come from the environment: --admin from PGQUORUM_ADMIN, --config from
+// PGQUORUM_CONFIG, and so on (upper case, '-' becomes '_').
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "PGQUORUM_" + envName(f.Name)
+		if v, ok := os.LookupEnv(name); ok {
+			if err := f.Value.Set(v); err != nil && envErr == nil {
+				envErr = fmt.Errorf("%w: %s=%q: %v", errUsage, name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	return nil
+}
+
+func envName(flagName string) string {
+	b := []byte(flagName)
+	for i, c := range b {
+		switch {
+		case c == '-':
+			b[i] = '_'
+		case c >= 'a' && c <= 'z':
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
+}

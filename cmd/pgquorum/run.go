@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/pgquorum/pgquorum/config"
+	"github.com/pgquorum/pgquorum/consensus"
+	"github.com/pgquorum/pgquorum/node"
+)
+
+func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("run", stderr)
+	configPath := fs.String("config", "", "path to the YAML configuration file (env PGQUORUM_CONFIG)")
+	logFormat := fs.String("log-format", "", "text or json; overrides log.format")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *configPath == "" {
+		return fmt.Errorf("%w: --config FILE is required", errUsage)
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		return err
+	}
+	if *logFormat != "" {
+		cfg.Log.Format = *logFormat
+		if err := cfg.Validate(); err != nil {
+			return fmt.Errorf("%w: --log-format: %v", errUsage, err)
+		}
+	}
+	logger := newLogger(stderr, cfg.Log)
+	return runNode(ctx, cfg, logger)
+}
+
+// runNode runs one node until ctx ends (SIGINT/SIGTERM) or its Raft member
+// stops (for example because it was removed from the cluster).
+func runNode(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
+	n, err := node.Start(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down: draining client sessions", "grace", node.ShutdownGrace)
+	case <-n.Done():
+		logger.Error("the Raft member stopped; shutting down", "err", n.Raft().Err())
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), node.ShutdownGrace)
+	defer cancel()
+	if err := n.Close(shutdownCtx); err != nil {
+		return err
+	}
+	if err := n.Raft().Err(); err != nil && !errors.Is(err, consensus.ErrStopped) {
+		return err
+	}
+	return nil
+}
+
+func newLogger(w io.Writer, c config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,302 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgquorum/pgquorum/admin"
+	"github.com/pgquorum/pgquorum/config"
+	"github.com/pgquorum/pgquorum/consensus/clusterstate"
+	"github.com/pgquorum/pgquorum/localcluster"
+	"github.com/pgquorum/pgquorum/node"
+)
+
+// TestConsensus runs three proxy processes in front of a real quorum cluster and
+// proves they agree on the primary, survive the loss of the Raft leader, fail
+// closed when cut off, and that learners (sidecars) follow the agreed state.
+func TestConsensus(t *testing.T) {
+	pg := StartCluster(t, localcluster.Options{})
+	proxies := StartProxies(t, pg, ProxyOptions{HoldTimeout: "3s"})
+
+	t.Run("ProxiesAgreeOnThePrimary", func(t *testing.T) { testProxiesAgree(t, pg, proxies) })
+	t.Run("RaftLeaderKilled", func(t *testing.T) { testRaftLeaderKilled(t, pg, proxies) })
+	t.Run("CutOffProxyStopsForwarding", func(t *testing.T) { testCutOffProxy(t, pg, proxies) })
+	t.Run("LearnersJoinAndFollow", func(t *testing.T) { testLearners(t, pg, proxies) })
+}
+
+func testProxiesAgree(t *testing.T, pg *localcluster.Cluster, proxies *ProxyCluster) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	primary := pg.Nodes[0]
+	for _, p := range proxies.Proxies {
+		v, err := p.Cluster(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Epoch != 1 || v.Primary != primary.Name || !v.Routing.Routing || v.Routing.Address != primary.Address() {
+			t.Fatalf("proxy %d: epoch %d primary %q routing %+v; want epoch 1 primary %s", p.ID, v.Epoch, v.Primary, v.Routing, primary.Name)
+		}
+		if len(v.Members) != 3 {
+			t.Fatalf("proxy %d sees %d members, want 3", p.ID, len(v.Members))
+		}
+		port := queryServerPort(ctx, t, p)
+		if port != primary.Port {
+			t.Fatalf("proxy %d forwarded to port %d, want the primary's %d", p.ID, port, primary.Port)
+		}
+	}
+}
+
+// queryServerPort connects through p and returns inet_server_port().
+func queryServerPort(ctx context.Context, t *testing.T, p *ProxyProcess) int {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, p.ConnString())
+	if err != nil {
+		t.Fatalf("connect through proxy %d: %v", p.ID, err)
+	}
+	defer conn.Close(context.Background())
+	var port int
+	if err := conn.QueryRow(ctx, "SELECT inet_server_port()").Scan(&port); err != nil {
+		t.Fatalf("query through proxy %d: %v", p.ID, err)
+	}
+	return port
+}
+
+func leaderOf(ctx context.Context, proxies []*ProxyProcess) (uint64, error) {
+	for _, p := range proxies {
+		v, err := p.Cluster(ctx)
+		if err == nil && v.Raft.Leader != 0 {
+			return v.Raft.Leader, nil
+		}
+	}
+	return 0, fmt.Errorf("no proxy knows a leader")
+}
+
+func proxyByID(proxies *ProxyCluster, id uint64) *ProxyProcess {
+	for _, p := range proxies.Proxies {
+		if p.ID == id {
+			return p
+		}
+	}
+	return nil
+}
+
+func testRaftLeaderKilled(t *testing.T, pg *localcluster.Cluster, proxies *ProxyCluster) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	leaderID, err := leaderOf(ctx, proxies.Proxies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := proxyByID(proxies, leaderID)
+	var survivors []*ProxyProcess
+	for _, p := range proxies.Proxies {
+		if p != leader {
+			survivors = append(survivors, p)
+		}
+	}
+	// Sessions opened before the kill, through the surviving proxies.
+	var conns []*pgx.Conn
+	for _, p := range survivors {
+		conn, err := pgx.Connect(ctx, p.ConnString())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		conns = append(conns, conn)
+	}
+	if err := pg.Nodes[0].Exec(ctx, "CREATE TABLE IF NOT EXISTS leader_kill (id int)"); err != nil {
+		t.Fatal(err)
+	}
+
+	killedAt := time.Now()
+	leader.Kill()
+	for _, p := range survivors {
+		err := p.WaitCluster(ctx, "a new Raft leader", func(v admin.ClusterView) bool {
+			return v.Raft.Leader != 0 && v.Raft.Leader != leaderID
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("new Raft leader %v after killing leader %d", time.Since(killedAt).Round(time.Millisecond), leaderID)
+
+	// The sessions opened before the kill still work, and so do new ones.
+	for i, conn := range conns {
+		if _, err := conn.Exec(ctx, "INSERT INTO leader_kill VALUES ($1)", i); err != nil {
+			t.Fatalf("session through proxy %d after the leader died: %v", survivors[i].ID, err)
+		}
+	}
+	for _, p := range survivors {
+		if port := queryServerPort(ctx, t, p); port != pg.Nodes[0].Port {
+			t.Fatalf("proxy %d routes to port %d", p.ID, port)
+		}
+	}
+
+	// The killed proxy restarts from its data directory and routes again.
+	if err := proxies.Start(leader); err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.WaitRouting(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testCutOffProxy(t *testing.T, pg *localcluster.Cluster, proxies *ProxyCluster) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	isolated := proxies.Proxies[0]
+	conn, err := pgx.Connect(ctx, isolated.ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+
+	// Freezing the two other proxies cuts this one off from the Raft quorum.
+	others := proxies.Proxies[1:]
+	for _, p := range others {
+		p.Freeze()
+	}
+	cutAt := time.Now()
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			for _, p := range others {
+				p.Thaw()
+			}
+			thawed = true
+		}
+	}
+	defer thaw()
+
+	err = isolated.WaitCluster(ctx, "routing to stop", func(v admin.ClusterView) bool { return !v.Routing.Routing })
+	if err != nil {
+		t.Fatal(err)
+	}
+	stoppedAfter := time.Since(cutAt)
+	t.Logf("cut-off proxy stopped routing %v after the cut (lease %v)", stoppedAfter.Round(time.Millisecond), 3*time.Second)
+
+	// Fail closed: the existing session lost its backend ...
+	if _, err := conn.Exec(ctx, "SELECT 1"); err == nil {
+		t.Fatal("a session through a cut-off proxy still reached the primary")
+	}
+	// ... and a new connection is held, then refused after hold.timeout (3s).
+	start := time.Now()
+	_, err = pgx.Connect(ctx, isolated.ConnString())
+	if err == nil {
+		t.Fatal("a new connection through a cut-off proxy succeeded")
+	}
+	t.Logf("new connection through the cut-off proxy failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
+
+	thaw()
+	if err := isolated.WaitRouting(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if port := queryServerPort(ctx, t, isolated); port != pg.Nodes[0].Port {
+		t.Fatalf("after the cut healed, proxy routes to port %d", port)
+	}
+}
+
+// testLearners starts 20 learner nodes in this process (sidecars that never
+// vote), checks that they join and see the agreed epoch, then measures how long
+// a committed change takes to reach all of them.
+func testLearners(t *testing.T, pg *localcluster.Cluster, proxies *ProxyCluster) {
+	const learners = 20
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+
+	var peers []config.Peer
+	for _, p := range proxies.Proxies {
+		peers = append(peers, config.Peer{ID: p.ID, Raft: p.Raft})
+	}
+	dir := t.TempDir()
+	var nodes []*node.Node
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_ = n.Close(closeCtx)
+			cancel()
+		}
+	})
+	no := false
+	for i := range learners {
+		id := uint64(100 + i)
+		cfg := &config.Config{
+			ClusterName: "itest",
+			Node:        config.Node{ID: id, DataDir: filepath.Join(dir, strconv.FormatUint(id, 10)), Voter: &no},
+			Listen:      config.Listen{Postgres: "127.0.0.1:0", Admin: "127.0.0.1:0", Raft: FreeAddr(t)},
+			Peers:       peers,
+			Auth:        config.Auth{Method: "scram-sha-256", QueryUser: localcluster.QueryUser, QueryPassword: localcluster.QueryPassword, QueryDatabase: "postgres"},
+			Hold:        config.Hold{Timeout: config.Duration{Duration: 5 * time.Second}},
+		}
+		for _, n := range pg.Nodes {
+			cfg.Backends = append(cfg.Backends, config.Backend{Name: n.Name, Address: n.Address()})
+		}
+		n, err := node.Start(ctx, cfg, nil)
+		if err != nil {
+			t.Fatalf("learner %d: %v", id, err)
+		}
+		nodes = append(nodes, n)
+	}
+	joinStart := time.Now()
+	for _, n := range nodes {
+		for !n.Routing().Routing {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("learner %d never routed: %s", n.Raft().Status().ID, n.Routing().Reason)
+			case <-n.Raft().Applied():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		if e := n.Routing().Epoch; e != 1 {
+			t.Fatalf("learner sees epoch %d, want 1", e)
+		}
+	}
+	t.Logf("%d learners joined and routed within %v", learners, time.Since(joinStart).Round(time.Millisecond))
+	v, err := proxies.Proxies[0].Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	learnerCount := 0
+	for _, m := range v.Members {
+		if !m.Voter {
+			learnerCount++
+		}
+	}
+	if learnerCount != learners {
+		t.Fatalf("cluster lists %d learners, want %d", learnerCount, learners)
+	}
+
+	// A committed change (pause on, then off) reaches every learner.
+	for _, paused := range []bool{true, false} {
+		data, err := clusterstate.Encode(clusterstate.Command{SetPaused: &clusterstate.SetPaused{Paused: paused}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		proposedAt := time.Now()
+		if _, err := nodes[0].Raft().Propose(ctx, data); err != nil {
+			t.Fatal(err)
+		}
+		var lags []time.Duration
+		for _, n := range nodes {
+			for n.State().Paused != paused {
+				select {
+				case <-ctx.Done():
+					t.Fatal("a learner never saw the change")
+				case <-n.Raft().Applied():
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+			lags = append(lags, time.Since(proposedAt))
+		}
+		slices.Sort(lags)
+		t.Logf("paused=%v visible on all %d learners %v after the proposal (median learner %v)",
+			paused, learners, lags[len(lags)-1].Round(time.Millisecond), lags[len(lags)/2].Round(time.Millisecond))
+	}
+}

@@ -1,0 +1,261 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgquorum/pgquorum/admin"
+	"github.com/pgquorum/pgquorum/localcluster"
+)
+
+// ProxyCluster is a set of pgquorum proxy processes (`pgquorum run`) on loopback in
+// front of a localcluster, as an operator would run them: one process per proxy,
+// each with its own YAML file and data directory.
+type ProxyCluster struct {
+	Proxies []*ProxyProcess
+	binary  string
+	dir     string
+}
+
+// ProxyProcess is one `pgquorum run` process.
+type ProxyProcess struct {
+	ID         uint64
+	ConfigPath string
+	LogPath    string
+	Postgres   string // client address
+	Admin      string // admin API address
+	Raft       string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// ProxyOptions tune the proxies' configuration.
+type ProxyOptions struct {
+	Proxies     int    // default 3
+	AuthMethod  string // default scram-sha-256
+	HoldTimeout string // default 30s
+	Extra       string // extra YAML appended to every config
+}
+
+var buildOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// PgquorumBinary builds cmd/pgquorum once per test binary and returns its path.
+func PgquorumBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "pgquorum-test-bin-")
+		if err != nil {
+			buildOnce.err = err
+			return
+		}
+		buildOnce.path = filepath.Join(dir, "pgquorum")
+		out, err := exec.Command("go", "build", "-o", buildOnce.path, "github.com/pgquorum/pgquorum/cmd/pgquorum").CombinedOutput()
+		if err != nil {
+			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildOnce.err != nil {
+		t.Fatal(buildOnce.err)
+	}
+	return buildOnce.path
+}
+
+// StartProxies starts the proxy processes in front of pg and waits until every
+// one routes to the agreed primary. They are killed when the test ends.
+func StartProxies(t testing.TB, pg *localcluster.Cluster, opts ProxyOptions) *ProxyCluster {
+	t.Helper()
+	if opts.Proxies == 0 {
+		opts.Proxies = 3
+	}
+	if opts.AuthMethod == "" {
+		opts.AuthMethod = "scram-sha-256"
+	}
+	if opts.HoldTimeout == "" {
+		opts.HoldTimeout = "30s"
+	}
+	pc := &ProxyCluster{binary: PgquorumBinary(t), dir: t.TempDir()}
+	pwFile := filepath.Join(pc.dir, "query-password")
+	if err := os.WriteFile(pwFile, []byte(localcluster.QueryPassword), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var peers strings.Builder
+	for i := 1; i <= opts.Proxies; i++ {
+		p := &ProxyProcess{ID: uint64(i), Postgres: FreeAddr(t), Admin: FreeAddr(t), Raft: FreeAddr(t)}
+		fmt.Fprintf(&peers, "  - {id: %d, raft: %q}\n", p.ID, p.Raft)
+		pc.Proxies = append(pc.Proxies, p)
+	}
+	var backends strings.Builder
+	for _, n := range pg.Nodes {
+		fmt.Fprintf(&backends, "  - {name: %s, address: %q}\n", n.Name, n.Address())
+	}
+	for _, p := range pc.Proxies {
+		yaml := fmt.Sprintf(`cluster_name: itest
+node: {id: %d, data_dir: %q}
+listen: {postgres: %q, admin: %q, raft: %q}
+peers:
+%sbackends:
+%sauth: {method: %s, query_user: %s, query_password_file: %q}
+hold: {timeout: %s}
+log: {level: debug}
+%s`, p.ID, filepath.Join(pc.dir, fmt.Sprintf("data-%d", p.ID)), p.Postgres, p.Admin, p.Raft,
+			peers.String(), backends.String(), opts.AuthMethod, localcluster.QueryUser, pwFile, opts.HoldTimeout, opts.Extra)
+		p.ConfigPath = filepath.Join(pc.dir, fmt.Sprintf("proxy-%d.yaml", p.ID))
+		p.LogPath = filepath.Join(pc.dir, fmt.Sprintf("proxy-%d.log", p.ID))
+		if err := os.WriteFile(p.ConfigPath, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, p := range pc.Proxies {
+			p.Kill()
+		}
+		if t.Failed() {
+			for _, p := range pc.Proxies {
+				t.Logf("--- proxy %d log (last lines):\n%s", p.ID, lastLines(p.LogPath, 40))
+			}
+		}
+	})
+	for _, p := range pc.Proxies {
+		if err := pc.Start(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, p := range pc.Proxies {
+		if err := p.WaitRouting(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return pc
+}
+
+// FreeAddr returns a free loopback address.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Start (re)starts p's process.
+func (pc *ProxyCluster) Start(p *ProxyProcess) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	logFile, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(pc.binary, "run", "--config", p.ConfigPath)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("start proxy %d: %w", p.ID, err)
+	}
+	logFile.Close()
+	p.cmd = cmd
+	p.done = make(chan struct{})
+	done := p.done
+	go func() { _ = cmd.Wait(); close(done) }()
+	return nil
+}
+
+// Kill sends SIGKILL (after SIGCONT, in case it was frozen) and waits for the exit.
+func (p *ProxyProcess) Kill() {
+	p.signal(syscall.SIGCONT)
+	p.signal(syscall.SIGKILL)
+	p.wait()
+}
+
+// Stop sends SIGTERM and waits (the node drains sessions and hands over leadership).
+func (p *ProxyProcess) Stop() {
+	p.signal(syscall.SIGTERM)
+	p.wait()
+}
+
+// Freeze stops the process with SIGSTOP: to its peers it is as if cut off.
+func (p *ProxyProcess) Freeze() { p.signal(syscall.SIGSTOP) }
+
+// Thaw continues a frozen process.
+func (p *ProxyProcess) Thaw() { p.signal(syscall.SIGCONT) }
+
+func (p *ProxyProcess) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil && p.cmd.Process != nil {
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
+func (p *ProxyProcess) wait() {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
+// Client returns an admin API client for p.
+func (p *ProxyProcess) Client() *admin.Client {
+	c := admin.NewClient(p.Admin, "")
+	c.HTTP.Timeout = 2 * time.Second
+	return c
+}
+
+// Cluster returns p's GET /cluster.
+func (p *ProxyProcess) Cluster(ctx context.Context) (admin.ClusterView, error) {
+	return p.Client().Cluster(ctx)
+}
+
+// WaitRouting waits until p routes to an agreed primary.
+func (p *ProxyProcess) WaitRouting(ctx context.Context) error {
+	return p.WaitCluster(ctx, "routing to an agreed primary", func(v admin.ClusterView) bool { return v.Routing.Routing })
+}
+
+// WaitCluster polls p's /cluster every 20ms until cond holds or ctx ends.
+func (p *ProxyProcess) WaitCluster(ctx context.Context, what string, cond func(admin.ClusterView) bool) error {
+	var last admin.ClusterView
+	var lastErr error
+	for {
+		v, err := p.Cluster(ctx)
+		if err == nil && cond(v) {
+			return nil
+		}
+		if err == nil {
+			last = v
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("proxy %d: waiting for %s: %w (last error %v, last view: routing=%v reason=%q leader=%d epoch=%d)",
+				p.ID, what, ctx.Err(), lastErr, last.Routing.Routing, last.Routing.Reason, last.Raft.Leader, last.Epoch)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// ConnString is a libpq connection string through p as the query user.
+func (p *ProxyProcess) ConnString() string {
+	host, port, _ := net.SplitHostPort(p.Postgres)
+	return fmt.Sprintf("host=%s port=%s user=%s password=%s dbname=postgres sslmode=disable connect_timeout=10",
+		host, port, localcluster.QueryUser, localcluster.QueryPassword)
+}

@@ -1,0 +1,267 @@
+// Package node runs one pgquorum proxy node: it wires the Raft member
+// (consensus), the replicated state (clusterstate), routing, the leader's
+// coordinator, the PostgreSQL listener (proxy) and the admin API together, and
+// owns their lifecycle: start in dependency order, stop in reverse.
+//
+//	consensus.Node ──applies──▶ clusterstate.Machine
+//	      │ lease                     │ agreed primary, epoch
+//	      ▼                           ▼
+//	routing.ConsensusRouter ──Target──▶ proxy.Server ◀── clients
+//	      ▲                                             admin.Server ◀── operators
+//	coordinator.Coordinator (acts only on the Raft leader)
+//
+// The package holds no protocol or consensus logic of its own.
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/pgquorum/pgquorum/admin"
+	"github.com/pgquorum/pgquorum/config"
+	"github.com/pgquorum/pgquorum/consensus"
+	"github.com/pgquorum/pgquorum/consensus/clusterstate"
+	"github.com/pgquorum/pgquorum/coordinator"
+	"github.com/pgquorum/pgquorum/health"
+	"github.com/pgquorum/pgquorum/proxy"
+	"github.com/pgquorum/pgquorum/routing"
+)
+
+// ShutdownGrace bounds how long a stopping node lets client sessions finish.
+const ShutdownGrace = 10 * time.Second
+
+// Node is a running pgquorum node. Owner: the goroutine that called Start
+// calls Close; the components run in goroutines Start created.
+type Node struct {
+	cfg     *config.Config
+	logger  *slog.Logger
+	raft    *consensus.Node
+	machine *clusterstate.Machine
+	router  *routing.ConsensusRouter
+	proxy   *proxy.Server
+	admin   *admin.Server
+	// coordinator acts only while this node is the Raft leader; its operator
+	// calls (failover, switchover, pause) work from any node.
+	coordinator *coordinator.Coordinator
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	errMu  sync.Mutex
+	err    error
+}
+
+// Start starts every component of the node and returns once the listeners are bound.
+func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Node, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{cfg: cfg, logger: logger, machine: clusterstate.NewMachine()}
+
+	var tlsConfig *tls.Config
+	if cfg.TLS != nil {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+
+	peers := make([]consensus.Peer, 0, len(cfg.Peers))
+	for _, p := range cfg.Peers {
+		peers = append(peers, consensus.Peer{ID: p.ID, Addr: p.Raft})
+	}
+	raft, err := consensus.Start(ctx, consensus.Config{
+		ClusterName:  cfg.ClusterName,
+		NodeID:       cfg.Node.ID,
+		DataDir:      cfg.Node.DataDir,
+		Voter:        cfg.Node.IsVoter(),
+		ListenAddr:   cfg.Listen.Raft,
+		Peers:        peers,
+		StateMachine: n.machine,
+		Logger:       logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("raft: %w", err)
+	}
+	n.raft = raft
+
+	addresses := map[string]string{}
+	var specs []clusterstate.NodeSpec
+	var adminBackends []admin.Backend
+	probe := &routing.ProbeRouter{
+		ConnString: func(address string) string { return cfg.QueryConnString(address, "pgquorum-probe") },
+		Logger:     logger.With("component", "bootstrap-probe"),
+	}
+	for _, b := range cfg.Backends {
+		addresses[b.Name] = b.Address
+		specs = append(specs, clusterstate.NodeSpec{Name: b.Name, Priority: b.Priority})
+		adminBackends = append(adminBackends, admin.Backend{Name: b.Name, Address: b.Address})
+		probe.Backends = append(probe.Backends, routing.Backend{Name: b.Name, Address: b.Address})
+	}
+
+	n.router = &routing.ConsensusRouter{
+		Raft:      raft,
+		State:     n.machine,
+		Addresses: addresses,
+		Logger:    logger.With("component", "routing"),
+		OnChange:  n.routingChanged,
+	}
+	var monitorNodes []health.MonitorNode
+	for _, b := range cfg.Backends {
+		monitorNodes = append(monitorNodes, health.MonitorNode{Name: b.Name, ConnString: cfg.QueryConnString(b.Address, "pgquorum-health")})
+	}
+	monitor, err := health.NewMonitor(health.MonitorConfig{
+		Nodes:    monitorNodes,
+		Interval: cfg.Health.Interval.Duration,
+		Timeout:  cfg.Health.Timeout.Duration,
+		Logger:   logger.With("component", "health"),
+	})
+	if err != nil {
+		raft.Close()
+		return nil, err
+	}
+	reporter := &coordinator.HealthReporter{
+		Raft:   raft,
+		Proxy:  cfg.Node.ID,
+		Health: monitor,
+		Logger: logger.With("component", "health-reporter"),
+	}
+	if !cfg.Node.IsVoter() {
+		// Learners' observations never decide a failover; with many sidecars,
+		// report changes only.
+		reporter.Refresh = -1
+	}
+	n.coordinator = &coordinator.Coordinator{
+		Raft:  raft,
+		State: n.machine,
+		Nodes: specs,
+		FindPrimary: func(ctx context.Context) (string, error) {
+			t, err := probe.FindPrimary(ctx)
+			return t.Name, err
+		},
+		Addresses:   addresses,
+		ConnString:  func(address string) string { return cfg.QueryConnString(address, "pgquorum-coordinator") },
+		Health:      monitor,
+		MinInterval: cfg.Failover.MinInterval.Duration,
+		Logger:      logger.With("component", "coordinator"),
+	}
+
+	n.proxy, err = proxy.NewServer(proxy.Config{
+		NodeID:        cfg.Node.ID,
+		ListenAddr:    cfg.Listen.Postgres,
+		Router:        n.router,
+		AuthMethod:    cfg.Auth.Method,
+		QueryUser:     cfg.Auth.QueryUser,
+		QueryPassword: cfg.Auth.QueryPassword,
+		TLS:           tlsConfig,
+		HoldTimeout:   cfg.Hold.Timeout.Duration,
+		Logger:        logger,
+	})
+	if err != nil {
+		raft.Close()
+		return nil, err
+	}
+	if err := n.proxy.Listen(); err != nil {
+		raft.Close()
+		return nil, err
+	}
+	n.admin = &admin.Server{
+		ClusterName: cfg.ClusterName,
+		NodeID:      cfg.Node.ID,
+		Backends:    adminBackends,
+		Raft:        raft,
+		State:       n.machine,
+		Routing:     n.router,
+		Operator:    n.coordinator,
+		Token:       cfg.Admin.Token,
+		Logger:      logger.With("component", "admin"),
+	}
+	if err := n.admin.Listen(cfg.Listen.Admin); err != nil {
+		n.proxy.Shutdown(context.Background())
+		raft.Close()
+		return nil, err
+	}
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	n.cancel = cancel
+	n.goRun("routing", func() error { n.router.Run(runCtx); return nil })
+	n.goRun("health", func() error { return monitor.Run(runCtx) })
+	n.goRun("health-reporter", func() error { return reporter.Run(runCtx) })
+	n.goRun("coordinator", func() error { n.coordinator.Run(runCtx); return nil })
+	n.goRun("admin", func() error { return n.admin.Serve(runCtx) })
+	n.goRun("proxy", func() error {
+		if err := n.proxy.Serve(runCtx); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	logger.Info("pgquorum node started", "cluster", cfg.ClusterName, "node", cfg.Node.ID, "voter", cfg.Node.IsVoter(),
+		"postgres", n.proxy.Addr().String(), "admin", n.admin.Addr().String(), "raft", raft.Addr())
+	return n, nil
+}
+
+// goRun runs f in a goroutine the node waits for; the first error is kept.
+func (n *Node) goRun(name string, f func() error) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := f(); err != nil {
+			n.logger.Error("component stopped", "component", name, "err", err)
+			n.errMu.Lock()
+			if n.err == nil {
+				n.err = fmt.Errorf("%s: %w", name, err)
+			}
+			n.errMu.Unlock()
+		}
+	}()
+}
+
+// routingChanged runs on the router's goroutine when the routing view changes.
+func (n *Node) routingChanged(old, new routing.View) {
+	if old.Routing && (!new.Routing || old.Target != new.Target) {
+		// Fail closed: sessions bound to a backend we may no longer route to
+		// lose that backend now.
+		n.proxy.CloseBackends(old.Target, new.Reason)
+	}
+}
+
+// PostgresAddr is the client listener's address.
+func (n *Node) PostgresAddr() net.Addr { return n.proxy.Addr() }
+
+// AdminAddr is the admin API's address.
+func (n *Node) AdminAddr() net.Addr { return n.admin.Addr() }
+
+// Raft is the node's Raft member.
+func (n *Node) Raft() *consensus.Node { return n.raft }
+
+// Done is closed when the Raft member stops (closed, removed or failed).
+func (n *Node) Done() <-chan struct{} { return n.raft.Done() }
+
+// Close stops the node: the proxy stops accepting and drains its sessions
+// (bounded by ctx), then the admin API, routing and coordinator stop, and the
+// Raft member hands over leadership and closes its log.
+func (n *Node) Close(ctx context.Context) error {
+	if err := n.proxy.Shutdown(ctx); err != nil {
+		n.logger.Warn("proxy shutdown", "err", err)
+	}
+	n.cancel()
+	n.wg.Wait()
+	if err := n.raft.Close(); err != nil && !errors.Is(err, consensus.ErrStopped) {
+		return err
+	}
+	n.errMu.Lock()
+	defer n.errMu.Unlock()
+	return n.err
+}
+
+// Routing is this node's current routing decision.
+func (n *Node) Routing() routing.View { return n.router.Current() }
+
+// State is the replicated cluster state as this node has applied it.
+func (n *Node) State() clusterstate.State { return n.machine.State() }
