@@ -1,0 +1,238 @@
+// Package benchenv holds what the benchmark programs under bench/ share:
+// building the pgquorum binary, starting it and PgBouncer as child processes,
+// reading a process's resident memory, and finding free ports.
+//
+// Benchmarks measure; they assert nothing. They print Markdown tables.
+package benchenv
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// FreePort returns a free loopback TCP port.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// RaiseFileLimit lifts RLIMIT_NOFILE so that one process can hold tens of
+// thousands of sockets; child processes inherit it.
+func RaiseFileLimit(n uint64) error {
+	lim := syscall.Rlimit{Cur: n, Max: n}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("raise open-file limit to %d: %w", n, err)
+	}
+	return nil
+}
+
+// BuildPgquorum builds ./cmd/pgquorum into dir and returns the binary's path.
+func BuildPgquorum(ctx context.Context, dir string) (string, error) {
+	bin := filepath.Join(dir, "pgquorum")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/pgquorum")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/pgquorum (run from the repository root): %w", err)
+	}
+	return bin, nil
+}
+
+// Process is a started child process.
+type Process struct {
+	Cmd *exec.Cmd
+	Log string // path of its combined output
+}
+
+// Start runs name with args, its output in logPath; asUser, if not empty and we
+// are root, runs it as that OS user.
+func Start(name string, args []string, logPath, asUser string) (*Process, error) {
+	out, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if asUser != "" && os.Geteuid() == 0 {
+		u, err := user.Lookup(asUser)
+		if err != nil {
+			return nil, err
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	}
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	out.Close()
+	return &Process{Cmd: cmd, Log: logPath}, nil
+}
+
+// Stop sends SIGTERM, then SIGKILL after 5 s, and waits.
+func (p *Process) Stop() {
+	if p == nil || p.Cmd.Process == nil {
+		return
+	}
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = p.Cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(-p.Cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+// WaitPort waits until addr accepts TCP connections or ctx ends.
+func WaitPort(ctx context.Context, addr string) error {
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", addr, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// RSSKiB returns the resident set size of pid in KiB (VmRSS).
+func RSSKiB(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			fields := strings.Fields(rest)
+			if len(fields) > 0 {
+				return strconv.ParseInt(fields[0], 10, 64)
+			}
+		}
+	}
+	return 0, errors.New("VmRSS not found")
+}
+
+// ChownToPostgres gives dir (recursively) to the postgres OS user when we are
+// root, so that PgBouncer started as postgres can use it.
+func ChownToPostgres(dir string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return err
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
+	return filepath.Walk(dir, func(path string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Chown(path, uid, gid)
+	})
+}
+
+// PgBouncerConfig writes a session-mode PgBouncer configuration in dir that
+// forwards database "*" to backend and accepts the given users (name → the
+// password PgBouncer uses towards the server) without asking clients for one
+// (auth_type trust: authentication is not what the benchmarks compare).
+func PgBouncerConfig(dir string, port int, backendHost string, backendPort int, users map[string]string, maxConns int) (string, error) {
+	var authFile strings.Builder
+	for u, pw := range users {
+		fmt.Fprintf(&authFile, "%q %q\n", u, pw)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "userlist.txt"), []byte(authFile.String()), 0o644); err != nil {
+		return "", err
+	}
+	ini := fmt.Sprintf(`[databases]
+* = host=%s port=%d
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = %d
+unix_socket_dir =
+auth_type = trust
+auth_file = %s
+pool_mode = session
+max_client_conn = %d
+default_pool_size = %d
+max_db_connections = 0
+server_tls_sslmode = disable
+ignore_startup_parameters = extra_float_digits,options
+logfile = %s
+pidfile = %s
+`, backendHost, backendPort, port, filepath.Join(dir, "userlist.txt"), maxConns, maxConns,
+		filepath.Join(dir, "pgbouncer.log"), filepath.Join(dir, "pgbouncer.pid"))
+	path := filepath.Join(dir, "pgbouncer.ini")
+	if err := os.WriteFile(path, []byte(ini), 0o644); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
+// PgquorumNode describes a one-proxy pgquorum node for a benchmark.
+type PgquorumNode struct {
+	Dir           string // config, data and log live here
+	ClientPort    int
+	Backends      [][2]string // {name, host:port}; the first is expected to be the primary
+	AuthMethod    string
+	QueryUser     string
+	QueryPassword string
+}
+
+// WriteConfig writes the node's YAML configuration and returns its path.
+func (n PgquorumNode) WriteConfig() (string, error) {
+	adminPort, err := FreePort()
+	if err != nil {
+		return "", err
+	}
+	raftPort, err := FreePort()
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "cluster_name: bench\nnode: {id: 1, data_dir: %s}\n", filepath.Join(n.Dir, "data"))
+	fmt.Fprintf(&b, "listen: {postgres: 127.0.0.1:%d, admin: 127.0.0.1:%d, raft: 127.0.0.1:%d}\n", n.ClientPort, adminPort, raftPort)
+	fmt.Fprintf(&b, "peers:\n  - {id: 1, raft: 127.0.0.1:%d}\nbackends:\n", raftPort)
+	for _, be := range n.Backends {
+		fmt.Fprintf(&b, "  - {name: %s, address: %q}\n", be[0], be[1])
+	}
+	fmt.Fprintf(&b, "auth:\n  method: %s\n  query_user: %s\n", n.AuthMethod, n.QueryUser)
+	if n.QueryPassword != "" {
+		pw := filepath.Join(n.Dir, "query-password")
+		if err := os.WriteFile(pw, []byte(n.QueryPassword), 0o600); err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "  query_password_file: %s\n", pw)
+	}
+	fmt.Fprintf(&b, "log: {level: warn}\n")
+	path := filepath.Join(n.Dir, "pgquorum.yaml")
+	return path, os.WriteFile(path, []byte(b.String()), 0o600)
+}
