@@ -59,6 +59,8 @@ type Server struct {
 	State       StateSource
 	Routing     RoutingView
 	Operator    Operator
+	// Metrics serves GET /metrics (Prometheus); nil answers 404.
+	Metrics http.Handler
 	// Token, if not empty, is required as a bearer token on mutating calls.
 	Token  string
 	Logger *slog.Logger
@@ -74,6 +76,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /primary", s.primary)
 	mux.HandleFunc("GET /cluster", s.cluster)
+	if s.Metrics != nil {
+		mux.Handle("GET /metrics", s.Metrics)
+	}
 	mux.HandleFunc("GET /replica", s.replica)
 	mux.HandleFunc("GET /history", s.history)
 	mux.HandleFunc("POST /switchover", s.mutating(s.switchover))

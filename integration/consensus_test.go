@@ -238,7 +238,7 @@ func testLearners(t *testing.T, pg *localcluster.Cluster, proxies *ProxyCluster)
 		for _, n := range pg.Nodes {
 			cfg.Backends = append(cfg.Backends, config.Backend{Name: n.Name, Address: n.Address()})
 		}
-		n, err := node.Start(ctx, cfg, nil)
+		n, err := node.Start(ctx, cfg, nil, node.Options{NoRuntimeMetrics: true})
 		if err != nil {
 			t.Fatalf("learner %d: %v", id, err)
 		}

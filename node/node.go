@@ -29,6 +29,7 @@ import (
 	"github.com/pgquorum/pgquorum/consensus/clusterstate"
 	"github.com/pgquorum/pgquorum/coordinator"
 	"github.com/pgquorum/pgquorum/health"
+	"github.com/pgquorum/pgquorum/metrics"
 	"github.com/pgquorum/pgquorum/proxy"
 	"github.com/pgquorum/pgquorum/routing"
 )
@@ -49,6 +50,7 @@ type Node struct {
 	// coordinator acts only while this node is the Raft leader; its operator
 	// calls (failover, switchover, pause) work from any node.
 	coordinator *coordinator.Coordinator
+	metrics     *metrics.Metrics
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -56,8 +58,16 @@ type Node struct {
 	err    error
 }
 
+// Options are the parts of a node that do not come from its configuration file.
+type Options struct {
+	Version string // shown by pgquorum_build_info
+	// NoRuntimeMetrics leaves the Go runtime and process collectors out of
+	// /metrics (for tests that run many nodes in one process).
+	NoRuntimeMetrics bool
+}
+
 // Start starts every component of the node and returns once the listeners are bound.
-func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Node, error) {
+func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Options) (*Node, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -171,7 +181,15 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Node,
 		raft.Close()
 		return nil, err
 	}
+	n.metrics = metrics.New(metrics.Options{ClusterName: cfg.ClusterName, NodeID: cfg.Node.ID, Version: opts.Version,
+		NoRuntimeMetrics: opts.NoRuntimeMetrics, Logger: logger.With("component", "metrics")})
+	if err := n.metrics.AddSources(n.metricsSources(monitor)); err != nil {
+		n.proxy.Shutdown(context.Background())
+		raft.Close()
+		return nil, err
+	}
 	n.admin = &admin.Server{
+		Metrics:     n.metrics.Handler(),
 		ClusterName: cfg.ClusterName,
 		NodeID:      cfg.Node.ID,
 		Backends:    adminBackends,

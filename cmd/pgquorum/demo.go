@@ -80,7 +80,7 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	}()
 	for _, cfg := range configs {
-		n, err := node.Start(ctx, cfg, logger.With("proxy", cfg.Node.ID))
+		n, err := node.Start(ctx, cfg, logger.With("proxy", cfg.Node.ID), node.Options{Version: versionString(), NoRuntimeMetrics: true})
 		if err != nil {
 			return fmt.Errorf("proxy %d: %w", cfg.Node.ID, err)
 		}

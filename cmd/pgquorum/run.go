@@ -39,7 +39,7 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // runNode runs one node until ctx ends (SIGINT/SIGTERM) or its Raft member
 // stops (for example because it was removed from the cluster).
 func runNode(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
-	n, err := node.Start(ctx, cfg, logger)
+	n, err := node.Start(ctx, cfg, logger, node.Options{Version: versionString()})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,69 @@
+package node
+
+import (
+	"strings"
+	"time"
+
+	"github.com/pgquorum/pgquorum/health"
+	"github.com/pgquorum/pgquorum/metrics"
+)
+
+// metricsSources builds the read-only views /metrics reads on every scrape.
+// Each reads what its component already published; none does I/O.
+func (n *Node) metricsSources(monitor *health.Monitor) metrics.Sources {
+	return metrics.Sources{
+		Proxy: func() metrics.ProxyStats { return metrics.ProxyStats(n.proxy.Stats()) },
+		Raft: func() metrics.RaftStatus {
+			st := n.raft.Status()
+			out := metrics.RaftStatus{Term: st.Term, Leader: st.Leader, IsLeader: st.IsLeader, Voter: st.Voter,
+				Commit: st.Commit, Applied: st.Applied, LeaseValid: n.raft.LeaseValid(time.Now())}
+			for _, m := range n.raft.Members() {
+				out.Members = append(out.Members, metrics.RaftMember{ID: m.ID, Voter: m.Voter, Reachable: m.Reachable})
+			}
+			return out
+		},
+		Cluster: func() metrics.ClusterState {
+			st := n.machine.State()
+			out := metrics.ClusterState{Epoch: st.Epoch, Primary: st.Primary, Paused: st.Paused, Fenced: st.Fenced,
+				FailoverInProgress: st.Failover != nil}
+			if st.Failover != nil {
+				out.FailoverBlocked = st.Failover.Blocked
+				out.BlockedReason = st.Failover.BlockedReason
+			}
+			for _, ns := range st.Nodes {
+				out.Nodes = append(out.Nodes, ns.Name)
+			}
+			return out
+		},
+		Backends: func() metrics.BackendsView {
+			view := metrics.BackendsView{Primary: n.router.Current().Target.Name}
+			snapshot := monitor.Snapshot()
+			for _, b := range n.cfg.Backends {
+				s, ok := snapshot[b.Name]
+				if !ok {
+					continue
+				}
+				view.Nodes = append(view.Nodes, metrics.BackendStatus{
+					Name:              b.Name,
+					Up:                s.State.Health == health.HealthUp,
+					InRecovery:        s.State.InRecovery,
+					Timeline:          s.State.Timeline,
+					LastProbeOK:       s.Latest.Reachable,
+					LastProbeDuration: s.Latest.Duration,
+					CurrentLSN:        uint64(s.Latest.CurrentLSN),
+					ReceiveLSN:        uint64(s.Latest.ReceiveLSN),
+					ReplayLSN:         uint64(s.Latest.ReplayLSN),
+				})
+			}
+			return view
+		},
+		Routing: func() metrics.RoutingStatus {
+			v := n.router.Current()
+			return metrics.RoutingStatus{Routing: v.Routing, Target: v.Target.Name}
+		},
+		FailoverSafety: func() metrics.FailoverSafety {
+			s := n.coordinator.Safety()
+			return metrics.FailoverSafety{Safe: s.Safe, Reason: strings.Join(s.Reasons, "; ")}
+		},
+	}
+}
