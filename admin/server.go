@@ -89,6 +89,16 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /members", s.mutating(s.addMember))
 	mux.HandleFunc("DELETE /members/{id}", s.mutating(s.removeMember))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// Anything the patterns above did not take: a known path with the
+		// wrong method, or an unknown path. Both answer JSON.
+		probe := r.Clone(r.Context())
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "/" {
+				writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path))
+				return
+			}
+		}
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	return mux

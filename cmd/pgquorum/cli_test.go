@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgquorum/pgquorum/admin"
+	"github.com/pgquorum/pgquorum/consensus/clusterstate"
+)
+
+// fakeAdmin serves canned admin API answers and records mutating calls.
+func fakeAdmin(t *testing.T, token string) (*httptest.Server, *[]string) {
+	t.Helper()
+	var calls []string
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	view := admin.ClusterView{ClusterName: "demo", NodeID: 2, Epoch: 3, Primary: "pg2",
+		Raft:    admin.RaftView{Leader: 1, Term: 4, Commit: 40, Applied: 40},
+		Members: []admin.MemberView{{ID: 1, Addr: "127.0.0.1:7001", Voter: true, Leader: true, Reachable: true}, {ID: 2, Addr: "127.0.0.1:7002", Voter: true, Reachable: true}},
+		Routing: admin.RoutingInfo{Routing: true, Primary: "pg2", Epoch: 3},
+		Nodes: []admin.NodeView{
+			{Name: "pg1", Address: "127.0.0.1:5432", Role: "fenced", Observations: []clusterstate.Observation{{Proxy: 1, At: now}}},
+			{Name: "pg2", Address: "127.0.0.1:5433", Role: "primary", Observations: []clusterstate.Observation{{Proxy: 1, Up: true, Timeline: 2, ReceiveLSN: 0x3000000 + 2048, At: now}}},
+			{Name: "pg3", Address: "127.0.0.1:5434", Role: "standby", Observations: []clusterstate.Observation{{Proxy: 1, Up: true, InRecovery: true, Timeline: 2, ReceiveLSN: 0x3000000, At: now}}},
+		}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /cluster", func(w http.ResponseWriter, r *http.Request) { json.NewEncoder(w).Encode(view) })
+	mux.HandleFunc("GET /members", func(w http.ResponseWriter, r *http.Request) { json.NewEncoder(w).Encode(view.Members) })
+	mutating := func(w http.ResponseWriter, r *http.Request) {
+		if token != "" && r.Header.Get("Authorization") != "Bearer "+token {
+			w.WriteHeader(http.StatusUnauthorized)
+			json.NewEncoder(w).Encode(map[string]string{"error": "this call changes the cluster and needs a valid bearer token"})
+			return
+		}
+		calls = append(calls, r.Method+" "+r.URL.Path)
+		switch r.URL.Path {
+		case "/switchover":
+			json.NewEncoder(w).Encode(clusterstate.HistoryEntry{Kind: clusterstate.KindSwitchover, OldPrimary: "pg2", NewPrimary: "pg3", Outcome: "completed", Epoch: 4,
+				LSNTable: []clusterstate.LSNRow{{Node: "pg3", Reachable: true, Frozen: true, Timeline: 2, ReceiveLSN: 0x3000000}}})
+		case "/members", "/members/4":
+			json.NewEncoder(w).Encode(view.Members)
+		default:
+			json.NewEncoder(w).Encode(map[string]bool{"ok": true})
+		}
+	}
+	mux.HandleFunc("POST /switchover", mutating)
+	mux.HandleFunc("POST /pause", mutating)
+	mux.HandleFunc("POST /members", mutating)
+	mux.HandleFunc("DELETE /members/{id}", mutating)
+	ts := httptest.NewServer(mux)
+	t.Cleanup(ts.Close)
+	return ts, &calls
+}
+
+func runCLI(args ...string) (code int, stdout, stderr string) {
+	var out, errOut bytes.Buffer
+	code = runMain(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestUsageAndExitCodes(t *testing.T) {
+	tests := []struct {
+		args []string
+		code int
+		want string // in stdout+stderr
+	}{
+		{nil, exitUsage, "Commands:"},
+		{[]string{"help"}, exitOK, "Commands:"},
+		{[]string{"nonsense"}, exitUsage, `unknown command "nonsense"`},
+		{[]string{"version"}, exitOK, "pgquorum "},
+		{[]string{"run"}, exitUsage, "--config FILE is required"},
+		{[]string{"run", "--config", "/nonexistent.yaml"}, exitFailed, "no such file"},
+		{[]string{"run", "--bogus"}, exitUsage, "flag provided but not defined"},
+		{[]string{"members"}, exitUsage, "members list"},
+		{[]string{"members", "add", "x", "127.0.0.1:7004"}, exitUsage, `ID "x" is not a positive integer`},
+		{[]string{"members", "frob"}, exitUsage, `unknown members command "frob"`},
+		{[]string{"switchover"}, exitUsage, "--to NAME is required"},
+		{[]string{"failover", "--force"}, exitUsage, "--force and --allow-data-loss go together"},
+		{[]string{"list", "--admin", "127.0.0.1:1"}, exitFailed, "cannot reach the admin API"},
+	}
+	for _, tt := range tests {
+		code, out, errOut := runCLI(tt.args...)
+		if code != tt.code || !strings.Contains(out+errOut, tt.want) {
+			t.Errorf("pgquorum %v: exit %d, output %q; want exit %d containing %q", tt.args, code, out+errOut, tt.code, tt.want)
+		}
+	}
+}
+
+func TestListPrintsNodesAndProxies(t *testing.T) {
+	ts, _ := fakeAdmin(t, "")
+	code, out, errOut := runCLI("list", "--admin", ts.URL)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"epoch 3", "primary pg2", "pg1", "fenced", "pg3", "streaming", "0/3000000", "2.0 KiB", "leader"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("list output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestAdminFlagFromEnvironment(t *testing.T) {
+	ts, _ := fakeAdmin(t, "")
+	t.Setenv("PGQUORUM_ADMIN", ts.URL)
+	if code, out, errOut := runCLI("members", "list"); code != exitOK || !strings.Contains(out, "127.0.0.1:7002") {
+		t.Fatalf("exit %d: %s %s", code, out, errOut)
+	}
+}
+
+func TestMutatingCommandsSendTheToken(t *testing.T) {
+	ts, calls := fakeAdmin(t, "tok")
+	if code, _, errOut := runCLI("pause", "--admin", ts.URL); code != exitFailed || !strings.Contains(errOut, "bearer token") {
+		t.Fatalf("pause without token: exit %d %s", code, errOut)
+	}
+	code, out, errOut := runCLI("switchover", "--to", "pg3", "--yes", "--admin", ts.URL, "--token", "tok")
+	if code != exitOK || !strings.Contains(out, "pg2 -> pg3") || !strings.Contains(out, "0/3000000") {
+		t.Fatalf("switchover: exit %d %s %s", code, out, errOut)
+	}
+	if code, _, errOut := runCLI("members", "add", "4", "127.0.0.1:7004", "--learner", "--admin", ts.URL, "--token", "tok"); code != exitOK {
+		t.Fatalf("members add: %d %s", code, errOut)
+	}
+	if code, _, errOut := runCLI("members", "remove", "4", "--admin", ts.URL, "--token", "tok"); code != exitOK {
+		t.Fatalf("members remove: %d %s", code, errOut)
+	}
+	want := []string{"POST /switchover", "POST /members", "DELETE /members/4"}
+	if strings.Join(*calls, ",") != strings.Join(want, ",") {
+		t.Fatalf("calls %v, want %v", *calls, want)
+	}
+}
+
+func TestDangerousCommandsAskForConfirmation(t *testing.T) {
+	ts, calls := fakeAdmin(t, "")
+	// go test's standard input is empty: the question gets no "yes".
+	code, _, errOut := runCLI("switchover", "--to", "pg3", "--admin", ts.URL)
+	if code != exitUsage || !strings.Contains(errOut, "not confirmed") || len(*calls) != 0 {
+		t.Fatalf("unconfirmed switchover: exit %d %s, calls %v", code, errOut, *calls)
+	}
+}

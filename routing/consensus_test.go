@@ -1,0 +1,170 @@
+package routing
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pgquorum/pgquorum/consensus/clusterstate"
+)
+
+// fakeRaft is a Raft member whose lease and applied signal the test controls.
+type fakeRaft struct {
+	lease   atomic.Bool
+	mu      sync.Mutex
+	applied chan struct{}
+	done    chan struct{}
+}
+
+func newFakeRaft() *fakeRaft {
+	return &fakeRaft{applied: make(chan struct{}), done: make(chan struct{})}
+}
+func (f *fakeRaft) LeaseValid(time.Time) bool { return f.lease.Load() }
+func (f *fakeRaft) Applied() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applied
+}
+func (f *fakeRaft) Done() <-chan struct{} { return f.done }
+func (f *fakeRaft) signal() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	close(f.applied)
+	f.applied = make(chan struct{})
+}
+
+type fakeState struct {
+	mu    sync.Mutex
+	st    clusterstate.State
+	index uint64
+}
+
+func (f *fakeState) State() clusterstate.State {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.st
+}
+func (f *fakeState) AppliedIndex() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.index
+}
+func (f *fakeState) set(st clusterstate.State) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.st = st
+	f.index++
+}
+
+func startRouter(t *testing.T) (*ConsensusRouter, *fakeRaft, *fakeState, chan View) {
+	t.Helper()
+	raft, state := newFakeRaft(), &fakeState{}
+	changes := make(chan View, 100)
+	r := &ConsensusRouter{Raft: raft, State: state, Addresses: map[string]string{"pg1": "127.0.0.1:5432", "pg2": "127.0.0.1:5433"},
+		LeaseCheck: time.Millisecond, OnChange: func(_, v View) { changes <- v }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return r, raft, state, changes
+}
+
+func bootstrapped(primary string, epoch uint64) clusterstate.State {
+	st, _ := clusterstate.Apply(clusterstate.State{}, clusterstate.Command{Bootstrap: &clusterstate.Bootstrap{
+		Primary: "pg1", Nodes: []clusterstate.NodeSpec{{Name: "pg1"}, {Name: "pg2"}}}})
+	st.Primary, st.Epoch = primary, epoch
+	return st
+}
+
+// waitView waits for a published View satisfying cond.
+func waitView(t *testing.T, changes chan View, cond func(View) bool) View {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case v := <-changes:
+			if cond(v) {
+				return v
+			}
+		case <-timeout:
+			t.Fatal("the expected routing view was never published")
+		}
+	}
+}
+
+func TestRoutesOnlyWithAgreedPrimaryAndLease(t *testing.T) {
+	r, raft, state, changes := startRouter(t)
+	waitView(t, changes, func(v View) bool { return strings.Contains(v.Reason, "not bootstrapped") })
+
+	state.set(bootstrapped("pg1", 1))
+	raft.signal()
+	v := waitView(t, changes, func(v View) bool { return strings.Contains(v.Reason, "lease") })
+	if v.Routing {
+		t.Fatal("routing without a lease")
+	}
+
+	raft.lease.Store(true)
+	v = waitView(t, changes, func(v View) bool { return v.Routing })
+	if v.Target.Name != "pg1" || v.Target.Address != "127.0.0.1:5432" || v.Target.Epoch != 1 {
+		t.Fatalf("target %+v", v.Target)
+	}
+	got, err := r.Primary(t.Context())
+	if err != nil || got != v.Target {
+		t.Fatalf("Primary = %+v, %v", got, err)
+	}
+
+	// A failover begins: no primary at epoch 2.
+	state.set(bootstrapped("", 2))
+	raft.signal()
+	waitView(t, changes, func(v View) bool { return !v.Routing && strings.Contains(v.Reason, "no primary agreed at epoch 2") })
+
+	// The lease is lost: fail closed even once a primary is agreed again.
+	raft.lease.Store(false)
+	state.set(bootstrapped("pg2", 2))
+	raft.signal()
+	waitView(t, changes, func(v View) bool { return strings.Contains(v.Reason, "lease expired") })
+}
+
+func TestPrimaryWaitsForAgreementOrContext(t *testing.T) {
+	r, raft, state, _ := startRouter(t)
+	raft.lease.Store(true)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	_, err := r.Primary(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "not bootstrapped") {
+		t.Fatalf("Primary without a primary: %v", err)
+	}
+
+	result := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		tgt, err := r.Primary(ctx)
+		if err == nil && tgt.Name != "pg2" {
+			err = errors.New("wrong target " + tgt.Name)
+		}
+		result <- err
+	}()
+	state.set(bootstrapped("pg2", 3))
+	raft.signal()
+	if err := <-result; err != nil {
+		t.Fatalf("held Primary call: %v", err)
+	}
+}
+
+func TestUnknownPrimaryIsNotRouted(t *testing.T) {
+	r, raft, state, changes := startRouter(t)
+	raft.lease.Store(true)
+	st := bootstrapped("pg9", 5)
+	state.set(st)
+	raft.signal()
+	waitView(t, changes, func(v View) bool { return strings.Contains(v.Reason, `"pg9" is not in this proxy's backends`) })
+	if r.Current().Routing {
+		t.Fatal("routed to a primary without an address")
+	}
+}
