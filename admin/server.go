@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgquorum/pgquorum/consensus"
@@ -62,11 +63,24 @@ type Server struct {
 	// Metrics serves GET /metrics (Prometheus); nil answers 404.
 	Metrics http.Handler
 	// Token, if not empty, is required as a bearer token on mutating calls.
+	// SetToken replaces it while serving (configuration reload).
 	Token  string
 	Logger *slog.Logger
 
 	httpServer *http.Server
 	listener   net.Listener
+	token      atomic.Pointer[string] // set by SetToken; overrides Token
+}
+
+// SetToken replaces the bearer token required on mutating calls ("" = none).
+// Safe to call while serving.
+func (s *Server) SetToken(token string) { s.token.Store(&token) }
+
+func (s *Server) currentToken() string {
+	if t := s.token.Load(); t != nil {
+		return *t
+	}
+	return s.Token
 }
 
 // Handler returns the API's HTTP handler.
@@ -146,8 +160,8 @@ func (s *Server) Serve(ctx context.Context) error {
 // mutating wraps a handler that changes the cluster with the token check.
 func (s *Server) mutating(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if s.Token != "" {
-			want := "Bearer " + s.Token
+		if token := s.currentToken(); token != "" {
+			want := "Bearer " + token
 			got := r.Header.Get("Authorization")
 			if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="pgquorum"`)

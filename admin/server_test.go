@@ -77,7 +77,7 @@ func (f *fakeOperator) Switchover(_ context.Context, to string) (clusterstate.Hi
 	return clusterstate.HistoryEntry{Kind: clusterstate.KindSwitchover, NewPrimary: to}, f.err
 }
 func (f *fakeOperator) SetPaused(_ context.Context, p bool) error { f.paused = &p; return f.err }
-func (f *fakeOperator) Safety() coordinator.Safety        { return coordinator.Safety{Safe: true} }
+func (f *fakeOperator) Safety() coordinator.Safety                { return coordinator.Safety{Safe: true} }
 
 func newTestServer(t *testing.T, token string, routingOK bool) (*httptest.Server, *fakeRaft, *fakeOperator) {
 	t.Helper()

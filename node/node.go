@@ -283,3 +283,27 @@ func (n *Node) Routing() routing.View { return n.router.Current() }
 
 // State is the replicated cluster state as this node has applied it.
 func (n *Node) State() clusterstate.State { return n.machine.State() }
+
+// Reload applies what can change while running from a newly loaded
+// configuration (today: the admin token) and returns the keys that changed
+// but need a restart to take effect.
+func (n *Node) Reload(cfg *config.Config) (needRestart []string) {
+	n.admin.SetToken(cfg.Admin.Token)
+	old := n.cfg
+	check := func(key string, changed bool) {
+		if changed {
+			needRestart = append(needRestart, key)
+		}
+	}
+	check("cluster_name", old.ClusterName != cfg.ClusterName)
+	check("node", old.Node.ID != cfg.Node.ID || old.Node.DataDir != cfg.Node.DataDir || old.Node.IsVoter() != cfg.Node.IsVoter())
+	check("listen", old.Listen != cfg.Listen)
+	check("peers", fmt.Sprint(old.Peers) != fmt.Sprint(cfg.Peers))
+	check("backends", fmt.Sprint(old.Backends) != fmt.Sprint(cfg.Backends))
+	check("auth", old.Auth != cfg.Auth)
+	check("tls", fmt.Sprint(old.TLS) != fmt.Sprint(cfg.TLS))
+	check("hold", old.Hold != cfg.Hold)
+	check("health", old.Health != cfg.Health)
+	check("failover", old.Failover != cfg.Failover)
+	return needRestart
+}

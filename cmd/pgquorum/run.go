@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/pgquorum/pgquorum/config"
 	"github.com/pgquorum/pgquorum/consensus"
@@ -32,22 +35,47 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return fmt.Errorf("%w: --log-format: %v", errUsage, err)
 		}
 	}
-	logger := newLogger(stderr, cfg.Log)
-	return runNode(ctx, cfg, logger)
+	level := new(slog.LevelVar)
+	logger := newLogger(stderr, cfg.Log, level)
+	return runNode(ctx, cfg, logger, func(n *node.Node) {
+		// SIGHUP: reload what can change while running (log level, admin
+		// token) and say which changed keys need a restart.
+		next, err := config.Load(*configPath)
+		if err != nil {
+			logger.Error("configuration reload failed; keeping the running configuration", "err", err)
+			return
+		}
+		_ = level.UnmarshalText([]byte(next.Log.Level))
+		for _, key := range n.Reload(next) {
+			logger.Warn("configuration key changed but needs a restart to take effect", "key", key)
+		}
+		logger.Info("configuration reloaded", "log.level", next.Log.Level)
+	})
 }
 
 // runNode runs one node until ctx ends (SIGINT/SIGTERM) or its Raft member
-// stops (for example because it was removed from the cluster).
-func runNode(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
+// stops (for example because it was removed from the cluster). onHUP runs on
+// every SIGHUP.
+func runNode(ctx context.Context, cfg *config.Config, logger *slog.Logger, onHUP func(*node.Node)) error {
 	n, err := node.Start(ctx, cfg, logger, node.Options{Version: versionString()})
 	if err != nil {
 		return err
 	}
-	select {
-	case <-ctx.Done():
-		logger.Info("shutting down: draining client sessions", "grace", node.ShutdownGrace)
-	case <-n.Done():
-		logger.Error("the Raft member stopped; shutting down", "err", n.Raft().Err())
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			logger.Info("shutting down: draining client sessions", "grace", node.ShutdownGrace)
+			break wait
+		case <-n.Done():
+			logger.Error("the Raft member stopped; shutting down", "err", n.Raft().Err())
+			break wait
+		case <-hup:
+			onHUP(n)
+		}
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), node.ShutdownGrace)
 	defer cancel()
@@ -60,8 +88,7 @@ func runNode(ctx context.Context, cfg *config.Config, logger *slog.Logger) error
 	return nil
 }
 
-func newLogger(w io.Writer, c config.Log) *slog.Logger {
-	var level slog.Level
+func newLogger(w io.Writer, c config.Log, level *slog.LevelVar) *slog.Logger {
 	_ = level.UnmarshalText([]byte(c.Level))
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
