@@ -33,6 +33,7 @@ type Raft interface {
 	Members() []consensus.Member
 	AddMember(ctx context.Context, id uint64, addr string, learner bool) error
 	RemoveMember(ctx context.Context, id uint64) error
+	Propose(ctx context.Context, data []byte) ([]byte, error)
 }
 
 // StateSource gives the applied replicated state (*clusterstate.Machine).
@@ -60,6 +61,9 @@ type Server struct {
 	State       StateSource
 	Routing     RoutingView
 	Operator    Operator
+	// Health is this proxy's health monitor (*health.Monitor); POST /rejoin
+	// verifies with it that a node streams before unfencing it.
+	Health HealthView
 	// Metrics serves GET /metrics (Prometheus); nil answers 404.
 	Metrics http.Handler
 	// Token, if not empty, is required as a bearer token on mutating calls.
@@ -99,6 +103,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /failover", s.mutating(s.failover))
 	mux.HandleFunc("POST /pause", s.mutating(s.pause))
 	mux.HandleFunc("POST /resume", s.mutating(s.resume))
+	mux.HandleFunc("POST /rejoin/{node}", s.mutating(s.rejoin(s.Health, s.Raft)))
 	mux.HandleFunc("GET /members", s.listMembers)
 	mux.HandleFunc("POST /members", s.mutating(s.addMember))
 	mux.HandleFunc("DELETE /members/{id}", s.mutating(s.removeMember))

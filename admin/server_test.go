@@ -55,6 +55,10 @@ func (f *fakeRaft) RemoveMember(_ context.Context, id uint64) error {
 	return f.err
 }
 
+func (f *fakeRaft) Propose(context.Context, []byte) ([]byte, error) {
+	return nil, errors.New("fake raft: no proposals")
+}
+
 type fakeState struct{ st clusterstate.State }
 
 func (f fakeState) State() clusterstate.State { return f.st }

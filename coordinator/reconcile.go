@@ -80,6 +80,7 @@ func (d *driver) reconcile(ctx context.Context, st clusterstate.State) {
 	d.nextReconcile = now.Add(orDefault(d.c.ReconcileEvery, DefaultReconcileEvery))
 	d.restoreReadWrite(ctx, st)
 	d.repointStragglers(ctx, st)
+	d.includeStreamingStandbys(ctx, st)
 }
 
 // restoreReadWrite makes the primary read-write again when the last history entry

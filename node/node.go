@@ -197,6 +197,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		State:       n.machine,
 		Routing:     n.router,
 		Operator:    n.coordinator,
+		Health:      monitor,
 		Token:       cfg.Admin.Token,
 		Logger:      logger.With("component", "admin"),
 	}

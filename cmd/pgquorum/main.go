@@ -42,6 +42,7 @@ func commands() []command {
 		{"pause", "pause automatic failover (maintenance)", pauseCommand},
 		{"resume", "resume automatic failover", resumeCommand},
 		{"history", "past failovers and switchovers with the LSN table behind each decision", historyCommand},
+		{"rejoin", "on a database host: rewind a former primary (or --reclone it) and start it as a standby: rejoin --pgdata DIR", rejoinCommand},
 		{"members", "list | add ID ADDR [--learner] | remove ID: the proxies of the Raft cluster", membersCommand},
 		{"version", "print the version", versionCommand},
 	}
