@@ -31,14 +31,24 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// RaiseFileLimit lifts RLIMIT_NOFILE so that one process can hold tens of
-// thousands of sockets; child processes inherit it.
-func RaiseFileLimit(n uint64) error {
-	lim := syscall.Rlimit{Cur: n, Max: n}
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return fmt.Errorf("raise open-file limit to %d: %w", n, err)
+// RaiseFileLimit lifts RLIMIT_NOFILE towards n so that one process can hold
+// tens of thousands of sockets; child processes inherit it. It returns the
+// limit in force: without CAP_SYS_RESOURCE the hard limit cannot be raised, and
+// the soft limit is set to the hard one.
+func RaiseFileLimit(n uint64) (uint64, error) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, err
 	}
-	return nil
+	want := syscall.Rlimit{Cur: n, Max: max(n, lim.Max)}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err == nil {
+		return n, nil
+	}
+	lim.Cur = min(n, lim.Max)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, fmt.Errorf("raise open-file limit: %w", err)
+	}
+	return lim.Cur, nil
 }
 
 // BuildPgquorum builds ./cmd/pgquorum into dir and returns the binary's path.
@@ -205,14 +215,16 @@ type PgquorumNode struct {
 	AuthMethod    string
 	QueryUser     string
 	QueryPassword string
+	AdminPort     int // set by WriteConfig
 }
 
 // WriteConfig writes the node's YAML configuration and returns its path.
-func (n PgquorumNode) WriteConfig() (string, error) {
+func (n *PgquorumNode) WriteConfig() (string, error) {
 	adminPort, err := FreePort()
 	if err != nil {
 		return "", err
 	}
+	n.AdminPort = adminPort
 	raftPort, err := FreePort()
 	if err != nil {
 		return "", err

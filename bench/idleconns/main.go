@@ -24,6 +24,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgquorum/pgquorum/admin"
 	"github.com/pgquorum/pgquorum/bench/benchenv"
 	"github.com/pgquorum/pgquorum/bench/fakepg"
 )
@@ -40,8 +41,15 @@ func main() {
 func run(n int, settle time.Duration) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := benchenv.RaiseFileLimit(uint64(4*n + 10000)); err != nil {
+	// The proxy holds two descriptors per session (client and backend); so
+	// does this process (client side and fake server side).
+	limit, err := benchenv.RaiseFileLimit(uint64(2*n + 1000))
+	if err != nil {
 		return err
+	}
+	if need := uint64(2*n + 200); limit < need {
+		return fmt.Errorf("%d sessions need about %d open files per process, but the limit is %d here "+
+			"(raising it needs CAP_SYS_RESOURCE); run with -conns %d or fewer", n, need, limit, (limit-200)/2)
 	}
 	dir, err := os.MkdirTemp("", "pgquorum-idleconns-")
 	if err != nil {
@@ -79,6 +87,19 @@ func run(n int, settle time.Duration) error {
 		return err
 	}
 	defer pq.Stop()
+	// The fake server does not answer pgquorum's health probes the way
+	// PostgreSQL does, so the node would soon see its only backend "down" and
+	// hold traffic. Pause automatic failover before that can happen.
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", node.AdminPort)
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	err = benchenv.WaitPort(wctx, adminAddr)
+	if err == nil {
+		err = admin.NewClient(adminAddr, "").SetPaused(wctx, true)
+	}
+	wcancel()
+	if err != nil {
+		return fmt.Errorf("pause automatic failover on the benchmark node: %w", err)
+	}
 
 	// PgBouncer, as the postgres user when we are root (it refuses root).
 	bDir := dir + "/pgbouncer"

@@ -55,7 +55,7 @@ func main() {
 func run(clients []int, duration time.Duration, rounds, scale int) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := benchenv.RaiseFileLimit(65536); err != nil {
+	if _, err := benchenv.RaiseFileLimit(65536); err != nil {
 		return err
 	}
 	dir, err := os.MkdirTemp("", "pgquorum-pgbench-")
