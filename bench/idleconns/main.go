@@ -93,8 +93,13 @@ func run(n int, settle time.Duration) error {
 	adminAddr := fmt.Sprintf("127.0.0.1:%d", node.AdminPort)
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 	err = benchenv.WaitPort(wctx, adminAddr)
-	if err == nil {
-		err = admin.NewClient(adminAddr, "").SetPaused(wctx, true)
+	for err == nil {
+		// The first calls may find no Raft leader yet.
+		if err = admin.NewClient(adminAddr, "").SetPaused(wctx, true); err == nil || wctx.Err() != nil {
+			break
+		}
+		err = nil
+		time.Sleep(100 * time.Millisecond)
 	}
 	wcancel()
 	if err != nil {
