@@ -90,7 +90,7 @@ func run(clients []int, duration time.Duration, rounds, scale int) error {
 		return err
 	}
 	qPort, _ := benchenv.FreePort()
-	qDir := filepath.Join(dir, "pgquorum")
+	qDir := filepath.Join(dir, "proxy")
 	if err := os.MkdirAll(qDir, 0o755); err != nil {
 		return err
 	}
