@@ -145,15 +145,36 @@ log: {level: debug}
 	return pc
 }
 
-// FreeAddr returns a free loopback address.
+// handedOut remembers every address FreeAddr returned in this test binary: the
+// probe listener is closed before the address is used, so the kernel may offer
+// the same port again, and two proxies must never share one.
+var handedOut struct {
+	sync.Mutex
+	addrs map[string]bool
+}
+
+// FreeAddr returns a free loopback address that no earlier call returned.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.addrs == nil {
+		handedOut.addrs = map[string]bool{}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if !handedOut.addrs[addr] {
+			handedOut.addrs[addr] = true
+			return addr
+		}
+	}
+	t.Fatal("no fresh loopback port after 100 tries")
+	return ""
 }
 
 // Start (re)starts p's process.
