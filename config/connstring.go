@@ -2,7 +2,8 @@ package config
 
 import (
 	"net"
-	"strings"
+
+	"github.com/pgquorum/pgquorum/conninfo"
 )
 
 // QueryConnString returns a libpq keyword/value connection string for the query
@@ -12,32 +13,22 @@ func (c *Config) QueryConnString(address, applicationName string) string {
 }
 
 // ConnString builds a libpq keyword/value connection string with every value
-// quoted, so passwords with spaces or quotes are safe.
+// quoted, so passwords with spaces or quotes are safe. Empty values are left out.
 func ConnString(address, user, password, database, applicationName string) string {
 	host, port, err := net.SplitHostPort(address)
 	if err != nil {
 		host, port = address, "5432"
 	}
-	var b strings.Builder
-	add := func(k, v string) {
-		if v == "" {
-			return
+	var params conninfo.Params
+	for _, p := range []conninfo.Param{
+		{Key: "host", Value: host}, {Key: "port", Value: port}, {Key: "user", Value: user},
+		{Key: "password", Value: password}, {Key: "dbname", Value: database},
+		{Key: "application_name", Value: applicationName},
+		{Key: "sslmode", Value: "disable"}, {Key: "connect_timeout", Value: "5"},
+	} {
+		if p.Value != "" {
+			params = append(params, p)
 		}
-		if b.Len() > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(k)
-		b.WriteString("='")
-		b.WriteString(strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v))
-		b.WriteByte('\'')
 	}
-	add("host", host)
-	add("port", port)
-	add("user", user)
-	add("password", password)
-	add("dbname", database)
-	add("application_name", applicationName)
-	add("sslmode", "disable")
-	add("connect_timeout", "5")
-	return b.String()
+	return params.String()
 }

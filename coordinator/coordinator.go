@@ -81,7 +81,9 @@ type Coordinator struct {
 	Health HealthView
 
 	// ReplicationUser and ReplicationPassword, when set, override the user and
-	// password in the primary_conninfo of re-pointed standbys.
+	// password in the primary_conninfo of re-pointed standbys. A ReplicationUser
+	// other than the template's drops the template's password (it belonged to
+	// the other user); see conninfo.Standby.
 	ReplicationUser     string
 	ReplicationPassword string
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgquorum/pgquorum/conninfo"
 	"github.com/pgquorum/pgquorum/consensus/clusterstate"
 	"github.com/pgquorum/pgquorum/health"
 )
@@ -404,8 +405,8 @@ func (d *driver) repoint(ctx context.Context, st clusterstate.State) (time.Durat
 		if !r.Frozen || r.Node == f.Candidate || r.Node == f.OldPrimary {
 			continue
 		}
-		conninfo, err := d.conninfoFor(st, r.Node, f.Candidate)
-		jobs = append(jobs, &job{node: r.Node, conninfo: conninfo, err: err})
+		ci, err := d.conninfoFor(st, r.Node, f.Candidate)
+		jobs = append(jobs, &job{node: r.Node, conninfo: ci, err: err})
 	}
 	done := make(chan struct{}, len(jobs))
 	for _, j := range jobs {
@@ -429,7 +430,7 @@ func (d *driver) repoint(ctx context.Context, st clusterstate.State) (time.Durat
 			parts = append(parts, fmt.Sprintf("%s not re-pointed: %v", j.node, j.err))
 			continue
 		}
-		d.logger.Info("standby re-pointed", "node", j.node, "primary", f.Candidate, "primary_conninfo", redactConninfo(j.conninfo))
+		d.logger.Info("standby re-pointed", "node", j.node, "primary", f.Candidate, "primary_conninfo", conninfo.Redact(j.conninfo))
 		parts = append(parts, j.node+" follows "+f.Candidate)
 	}
 	detail := strings.Join(parts, "; ")

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgquorum/pgquorum/conninfo"
 	"github.com/pgquorum/pgquorum/consensus/clusterstate"
 	"github.com/pgquorum/pgquorum/health"
 )
@@ -129,7 +130,7 @@ func (h *harness) checkFailedOverToPG2(st clusterstate.State) {
 	pg3 := h.pg.node("pg3").conninfo
 	for _, want := range []string{"host='10.0.0.2'", "port='5432'", "user='replicator'", "application_name='pg3'", "sslmode='disable'"} {
 		if !strings.Contains(pg3, want) {
-			h.t.Errorf("pg3 primary_conninfo %s lacks %s", redactConninfo(pg3), want)
+			h.t.Errorf("pg3 primary_conninfo %s lacks %s", conninfo.Redact(pg3), want)
 		}
 	}
 	last := st.History[len(st.History)-1]
@@ -145,7 +146,7 @@ func TestAutomaticFailoverPromotesTheMostAdvancedStandby(t *testing.T) {
 	h.checkFailedOverToPG2(st)
 
 	if got := h.pg.node("pg3").conninfo; !strings.Contains(got, "password='s3cret'") {
-		t.Errorf("pg3 lost the replication password captured before freezing: %s", redactConninfo(got))
+		t.Errorf("pg3 lost the replication password captured before freezing: %s", conninfo.Redact(got))
 	}
 	last := st.History[len(st.History)-1]
 	var steps []clusterstate.Step
@@ -257,7 +258,7 @@ func TestBlockedFailoverAbortsWhenTheOldPrimaryReturns(t *testing.T) {
 		t.Errorf("history: %+v", last)
 	}
 	if got := h.pg.node("pg2").conninfo; !strings.Contains(got, "host='10.0.0.1'") || !strings.Contains(got, "application_name='pg2'") {
-		t.Errorf("pg2 not unfrozen towards pg1: %s", redactConninfo(got))
+		t.Errorf("pg2 not unfrozen towards pg1: %s", conninfo.Redact(got))
 	}
 	if len(h.pg.promoted()) != 0 {
 		t.Errorf("promoted %v", h.pg.promoted())
@@ -367,7 +368,7 @@ func TestSwitchoverDemotesWaitsAndPromotesTheTarget(t *testing.T) {
 		t.Errorf("pg3 synchronous_standby_names = %s", got)
 	}
 	if got := h.pg.node("pg2").conninfo; !strings.Contains(got, "host='10.0.0.3'") {
-		t.Errorf("pg2 does not follow pg3: %s", redactConninfo(got))
+		t.Errorf("pg2 does not follow pg3: %s", conninfo.Redact(got))
 	}
 	if entry.Steps[0].Step != clusterstate.StepDemoteOldPrimary {
 		t.Errorf("first step %s", entry.Steps[0].Step)
@@ -407,10 +408,10 @@ func TestSwitchoverAbortsWhenTheTargetCannotCatchUp(t *testing.T) {
 		t.Error("reconcile did not make pg1 read-write after the aborted switchover")
 	}
 	if got := h.pg.node("pg3").conninfo; !strings.Contains(got, "host='10.0.0.1'") {
-		t.Errorf("pg3 not unfrozen towards pg1: %s", redactConninfo(got))
+		t.Errorf("pg3 not unfrozen towards pg1: %s", conninfo.Redact(got))
 	}
 	if got := h.pg.node("pg2").conninfo; got != standbyConninfoFixture("pg2") {
-		t.Errorf("pg2 was never frozen but its primary_conninfo changed: %s", redactConninfo(got))
+		t.Errorf("pg2 was never frozen but its primary_conninfo changed: %s", conninfo.Redact(got))
 	}
 }
 
@@ -422,8 +423,9 @@ func TestReconcileRepointsStandbysThatDoNotFollowThePrimary(t *testing.T) {
 	h.health.set("pg3", upStatus(health.Probe{Node: "pg3", At: t0, Reachable: true, InRecovery: true, Timeline: 1}))
 	newDriver(h.coord).leaderStep(t.Context())
 	got := h.pg.node("pg3").conninfo
-	// pg2's captured primary_conninfo is the template; ReplicationUser overrides its user.
-	if want := "host='10.0.0.1' port='5432' user='rep' password='s3cret' sslmode='disable' application_name='pg3'"; got != want {
+	// pg2's captured primary_conninfo is the template; ReplicationUser overrides its
+	// user, and the template's password, which belonged to the other user, is dropped.
+	if want := "host='10.0.0.1' port='5432' user='rep' sslmode='disable' application_name='pg3'"; got != want {
 		t.Errorf("pg3 primary_conninfo = %s, want %s", got, want)
 	}
 	if n := h.pg.callCount("repoint pg2"); n != 0 {

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgquorum/pgquorum/config"
+	"github.com/pgquorum/pgquorum/conninfo"
 	"github.com/pgquorum/pgquorum/health"
 	"github.com/pgquorum/pgquorum/integration"
 	"github.com/pgquorum/pgquorum/localcluster"
@@ -66,7 +67,7 @@ func TestFreezeStandbyStopsItsWALReceiver(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !pos.InRecovery || pos.Timeline != 1 || pos.ReceiveLSN == 0 || !strings.Contains(pos.PreviousConninfo, "application_name=pg2") {
-		t.Fatalf("position %+v (conninfo %s)", pos, redactConninfo(pos.PreviousConninfo))
+		t.Fatalf("position %+v (conninfo %s)", pos, conninfo.Redact(pos.PreviousConninfo))
 	}
 	if n, err := pg2.QueryString(ctx, "SELECT count(*) FROM pg_stat_wal_receiver"); err != nil || n != "0" {
 		t.Fatalf("pg_stat_wal_receiver on the frozen pg2 has %s rows (%v)", n, err)
@@ -149,7 +150,7 @@ func TestPromoteAndRepointMakeTheOtherStandbyAQuorumMember(t *testing.T) {
 		t.Errorf("synchronous_standby_names on pg2 = %q, %v", got, err)
 	}
 
-	template, err := parseConninfo(pos3.PreviousConninfo)
+	template, err := conninfo.Parse(pos3.PreviousConninfo)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/pgquorum/pgquorum/conninfo"
 	"github.com/pgquorum/pgquorum/consensus/clusterstate"
 	"github.com/pgquorum/pgquorum/health"
 )
@@ -21,17 +22,17 @@ import (
 // "Replication credentials"): node's own capture, else any capture, else the
 // latest template recorded in a freeze step of the current failover or of the
 // history. ok is false when none is known.
-func (d *driver) template(st clusterstate.State, node string) ([]conninfoParam, bool) {
-	captured := func(name string) ([]conninfoParam, bool) {
+func (d *driver) template(st clusterstate.State, node string) (conninfo.Params, bool) {
+	captured := func(name string) (conninfo.Params, bool) {
 		s, ok := d.conninfos[name]
 		if !ok {
 			return nil, false
 		}
-		params, err := parseConninfo(s)
+		params, err := conninfo.Parse(s)
 		if err != nil {
 			return nil, false
 		}
-		return conninfoTemplate(params), true
+		return params.Without(conninfo.AddressingKeys...), true
 	}
 	if t, ok := captured(node); ok {
 		return t, true
@@ -167,19 +168,19 @@ func (d *driver) repointStraggler(ctx context.Context, st clusterstate.State, no
 	if current != "" {
 		d.conninfos[node] = current
 	}
-	conninfo, err := d.conninfoFor(st, node, st.Primary)
+	primaryConninfo, err := d.conninfoFor(st, node, st.Primary)
 	if err != nil {
 		d.logger.Warn("cannot re-point standby", "node", node, "err", err)
 		return
 	}
-	changed, err := d.pg.SetPrimaryConninfo(actx, node, conninfo, false)
+	changed, err := d.pg.SetPrimaryConninfo(actx, node, primaryConninfo, false)
 	if err != nil {
 		d.logger.Warn("cannot re-point standby that does not follow the primary", "node", node, "primary", st.Primary, "err", err)
 		return
 	}
 	if changed {
 		d.logger.Info("re-pointed a standby that did not follow the primary", "node", node, "primary", st.Primary,
-			"was", redactConninfo(current), "now", redactConninfo(conninfo))
+			"was", conninfo.Redact(current), "now", conninfo.Redact(primaryConninfo))
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgquorum/pgquorum/conninfo"
 )
 
 // This file holds what rejoin asks the primary (and, to learn replication
@@ -22,8 +24,8 @@ const connectTimeout = 10 * time.Second
 // superuserConninfo is the connection string rejoin uses for host:port as the
 // source superuser (without the password: pgx gets it separately, pg_rewind
 // through PGPASSWORD, so it never shows up in a process list).
-func (r *rejoiner) superuserConninfo(host, port string) []connParam {
-	params := []connParam{
+func (r *rejoiner) superuserConninfo(host, port string) conninfo.Params {
+	params := conninfo.Params{
 		{Key: "host", Value: host},
 		{Key: "port", Value: port},
 		{Key: "user", Value: r.opts.SourceUser},
@@ -32,7 +34,7 @@ func (r *rejoiner) superuserConninfo(host, port string) []connParam {
 		{Key: "connect_timeout", Value: strconv.Itoa(int(connectTimeout / time.Second))},
 	}
 	if r.opts.SSLMode != "" {
-		params = append(params, connParam{Key: "sslmode", Value: r.opts.SSLMode})
+		params = append(params, conninfo.Param{Key: "sslmode", Value: r.opts.SSLMode})
 	}
 	return params
 }
@@ -43,7 +45,7 @@ func (r *rejoiner) connect(ctx context.Context, address string) (*pgx.Conn, erro
 	if err != nil {
 		return nil, fmt.Errorf("bad address %q: %w", address, err)
 	}
-	cfg, err := pgx.ParseConfig(formatConninfo(r.superuserConninfo(host, port)))
+	cfg, err := pgx.ParseConfig(r.superuserConninfo(host, port).String())
 	if err != nil {
 		return nil, err
 	}

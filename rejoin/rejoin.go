@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pgquorum/pgquorum/admin"
+	"github.com/pgquorum/pgquorum/conninfo"
 )
 
 // rejoiner is one run of Run. It is used by Run's goroutine only.
@@ -139,7 +140,7 @@ func (r *rejoiner) run(ctx context.Context) (Result, error) {
 	if err := r.configureStandby(replication); err != nil {
 		return Result{}, err
 	}
-	log.Info("configured as a standby", "primary_conninfo", redactConninfo(replication))
+	log.Info("configured as a standby", "primary_conninfo", replication.Redacted())
 
 	// 7. Start and wait until it streams.
 	log.Info("starting PostgreSQL", "log", r.opts.ServerLog)
@@ -201,19 +202,22 @@ func nodeAddress(view admin.ClusterView, name string) string {
 // the primary, application_name = node, and the credentials from (in order) the
 // options, the node's previous primary_conninfo, another standby's
 // primary_conninfo, or the role other standbys stream as.
-func (r *rejoiner) replicationParams(ctx context.Context, view admin.ClusterView, node, address string, settings map[string]string) ([]connParam, error) {
+func (r *rejoiner) replicationParams(ctx context.Context, view admin.ClusterView, node, address string, settings map[string]string) (conninfo.Params, error) {
 	host, port, err := net.SplitHostPort(address)
 	if err != nil {
 		return nil, fmt.Errorf("primary address %q: %w", address, err)
 	}
-	build := func(template []connParam, source string) []connParam {
-		params := replicationConninfo(template, host, port, node, r.opts.ReplicationUser, r.opts.ReplicationPassword, r.opts.SSLMode)
-		r.logger.Debug("replication credentials", "from", source, "conninfo", redactConninfo(params))
+	build := func(template conninfo.Params, source string) conninfo.Params {
+		params := conninfo.Standby(template, host, port, node, r.opts.ReplicationUser, r.opts.ReplicationPassword)
+		if _, ok := params.Get("sslmode"); !ok && r.opts.SSLMode != "" {
+			params = params.With("sslmode", r.opts.SSLMode)
+		}
+		r.logger.Debug("replication credentials", "from", source, "conninfo", params.Redacted())
 		return params
 	}
 	if own := settings["primary_conninfo"]; own != "" {
-		if template, err := parseConninfo(own); err == nil {
-			if _, ok := getParam(template, "user"); ok || r.opts.ReplicationUser != "" {
+		if template, err := conninfo.Parse(own); err == nil {
+			if _, ok := template.Get("user"); ok || r.opts.ReplicationUser != "" {
 				return build(template, "this node's previous primary_conninfo"), nil
 			}
 		}
@@ -225,22 +229,22 @@ func (r *rejoiner) replicationParams(ctx context.Context, view admin.ClusterView
 		if n.Name == node || n.Name == view.Primary {
 			continue
 		}
-		conninfo, err := r.standbyConninfo(ctx, n.Address)
+		other, err := r.standbyConninfo(ctx, n.Address)
 		if err != nil {
 			r.logger.Debug("cannot read another standby's primary_conninfo", "standby", n.Name, "err", err)
 			continue
 		}
-		template, err := parseConninfo(conninfo)
-		if err != nil || conninfo == "" {
+		template, err := conninfo.Parse(other)
+		if err != nil || other == "" {
 			continue
 		}
-		if _, ok := getParam(template, "user"); ok {
+		if _, ok := template.Get("user"); ok {
 			return build(template, "the primary_conninfo of "+n.Name), nil
 		}
 	}
 	user, err := r.replicationUserOnPrimary(ctx, address, node)
 	if err == nil && user != "" {
-		return build([]connParam{{Key: "user", Value: user}}, "the role other standbys stream as"), nil
+		return build(conninfo.Params{{Key: "user", Value: user}}, "the role other standbys stream as"), nil
 	}
 	return nil, errors.New("no replication credentials known: this node has no primary_conninfo, no other standby's can be read " +
 		"and no standby streams from the primary; pass --replication-user (and --replication-password-file)")
@@ -248,7 +252,7 @@ func (r *rejoiner) replicationParams(ctx context.Context, view admin.ClusterView
 
 // configureStandby writes standby.signal and the new primary_conninfo, and drops
 // a read-only fence a switchover left in postgresql.auto.conf.
-func (r *rejoiner) configureStandby(replication []connParam) error {
+func (r *rejoiner) configureStandby(replication conninfo.Params) error {
 	if err := os.Remove(filepath.Join(r.dataDir, "recovery.signal")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove recovery.signal: %w", err)
 	}
@@ -260,7 +264,7 @@ func (r *rejoiner) configureStandby(replication []connParam) error {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("read %s: %w", autoConf, err)
 	}
-	return r.pg.writeFile(autoConf, []byte(standbyAutoConf(string(old), formatConninfo(replication))), 0o600)
+	return r.pg.writeFile(autoConf, []byte(standbyAutoConf(string(old), replication.String())), 0o600)
 }
 
 // explainNotStreaming adds what an operator needs to the streaming timeout: the

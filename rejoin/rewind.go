@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/pgquorum/pgquorum/conninfo"
 )
 
 // This file brings the data directory onto the primary's timeline: pg_rewind, or
@@ -67,7 +69,7 @@ func (r *rejoiner) rewind(ctx context.Context, primary, address string, settings
 	if err != nil {
 		return fmt.Errorf("primary address %q: %w", address, err)
 	}
-	args := []string{"--target-pgdata", r.dataDir, "--source-server", formatConninfo(r.superuserConninfo(host, port))}
+	args := []string{"--target-pgdata", r.dataDir, "--source-server", r.superuserConninfo(host, port).String()}
 	if cmd := settings["restore_command"]; cmd != "" {
 		// WAL the target needs but has recycled is fetched from the archive.
 		args = append(args, "--restore-target-wal")
@@ -125,7 +127,7 @@ func lastLine(s string) string {
 // reclone moves the data directory aside and copies the primary into a fresh one
 // with pg_basebackup. If the copy fails, the fresh directory is removed and the
 // old one put back. It returns where the old directory went.
-func (r *rejoiner) reclone(ctx context.Context, primary, address string, replication []connParam) (string, error) {
+func (r *rejoiner) reclone(ctx context.Context, primary, address string, replication conninfo.Params) (string, error) {
 	info, err := os.Stat(r.dataDir)
 	if err != nil {
 		return "", fmt.Errorf("re-clone: %w", err)
@@ -152,16 +154,16 @@ func (r *rejoiner) reclone(ctx context.Context, primary, address string, replica
 	}
 	// pg_basebackup's own application_name: a base backup streams WAL too, and
 	// must never count as the node in synchronous_standby_names.
-	params := setParam(withoutParams(replication, "password"), "application_name", "pgquorum-rejoin-basebackup")
+	params := replication.Without("password").With("application_name", "pgquorum-rejoin-basebackup")
 	var env []string
-	if password, ok := getParam(replication, "password"); ok && password != "" {
+	if password, ok := replication.Get("password"); ok && password != "" {
 		env = append(env, "PGPASSWORD="+password)
 	}
 	start := time.Now()
-	_, err = r.pg.run(ctx, env, "pg_basebackup", "--pgdata", r.dataDir, "--dbname", formatConninfo(params),
+	_, err = r.pg.run(ctx, env, "pg_basebackup", "--pgdata", r.dataDir, "--dbname", params.String(),
 		"--wal-method", "stream", "--checkpoint", "fast", "--no-password")
 	if err != nil {
-		return "", undo(fmt.Errorf("re-clone from the primary %s with pg_basebackup (as %s): %w", primary, redactConninfo(params), err))
+		return "", undo(fmt.Errorf("re-clone from the primary %s with pg_basebackup (as %s): %w", primary, params.Redacted(), err))
 	}
 	r.logger.Info("pg_basebackup done", "primary", primary, "elapsed", time.Since(start).Round(time.Millisecond))
 	return aside, nil
