@@ -11,6 +11,7 @@ import (
 	"github.com/pgquorum/pgquorum/consensus"
 	"github.com/pgquorum/pgquorum/consensus/clusterstate"
 	"github.com/pgquorum/pgquorum/health"
+	"github.com/pgquorum/pgquorum/metrics"
 )
 
 // Raft is what the coordinator needs from the local Raft member (*consensus.Node).
@@ -116,6 +117,9 @@ type Coordinator struct {
 	ReconcileEvery time.Duration
 	// ProposeTimeout bounds one Raft proposal; default 3s.
 	ProposeTimeout time.Duration
+
+	// Metrics receives failover outcomes and phase durations; nil records nothing.
+	Metrics *metrics.Metrics
 
 	// Now is the clock; nil means time.Now. Tests inject a fake one.
 	Now    func() time.Time
