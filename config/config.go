@@ -83,7 +83,9 @@ type BackendTLS struct {
 
 // Hold bounds how long requests wait for a primary.
 type Hold struct {
-	Timeout Duration `yaml:"timeout"` // default 30s
+	Timeout            Duration `yaml:"timeout"`             // default 30s
+	MaxHeld            int      `yaml:"max_held"`            // requests held at once; default 10000
+	ReleaseConcurrency int      `yaml:"release_concurrency"` // backend logins at once when releasing; default 16
 }
 
 // Health configures PostgreSQL probes.

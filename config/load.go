@@ -14,11 +14,13 @@ import (
 
 // Defaults applied by Load when a key is absent.
 const (
-	DefaultHoldTimeout    = 30 * time.Second
-	DefaultHealthInterval = 500 * time.Millisecond
-	DefaultHealthTimeout  = time.Second
-	DefaultMinFailover    = 60 * time.Second
-	DefaultQueryDatabase  = "postgres"
+	DefaultHoldTimeout        = 30 * time.Second
+	DefaultMaxHeld            = 10000
+	DefaultReleaseConcurrency = 16
+	DefaultHealthInterval     = 500 * time.Millisecond
+	DefaultHealthTimeout      = time.Second
+	DefaultMinFailover        = 60 * time.Second
+	DefaultQueryDatabase      = "postgres"
 )
 
 // Load reads, checks and validates the configuration file at path, then applies
@@ -73,6 +75,12 @@ func Parse(data []byte) (*Config, error) {
 func (c *Config) applyDefaults() {
 	if c.Hold.Timeout.Duration == 0 {
 		c.Hold.Timeout.Duration = DefaultHoldTimeout
+	}
+	if c.Hold.MaxHeld == 0 {
+		c.Hold.MaxHeld = DefaultMaxHeld
+	}
+	if c.Hold.ReleaseConcurrency == 0 {
+		c.Hold.ReleaseConcurrency = DefaultReleaseConcurrency
 	}
 	if c.Health.Interval.Duration == 0 {
 		c.Health.Interval.Duration = DefaultHealthInterval

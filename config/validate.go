@@ -66,6 +66,12 @@ func (c *Config) Validate() error {
 	if c.Hold.Timeout.Duration < 10*time.Millisecond {
 		return fmt.Errorf("hold.timeout: %s is too short (minimum 10ms)", c.Hold.Timeout)
 	}
+	if c.Hold.MaxHeld < 1 {
+		return fmt.Errorf("hold.max_held: %d must be at least 1", c.Hold.MaxHeld)
+	}
+	if c.Hold.ReleaseConcurrency < 1 {
+		return fmt.Errorf("hold.release_concurrency: %d must be at least 1", c.Hold.ReleaseConcurrency)
+	}
 	if c.Health.Interval.Duration < 10*time.Millisecond {
 		return fmt.Errorf("health.interval: %s is too short (minimum 10ms)", c.Health.Interval)
 	}

@@ -162,16 +162,24 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		Logger:      logger.With("component", "coordinator"),
 	}
 
+	// Created before the parts that record events into it.
+	n.metrics = metrics.New(metrics.Options{ClusterName: cfg.ClusterName, NodeID: cfg.Node.ID, Version: opts.Version,
+		NoRuntimeMetrics: opts.NoRuntimeMetrics, Logger: logger.With("component", "metrics")})
+	n.coordinator.Metrics = n.metrics
+
 	n.proxy, err = proxy.NewServer(proxy.Config{
-		NodeID:        cfg.Node.ID,
-		ListenAddr:    cfg.Listen.Postgres,
-		Router:        n.router,
-		AuthMethod:    cfg.Auth.Method,
-		QueryUser:     cfg.Auth.QueryUser,
-		QueryPassword: cfg.Auth.QueryPassword,
-		TLS:           tlsConfig,
-		HoldTimeout:   cfg.Hold.Timeout.Duration,
-		Logger:        logger,
+		NodeID:             cfg.Node.ID,
+		ListenAddr:         cfg.Listen.Postgres,
+		Router:             n.router,
+		AuthMethod:         cfg.Auth.Method,
+		QueryUser:          cfg.Auth.QueryUser,
+		QueryPassword:      cfg.Auth.QueryPassword,
+		TLS:                tlsConfig,
+		HoldTimeout:        cfg.Hold.Timeout.Duration,
+		MaxHeld:            cfg.Hold.MaxHeld,
+		ReleaseConcurrency: cfg.Hold.ReleaseConcurrency,
+		Metrics:            n.metrics,
+		Logger:             logger,
 	})
 	if err != nil {
 		raft.Close()
@@ -181,8 +189,6 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		raft.Close()
 		return nil, err
 	}
-	n.metrics = metrics.New(metrics.Options{ClusterName: cfg.ClusterName, NodeID: cfg.Node.ID, Version: opts.Version,
-		NoRuntimeMetrics: opts.NoRuntimeMetrics, Logger: logger.With("component", "metrics")})
 	if err := n.metrics.AddSources(n.metricsSources(monitor)); err != nil {
 		n.proxy.Shutdown(context.Background())
 		raft.Close()
@@ -242,13 +248,11 @@ func (n *Node) goRun(name string, f func() error) {
 }
 
 // routingChanged runs on the router's goroutine when the routing view changes.
-func (n *Node) routingChanged(old, new routing.View) {
-	if old.Routing && (!new.Routing || old.Target != new.Target) {
-		// Fail closed: sessions bound to a backend we may no longer route to
-		// lose that backend now.
-		n.proxy.CloseBackends(old.Target, new.Reason)
-	}
-}
+// The proxy watches the router itself (routing.ConsensusRouter implements
+// proxy.RouteWatcher): it holds new requests while no primary is agreed, moves
+// sessions to a new primary, and drops its backend connections when the lease
+// expires. Nothing else to do here.
+func (n *Node) routingChanged(old, new routing.View) {}
 
 // PostgresAddr is the client listener's address.
 func (n *Node) PostgresAddr() net.Addr { return n.proxy.Addr() }

@@ -40,49 +40,78 @@ func newAuthQueryPool(user, password string, log *slog.Logger) *authQueryPool {
 	return &authQueryPool{user: user, password: password, log: log, tokens: make(chan struct{}, maxAuthQueryConns)}
 }
 
-// lookupVerifier reads user's password verifier on the current primary. The error wraps
-// pgauth.ErrNoVerifier for a role without a usable verifier; any other error means the lookup
-// could not be done.
+// lookupVerifier reads user's password verifier on the current primary, waiting while no
+// primary is agreed and trying again after routing changes when the primary cannot be reached
+// (a connection during a failover succeeds after it), all within the hold timeout. The error
+// wraps pgauth.ErrNoVerifier for a role without a usable verifier; any other error means the
+// lookup could not be done.
 func (s *Server) lookupVerifier(ctx context.Context, user string) (pgauth.Verifier, Target, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.HoldTimeout)
 	defer cancel()
-	target, err := s.cfg.Router.Primary(ctx)
-	if err != nil {
-		return pgauth.Verifier{}, Target{}, noPrimaryError(err, s.cfg.HoldTimeout)
-	}
-	v, err := s.authConns.lookup(ctx, target, user)
-	if err != nil && !errors.Is(err, pgauth.ErrNoVerifier) {
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) {
-			s.cfg.Router.BackendFailed(target)
+	hold := s.newHold(true)
+	defer hold.finish(ctx)
+	var avoid Target
+	var lastErr error
+	for {
+		target, err := s.waitRoute(ctx, avoid, hold, nil)
+		if err != nil {
+			if lastErr != nil {
+				err = fmt.Errorf("%w (last attempt: %v)", err, lastErr)
+			}
+			if errors.Is(err, errTooManyHeld) {
+				return pgauth.Verifier{}, Target{}, fatalf(codeCannotConnectNow, "too many connections are waiting for a primary PostgreSQL server").
+					withHint("Retry later.")
+			}
+			return pgauth.Verifier{}, Target{}, noPrimaryError(err, s.cfg.HoldTimeout)
 		}
+		var v pgauth.Verifier
+		err = s.authConns.with(ctx, target, func(conn *pgconn.PgConn) error {
+			var err error
+			v, err = pgauth.Lookup(ctx, conn, user)
+			if errors.Is(err, pgauth.ErrNoVerifier) {
+				return nil
+			}
+			return err
+		})
+		if err == nil {
+			hold.routed()
+			if v.Kind == pgauth.NoVerifier {
+				return v, target, pgauth.ErrNoVerifier
+			}
+			return v, target, nil
+		}
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && !isAdminShutdown([]byte(pgErr.Code)) || ctx.Err() != nil {
+			return pgauth.Verifier{}, target, err
+		}
+		s.cfg.Router.BackendFailed(target)
+		avoid, lastErr = target, err
 	}
-	return v, target, err
 }
 
-// lookup runs pgauth.Lookup on a pooled connection to target.
-func (p *authQueryPool) lookup(ctx context.Context, target Target, user string) (pgauth.Verifier, error) {
+// with runs fn on a pooled connection to target, as the query user.
+func (p *authQueryPool) with(ctx context.Context, target Target, fn func(*pgconn.PgConn) error) error {
 	select {
 	case p.tokens <- struct{}{}:
 	case <-ctx.Done():
-		return pgauth.Verifier{}, fmt.Errorf("wait for an auth query connection: %w", ctx.Err())
+		return fmt.Errorf("wait for a query-user connection: %w", ctx.Err())
 	}
 	defer func() { <-p.tokens }()
 
 	for attempt := 0; ; attempt++ {
 		conn, reused, err := p.get(ctx, target)
 		if err != nil {
-			return pgauth.Verifier{}, err
+			return err
 		}
-		v, err := pgauth.Lookup(ctx, conn, user)
-		if err == nil || errors.Is(err, pgauth.ErrNoVerifier) {
+		err = fn(conn)
+		if err == nil {
 			p.put(target, conn)
-			return v, err
+			return nil
 		}
 		closeAuthConns([]*pgconn.PgConn{conn})
 		var pgErr *pgconn.PgError
 		if !reused || attempt > 0 || errors.As(err, &pgErr) || ctx.Err() != nil {
-			return pgauth.Verifier{}, err
+			return err
 		}
 		// A pooled connection may have been broken since its last use (server restarted):
 		// try once more on a new one.

@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"time"
 
@@ -17,70 +19,115 @@ import (
 // maxBackendStartupMessageBody bounds a message the backend sends during its startup phase.
 const maxBackendStartupMessageBody = 1 << 20
 
-// backendStartup is what connectBackend learned from the backend's startup phase.
+// backendStartup is what a backend login learned.
 type backendStartup struct {
 	cancelKey      backendCancelKey
-	statusMessages []byte // ParameterStatus and NoticeResponse messages, to relay to the client
-	txStatus       byte   // from the backend's ReadyForQuery
-	leftover       []byte // bytes read past the ReadyForQuery
+	statusMessages []byte            // ParameterStatus and NoticeResponse messages, to relay to the client
+	params         map[string]string // the ParameterStatus values (startup, then replay)
+	txStatus       byte              // from the backend's ReadyForQuery
+	leftover       []byte            // bytes read past the ReadyForQuery
 }
 
-// connectBackend asks the router for the primary, connects to it and logs in as the client's
-// user with the session's credentials, forwarding every startup parameter. It stores the
-// connection in s.backend. The whole step is bounded by Config.HoldTimeout.
+// connectPrimary logs in to the primary as the client's user, waiting while no primary is
+// agreed, and replays the session's state (replay, a SQL text; "" for none). A primary that
+// cannot be reached or refuses connections for now (shutting down, starting up: 57P01, 57P02,
+// 57P03) is tried again only after routing names another one, or after a pause; everything is
+// bounded by ctx. held says the wait counts as a held request; cancel, when not nil, ends it.
+// Logins take one of the proxy's login slots (Config.ReleaseConcurrency).
+func (s *session) connectPrimary(ctx context.Context, held bool, cancel <-chan struct{}, replay string) (net.Conn, Target, backendStartup, error) {
+	hold := s.srv.newHold(held)
+	defer hold.finish(ctx)
+	var avoid Target
+	var lastErr error
+	for {
+		target, err := s.srv.waitRoute(ctx, avoid, hold, cancel)
+		if err != nil {
+			if lastErr != nil && !errors.Is(err, errHoldCancelled) && !errors.Is(err, errTooManyHeld) {
+				err = fmt.Errorf("%w (last attempt: %v)", err, lastErr)
+			}
+			return nil, Target{}, backendStartup{}, err
+		}
+		release, err := s.srv.acquireLogin(ctx)
+		if err != nil {
+			return nil, Target{}, backendStartup{}, err
+		}
+		conn, ready, err := s.loginBackend(ctx, target)
+		if err == nil && replay != "" {
+			err = s.replayState(ctx, conn, replay, &ready)
+		}
+		release()
+		if err == nil {
+			hold.routed()
+			return conn, target, ready, nil
+		}
+		if conn != nil {
+			_ = conn.Close()
+		}
+		if !retryableLoginError(err) || ctx.Err() != nil {
+			return nil, Target{}, backendStartup{}, err
+		}
+		s.log.Debug("primary not usable; waiting for routing to change", "backend", target.Name, "err", err)
+		s.srv.cfg.Router.BackendFailed(target)
+		avoid, lastErr = target, err
+	}
+}
+
+// retryableLoginError reports whether a failed login may succeed on another (or a restarted)
+// primary: the connection failed, or the server refused connections for now.
+func retryableLoginError(err error) bool {
+	var ce *clientError
+	if !errors.As(err, &ce) {
+		return true // dial or I/O error
+	}
+	switch ce.Code {
+	case codeAdminShutdown, codeCrashShutdown, codeCannotConnectNow, codeReadOnlyTransaction, codeConnectionFailure:
+		return true
+	}
+	return false
+}
+
+// loginBackend connects to target and logs in as the client's user with the session's
+// credentials, forwarding every startup parameter. The returned connection has no deadline.
 //
 // The backend's startup phase is read with a small framing reader of our own rather than
 // pgproto3.Frontend, so that bytes read past ReadyForQuery are handed to the relay exactly.
-func (s *session) connectBackend(ctx context.Context) (backendStartup, error) {
-	cfg := s.srv.cfg
-	ctx, cancel := context.WithTimeout(ctx, cfg.HoldTimeout)
-	defer cancel()
-	target, err := cfg.Router.Primary(ctx)
-	if err != nil {
-		return backendStartup{}, noPrimaryError(err, cfg.HoldTimeout)
-	}
-	s.target = target
+func (s *session) loginBackend(ctx context.Context, target Target) (net.Conn, backendStartup, error) {
 	var dialer net.Dialer
 	conn, err := dialer.DialContext(ctx, "tcp", target.Address)
 	if err != nil {
-		cfg.Router.BackendFailed(target)
-		return backendStartup{}, fatalf(codeConnectionFailure, "could not connect to the primary PostgreSQL server %s", target.Name).
+		return nil, backendStartup{}, fatalf(codeConnectionFailure, "could not connect to the primary PostgreSQL server %s", target.Name).
 			withCause(err)
 	}
-	s.mu.Lock()
-	s.backend = conn
-	s.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
 	defer stop()
-
-	ready, err := s.backendStartup(conn)
+	ready, err := s.backendStartup(conn, target)
 	if err != nil {
+		_ = conn.Close()
 		var ce *clientError
 		if !errors.As(err, &ce) {
-			// The connection failed or timed out during the backend's startup.
-			cfg.Router.BackendFailed(target)
 			err = fatalf(codeConnectionFailure, "lost connection to the primary PostgreSQL server %s during startup", target.Name).
 				withCause(err)
 		}
-		return backendStartup{}, err
+		return nil, backendStartup{}, err
 	}
 	if !stop() {
-		return backendStartup{}, fatalf(codeCannotConnectNow, "timed out logging in to the primary PostgreSQL server %s", target.Name).
+		_ = conn.Close()
+		return nil, backendStartup{}, fatalf(codeCannotConnectNow, "timed out logging in to the primary PostgreSQL server %s", target.Name).
 			withCause(ctx.Err())
 	}
 	_ = conn.SetDeadline(time.Time{})
 	ready.cancelKey.address = target.Address
-	return ready, nil
+	return conn, ready, nil
 }
 
 // backendStartup sends the startup message and answers the backend until ReadyForQuery.
-func (s *session) backendStartup(conn net.Conn) (backendStartup, error) {
+func (s *session) backendStartup(conn net.Conn, target Target) (backendStartup, error) {
 	if _, err := conn.Write(s.appendBackendStartupMessage(nil)); err != nil {
 		return backendStartup{}, fmt.Errorf("send startup message: %w", err)
 	}
 	br := bufio.NewReaderSize(conn, startupBufferSize)
 	auth := pgauth.NewBackendAuth(s.creds, nil)
-	var ready backendStartup
+	ready := backendStartup{params: make(map[string]string)}
 	for {
 		typ, body, err := readMessage(br, maxBackendStartupMessageBody)
 		if err != nil {
@@ -108,6 +155,10 @@ func (s *session) backendStartup(conn net.Conn) (backendStartup, error) {
 			}
 		case 'S', 'N':
 			ready.statusMessages = appendMessage(ready.statusMessages, typ, body)
+			if typ == 'S' {
+				name, rest := splitCString(body)
+				ready.params[string(name)] = string(cstring(rest))
+			}
 		case 'K':
 			if len(body) < 4+minCancelKeyLength || len(body) > 4+maxCancelKeyLength {
 				return backendStartup{}, fatalf(codeProtocolViolation, "invalid BackendKeyData from the PostgreSQL server")
@@ -119,7 +170,7 @@ func (s *session) backendStartup(conn net.Conn) (backendStartup, error) {
 			// 3.2): the proxy speaks 3.2 to the client either way, the difference (key length)
 			// is the proxy's own business.
 		case 'E':
-			return backendStartup{}, s.backendStartupError(body)
+			return backendStartup{}, s.backendStartupError(body, target)
 		case 'Z':
 			if len(body) != 1 {
 				return backendStartup{}, fatalf(codeProtocolViolation, "invalid ReadyForQuery from the PostgreSQL server")
@@ -136,22 +187,62 @@ func (s *session) backendStartup(conn net.Conn) (backendStartup, error) {
 	}
 }
 
+// replayState runs the session's replay SQL on a freshly logged-in backend and collects the
+// ParameterStatus values it changes. Any error fails the move: a session whose state cannot be
+// restored must not continue without it.
+func (s *session) replayState(ctx context.Context, conn net.Conn, replay string, ready *backendStartup) error {
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	defer stop()
+	query := appendMessage(nil, 'Q', append([]byte(replay), 0))
+	if _, err := conn.Write(query); err != nil {
+		return fmt.Errorf("send the session's state: %w", err)
+	}
+	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(ready.leftover), conn), startupBufferSize)
+	var failure *clientError
+	for {
+		typ, body, err := readMessage(br, maxBackendStartupMessageBody)
+		if err != nil {
+			return fmt.Errorf("replay the session's state: %w", err)
+		}
+		switch typ {
+		case 'S':
+			name, rest := splitCString(body)
+			ready.params[string(name)] = string(cstring(rest))
+		case 'E':
+			var msg pgproto3.ErrorResponse
+			_ = msg.Decode(body)
+			if failure == nil {
+				failure = fatalf(msg.Code, "%s", msg.Message)
+			}
+		case 'Z':
+			if failure != nil {
+				return fmt.Errorf("replay the session's state: %w", failure)
+			}
+			if len(body) != 1 || body[0] != 'I' {
+				return errors.New("replay the session's state: the backend is not idle after it")
+			}
+			ready.leftover = bufferedBytes(br)
+			if !stop() {
+				return fmt.Errorf("replay the session's state: %w", ctx.Err())
+			}
+			_ = conn.SetDeadline(time.Time{})
+			return nil
+		}
+	}
+}
+
 // backendStartupError passes the backend's ErrorResponse to the client unchanged and tells the
 // router when the backend said it cannot accept connections (shutting down, starting up,
 // recovering).
-func (s *session) backendStartupError(body []byte) error {
+func (s *session) backendStartupError(body []byte, target Target) error {
 	var msg pgproto3.ErrorResponse
 	_ = msg.Decode(body)
-	switch msg.Code {
-	case "57P01", "57P02", "57P03":
-		s.srv.cfg.Router.BackendFailed(s.target)
-	}
 	return &clientError{
 		Severity: msg.Severity,
 		Code:     msg.Code,
 		Message:  msg.Message,
 		raw:      appendMessage(nil, 'E', body),
-		cause:    fmt.Errorf("PostgreSQL server %s refused the session: %s (SQLSTATE %s)", s.target.Name, msg.Message, msg.Code),
+		cause:    fmt.Errorf("PostgreSQL server %s refused the session: %s (SQLSTATE %s)", target.Name, msg.Message, msg.Code),
 	}
 }
 

@@ -7,7 +7,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"strconv"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Cancel keys
@@ -97,22 +100,111 @@ func appendCancelRequest(dst []byte, processID uint32, secret []byte) []byte {
 }
 
 // handleCancel serves a client's CancelRequest: find our session by the proxy's key and send a
-// CancelRequest with the backend's real key to that session's backend. Like PostgreSQL it never
-// answers the client; unknown keys are ignored.
+// CancelRequest with the backend's real key to that session's backend, when that is safe (see
+// cancelDecision). Like PostgreSQL it never answers the client; unknown keys are ignored.
 func (s *Server) handleCancel(ctx context.Context, pkt startupPacket) {
 	owner, exact := ownerNodeID(pkt.CancelProcessID, pkt.CancelSecret)
 	if owner != s.cfg.NodeID && (exact || owner != s.cfg.NodeID&nodeIDMask) {
 		s.forwardCancel(owner, pkt)
 		return
 	}
-	key, ok := s.sessions.cancelTarget(pkt.CancelProcessID, pkt.CancelSecret)
+	sess, key, ok := s.sessions.cancelTarget(pkt.CancelProcessID, pkt.CancelSecret)
 	if !ok {
 		s.log.Debug("cancel request for an unknown session ignored", "pid", pkt.CancelProcessID)
 		return
 	}
+	switch sess.cancelDecision() {
+	case cancelNothing:
+		return
+	case cancelRefused:
+		sess.log.Info("cancel request not forwarded: the request in flight may be a commit waiting for synchronous replication")
+		return
+	case cancelIfNoTransactionID:
+		if !s.backendHasNoTransactionID(ctx, key) {
+			sess.log.Info("cancel request not forwarded: the autocommit request in flight has written, so its commit may wait for synchronous replication")
+			return
+		}
+	}
 	if err := sendCancel(ctx, key); err != nil {
 		s.log.Warn("cannot forward cancel request to the backend", "pid", pkt.CancelProcessID, "backend", key.address, "err", err)
 	}
+}
+
+// cancelDecision says what a cancel request may do.
+type cancelDecision uint8
+
+const (
+	cancelNothing           cancelDecision = iota // nothing to cancel (or a held request, cancelled here)
+	cancelAllowed                                 // forward it
+	cancelRefused                                 // the request in flight may be committing
+	cancelIfNoTransactionID                       // forward it if the backend has not written
+)
+
+// Cancel requests and synchronous replication (SPEC §4)
+//
+// A cancel that reaches a backend waiting for synchronous replication of its commit ends the
+// wait: PostgreSQL then reports success for a commit the standbys may not have, which a
+// failover could lose. So the proxy forwards a cancel only when the request in flight cannot
+// be in that wait:
+//
+//   - inside an explicit transaction, for requests that do not commit (COMMIT, END,
+//     PREPARE TRANSACTION, COMMIT PREPARED, ROLLBACK PREPARED or anything unreadable):
+//     statements before COMMIT never wait for synchronous replication;
+//   - for an autocommit request made only of reads (SELECT without FOR UPDATE or INTO, VALUES,
+//     SHOW, EXPLAIN without ANALYZE, ...), when PostgreSQL says its backend has no transaction
+//     id (pg_stat_activity.backend_xid IS NULL): a transaction without one does not wait for
+//     synchronous replication at commit. This catches a SELECT that calls a function that
+//     writes. The check runs as the query user just before the cancel is sent; a function
+//     that writes for the first time within that instant is the remaining window.
+//
+// Autocommit writes, COMMIT and the like are never cancelled by the proxy: they run to their
+// end. A request that is held (not sent) is cancelled by the proxy itself (57014).
+
+// cancelDecision decides what a cancel request for this session may do.
+func (s *session) cancelDecision() cancelDecision {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.holding && s.holdCancel != nil:
+		close(s.holdCancel)
+		s.holdCancel = nil
+		return cancelNothing
+	case s.link != linkUp, s.syncsSent == s.readyReceived && !s.extendedOpen:
+		return cancelNothing
+	case s.inflight.mayCommit:
+		return cancelRefused
+	case s.txStatus == 'T' || s.txStatus == 'E':
+		return cancelAllowed
+	case s.inflight.writes:
+		return cancelRefused
+	}
+	return cancelIfNoTransactionID
+}
+
+// backendHasNoTransactionID reports whether the backend behind key has no transaction id now
+// (pg_stat_activity.backend_xid IS NULL), asked as the query user. Any failure answers false.
+func (s *Server) backendHasNoTransactionID(ctx context.Context, key backendCancelKey) bool {
+	if s.cfg.QueryUser == "" {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, cancelDialTimeout)
+	defer cancel()
+	target := Target{Name: key.address, Address: key.address}
+	var noXID bool
+	err := s.authConns.with(ctx, target, func(conn *pgconn.PgConn) error {
+		res := conn.ExecParams(ctx, "SELECT backend_xid IS NULL FROM pg_catalog.pg_stat_activity WHERE pid = $1",
+			[][]byte{[]byte(strconv.FormatUint(uint64(key.processID), 10))}, nil, nil, nil).Read()
+		if res.Err != nil {
+			return res.Err
+		}
+		noXID = len(res.Rows) == 1 && len(res.Rows[0]) == 1 && string(res.Rows[0][0]) == "t"
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("cannot check the backend before forwarding a cancel request", "backend", key.address, "err", err)
+		return false
+	}
+	return noXID
 }
 
 // forwardCancel is the hook for cancel requests whose key belongs to another proxy node. Cancel

@@ -81,18 +81,18 @@ func TestRegistryAssignsUniqueProcessIDs(t *testing.T) {
 	// A cancel needs the right secret, and a session that is ready.
 	key := backendCancelKey{address: "127.0.0.1:1", processID: 5, secret: []byte{9, 9, 9, 9}}
 	r.setCancelKey(sessions[0], []byte{1, 2, 3, 4}, key)
-	if _, ok := r.cancelTarget(sessions[0].pid, []byte{1, 2, 3, 5}); ok {
+	if _, _, ok := r.cancelTarget(sessions[0].pid, []byte{1, 2, 3, 5}); ok {
 		t.Fatal("wrong secret accepted")
 	}
-	if _, ok := r.cancelTarget(sessions[1].pid, nil); ok {
+	if _, _, ok := r.cancelTarget(sessions[1].pid, nil); ok {
 		t.Fatal("session without a backend accepted a cancel")
 	}
-	got, ok := r.cancelTarget(sessions[0].pid, []byte{1, 2, 3, 4})
-	if !ok || got.processID != 5 || got.address != key.address {
+	sess, got, ok := r.cancelTarget(sessions[0].pid, []byte{1, 2, 3, 4})
+	if !ok || sess != sessions[0] || got.processID != 5 || got.address != key.address {
 		t.Fatalf("cancel target %+v %v", got, ok)
 	}
 	r.remove(sessions[0])
-	if _, ok := r.cancelTarget(sessions[0].pid, []byte{1, 2, 3, 4}); ok || r.count() != 4 {
+	if _, _, ok := r.cancelTarget(sessions[0].pid, []byte{1, 2, 3, 4}); ok || r.count() != 4 {
 		t.Fatal("removed session still found")
 	}
 }

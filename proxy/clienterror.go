@@ -7,21 +7,29 @@ import (
 
 // SQLSTATE codes the proxy reports itself.
 const (
-	codeProtocolViolation       = "08P01"
-	codeConnectionFailure       = "08006"
-	codeFeatureNotSupported     = "0A000"
-	codeInvalidAuthSpec         = "28000"
-	codeInvalidPassword         = "28P01"
-	codeCannotConnectNow        = "57P03"
-	codeAdminShutdown           = "57P01"
-	codeInternalError           = "XX000"
-	codeTooManyConnections      = "53300"
-	severityFatal               = "FATAL"
-	maxClientErrorMessageLength = 2000
+	codeProtocolViolation            = "08P01"
+	codeConnectionFailure            = "08006"
+	codeTransactionResolutionUnknown = "08007"
+	codeSerializationFailure         = "40001"
+	codeInFailedTransaction          = "25P02"
+	codeReadOnlyTransaction          = "25006"
+	codeQueryCanceled                = "57014"
+	codeCrashShutdown                = "57P02"
+	codeFeatureNotSupported          = "0A000"
+	codeInvalidAuthSpec              = "28000"
+	codeInvalidPassword              = "28P01"
+	codeCannotConnectNow             = "57P03"
+	codeAdminShutdown                = "57P01"
+	codeInternalError                = "XX000"
+	codeTooManyConnections           = "53300"
+	severityFatal                    = "FATAL"
+	severityError                    = "ERROR"
+	maxClientErrorMessageLength      = 2000
 )
 
-// clientError is an error the proxy reports to the client as an ErrorResponse before it closes
-// the connection. Only Code, Message, Detail and Hint reach the client; cause is for logs.
+// clientError is an error the proxy reports to the client as an ErrorResponse: FATAL before it
+// closes the connection, or ERROR for a request it answers itself (the session goes on). Only
+// Severity, Code, Message, Detail and Hint reach the client; cause is for logs.
 type clientError struct {
 	Severity string // "FATAL" for everything the proxy reports itself
 	Code     string // SQLSTATE
@@ -39,6 +47,11 @@ type clientError struct {
 // fatalf returns a FATAL clientError with the given SQLSTATE and message.
 func fatalf(code, format string, args ...any) *clientError {
 	return &clientError{Severity: severityFatal, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// errorf returns an ERROR clientError (the session goes on) with the given SQLSTATE and message.
+func errorf(code, format string, args ...any) *clientError {
+	return &clientError{Severity: severityError, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
 // withCause records the underlying error for logs and errors.Is/As.

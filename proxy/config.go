@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"slices"
 	"time"
+
+	"github.com/pgquorum/pgquorum/metrics"
 )
 
 // Target is where the proxy may send traffic: the agreed primary.
@@ -18,7 +20,9 @@ type Target struct {
 }
 
 // Router tells the proxy where the primary is. It is implemented outside this package (first by
-// probing, later by Raft). Its methods are called concurrently from many sessions.
+// probing, later by Raft). Its methods are called concurrently from many sessions. A Router
+// that also implements RouteWatcher lets the proxy hold requests during a failover and move
+// sessions to the new primary (route.go).
 type Router interface {
 	// Primary returns the current routing target. It blocks while there is none (or routing is
 	// not allowed) until one appears or ctx ends; the caller bounds ctx with the hold timeout.
@@ -37,9 +41,11 @@ const (
 
 // Defaults for the zero values of Config.
 const (
-	DefaultHoldTimeout      = 30 * time.Second
-	DefaultStartupTimeout   = 10 * time.Second
-	DefaultMaxStartupPacket = 10000 // bytes of startup packet body, like PostgreSQL's MAX_STARTUP_PACKET_LENGTH
+	DefaultHoldTimeout        = 30 * time.Second
+	DefaultMaxHeld            = 10000
+	DefaultReleaseConcurrency = 16
+	DefaultStartupTimeout     = 10 * time.Second
+	DefaultMaxStartupPacket   = 10000 // bytes of startup packet body, like PostgreSQL's MAX_STARTUP_PACKET_LENGTH
 )
 
 // Config configures a Server. The zero value of every optional field has a documented default.
@@ -62,8 +68,20 @@ type Config struct {
 	QueryPassword string
 	// TLS enables SSLRequest (and direct TLS) for clients; nil answers SSLRequest with 'N'.
 	TLS *tls.Config
-	// HoldTimeout bounds waiting for Router.Primary and connecting to the backend. Default 30s.
+	// HoldTimeout bounds how long a request or a new connection waits for a primary (and
+	// connecting to it); past it the client gets 57P03 and the request is not sent. Default 30s.
 	HoldTimeout time.Duration
+	// MaxHeld bounds the requests and new connections waiting for a primary at once; past it
+	// they are refused at once with 57P03. A held request costs only the bytes already read
+	// from its client (the client is not read while it waits). Default 10000.
+	MaxHeld int
+	// ReleaseConcurrency bounds the backend logins in progress at once (new sessions and moved
+	// ones), so that the requests released after a failover reach the new primary at a
+	// bounded pace. Default 16.
+	ReleaseConcurrency int
+	// Metrics receives the proxy's events (held requests, hold durations, moved sessions,
+	// errors sent to clients); nil records nothing.
+	Metrics *metrics.Metrics
 	// StartupTimeout bounds the time a client may take to finish startup and authentication
 	// (time the proxy itself waits for the primary is not counted). Default 10s.
 	StartupTimeout time.Duration
@@ -93,11 +111,17 @@ func (c Config) withDefaults() (Config, error) {
 	default:
 		return c, fmt.Errorf("proxy: config: unknown AuthMethod %q (want trust, md5 or scram-sha-256)", c.AuthMethod)
 	}
-	if c.HoldTimeout < 0 || c.StartupTimeout < 0 || c.MaxStartupPacket < 0 {
+	if c.HoldTimeout < 0 || c.StartupTimeout < 0 || c.MaxStartupPacket < 0 || c.MaxHeld < 0 || c.ReleaseConcurrency < 0 {
 		return c, errors.New("proxy: config: negative timeout or size")
 	}
 	if c.HoldTimeout == 0 {
 		c.HoldTimeout = DefaultHoldTimeout
+	}
+	if c.MaxHeld == 0 {
+		c.MaxHeld = DefaultMaxHeld
+	}
+	if c.ReleaseConcurrency == 0 {
+		c.ReleaseConcurrency = DefaultReleaseConcurrency
 	}
 	if c.StartupTimeout == 0 {
 		c.StartupTimeout = DefaultStartupTimeout

@@ -1,42 +1,115 @@
 // Package proxy is pgquorum's PostgreSQL listener: it accepts client connections, terminates the
 // startup phase (TLS, protocol negotiation, authentication), opens a backend connection to the
-// primary the Router names, and then relays protocol messages in both directions.
+// primary the Router names, relays protocol messages in both directions, and keeps client
+// sessions alive across a failover (SPEC §5).
 //
 // # Data path
 //
 // Accept loop (Server.Serve): one goroutine accepts connections and starts one startup goroutine
 // per connection. Temporary accept errors (EMFILE, ...) are retried with backoff.
 //
-// Startup (session.startup, startup.go, tls.go, clientauth.go): the startup goroutine reads the
-// startup packet with a bounded size, answers SSLRequest (TLS handshake or 'N') and GSSENCRequest
-// ('N'), serves CancelRequest (cancel.go), negotiates the protocol version (3.0 and 3.2, like
-// PostgreSQL 18), authenticates the client itself (trust, md5 or SCRAM-SHA-256 with verifiers read
-// from the primary by an auth query, authquery.go), connects to Router.Primary and logs in there with
-// the credentials recovered from the client's exchange (backend.go). It then sends the client the
-// backend's ParameterStatus messages, the proxy's own BackendKeyData and ReadyForQuery, starts the
-// two relay goroutines and exits, so that its (possibly grown) stack is released.
+// Startup (session_startup.go, startup.go, tls.go, clientauth.go, backend.go): the startup
+// goroutine reads the startup packet with a bounded size, answers SSLRequest (TLS handshake or
+// 'N') and GSSENCRequest ('N'), serves CancelRequest (cancel.go), negotiates the protocol
+// version (3.0 and 3.2), authenticates the client itself (trust, md5 or SCRAM-SHA-256 with
+// verifiers read from the primary by an auth query, authquery.go), then logs in to the primary
+// with the credentials recovered from the client's exchange. Both waits for the primary are held
+// (below). It sends the client the backend's ParameterStatus messages, the proxy's own
+// BackendKeyData and ReadyForQuery, starts the two relay goroutines and exits.
 //
-// Relay (relay.go, relay_unix.go): per session one goroutine copies client→backend and one
-// backend→client. They parse only the 5-byte message headers to find message boundaries, forward
-// every complete message that is already read in one write, stream messages larger than half a
-// pooled buffer through with bounded memory, and record the few facts later features need
-// (ReadyForQuery status, last client message type, outstanding Query/Sync count: a "safe point",
-// session.atSafePoint, is when all of them say the session is idle between transactions). An idle
-// session holds no read buffer: on plain TCP the relay waits for readability through
-// syscall.RawConn and takes a pooled buffer only when bytes are there, and its reads and writes
-// are raw non-blocking system calls (see relay_unix.go for why).
+// Relay (relay.go, relay_unix.go, inspect.go, backendside.go): per session one goroutine copies
+// client→backend and one backend→client. They parse the 5-byte headers to find message
+// boundaries and forward every complete message already read in one write; an idle session
+// holds no read buffer (raw non-blocking system calls, see relay_unix.go). The client→backend
+// relay also reads the bodies of Query and Parse (the SQL text: classify.go, sqlscan.go) and the
+// names in Bind, Execute, Describe and Close; the backend→client relay reads ReadyForQuery,
+// ParameterStatus, and ErrorResponse only for its severity and code. DataRow and every other
+// message are relayed on their header alone, and the common path allocates nothing.
 //
-// Cancel keys (cancel.go): clients get the proxy's own BackendKeyData, which encodes this proxy's
-// node id; a CancelRequest is mapped back to the session and sent to its backend with the
-// backend's real key.
+// # What the relays track
 //
-// Lifecycle (server.go): Serve runs the accept loop; Shutdown stops accepting, closes each session
-// when it reaches a safe point (FATAL 57P01), and closes the rest when its context ends.
+//   - Safe points: a session is idle between transactions when every request (Query, Sync,
+//     FunctionCall) was answered, the last ReadyForQuery said 'I' and no extended-protocol batch
+//     is open (session.atSafePointLocked).
+//   - What the requests in flight may do: commit (COMMIT, END, two-phase commands), write, or
+//     just roll back (session.inflight). That decides the answer when the backend is lost, and
+//     whether a cancel request is forwarded.
+//   - Replayable session state (sessionstate.go): session-level SET/RESET, SQL PREPARE, LISTEN,
+//     applied only once PostgreSQL answered and with transaction semantics (a SET inside a
+//     transaction waits for its COMMIT; ROLLBACK and ROLLBACK TO SAVEPOINT undo it), and named
+//     statements prepared with the protocol (statements.go). Startup parameters are replayed
+//     by the startup message. State that cannot be replayed (temporary objects, WITH HOLD
+//     cursors, session advisory locks, SET SESSION AUTHORIZATION, LOAD, DO blocks,
+//     set_config, dblink) makes the session unmovable; so does anything the proxy cannot
+//     decide with certainty (it never marks movable what is not). DISCARD ALL starts over.
+//   - The ParameterStatus values the client has seen.
 //
-// Errors reach the client as an ErrorResponse (FATAL with a SQLSTATE) before the connection is
-// closed whenever the stream is at a message boundary. No input may panic the process; each
-// session goroutine recovers as a last resort and closes only its own session.
+// # Routing, hold and move (route.go, local.go, move.go, loss.go, retry.go)
 //
-// The package must not decide where the primary is (the Router does) and must not decode message
-// contents it does not need.
+// A Router that implements RouteWatcher tells the proxy where traffic may go now and when that
+// changes; a watcher goroutine keeps Server.route current. A new request at a safe point is
+// forwarded only while the route names the session's backend; otherwise it is held: the bytes
+// already read stay in the session, the client is not read any further (backpressure), and the
+// request waits until a primary is agreed or Config.HoldTimeout passes (ERROR 57P03, the request
+// was not sent, the session stays usable). New connections wait the same way in startup (FATAL
+// 57P03 at the timeout). At most Config.MaxHeld requests and connections wait at once; past it
+// they are refused at once with 57P03. A primary that refuses connections for now (dial error,
+// 57P01/57P02/57P03 at connect) is tried again once routing names another, or after a pause.
+// Backend logins (new sessions and moves) take one of Config.ReleaseConcurrency slots, so held
+// requests reach the new primary at a bounded pace.
+//
+// When routing names a new primary, sessions on the old one lose their backend at once;
+// sessions idle on it while no primary is agreed keep it (an aborted failover goes on with the
+// same backend) and are moved at their next request. When the lease expires, every session loses
+// its backend (fail closed, SPEC §4). A session also loses its backend when the connection fails
+// or the server ends it (FATAL 57P01/57P02/57P03, which is not relayed).
+//
+// What the client sees then is SPEC §5's table, implemented by decideLoss (loss.go):
+//
+//	idle, state replayable              nothing; moved at its next request (at once if it LISTENs)
+//	request held (not sent)             waits; runs on the new primary, or 57P03 at hold.timeout
+//	in a transaction, no COMMIT sent    40001 "transaction aborted by failover, not committed,
+//	                                    safe to retry" at its next request (or at once if one was in
+//	                                    flight), ReadyForQuery 'E'; its ROLLBACK is answered by the
+//	                                    proxy (ReadyForQuery 'I') and the session then moves
+//	COMMIT or an autocommit request     08007 transaction_resolution_unknown, ReadyForQuery 'I';
+//	in flight, no answer                the session stays usable and moves
+//	state that cannot be replayed       FATAL 08006 naming why, connection closed
+//	rejected before execution by a      sent again to the new primary (retry.go: 25006 or FATAL
+//	demoted primary                     57P0x before any result, autocommit, routing moved away)
+//
+// A request that reached a server is never sent again, except that rejected one. "Reached" is
+// decided under session.mu before the bytes are written: once published as sent, a lost answer
+// is 08007 or 40001, never a retry. The move (move.go) is done by the client→backend relay
+// while the backend→client relay is parked: it waits for the primary, logs in with the kept
+// credentials (SCRAM ClientKey or md5 verifier), replays the state in one query, sends the
+// client the ParameterStatus values that differ, and hands the new connection over. Named
+// statements are prepared again lazily, just before their first use (the proxy sends the
+// client's original Parse and drops its ParseComplete).
+//
+// Cancel keys (cancel.go): clients get the proxy's own BackendKeyData, which survives moves. A
+// cancel is forwarded only when the request in flight cannot be a commit waiting for
+// synchronous replication (SPEC §4): inside an explicit transaction before COMMIT, or an
+// autocommit read whose backend has no transaction id. A held request is cancelled by the
+// proxy (57014).
+//
+// # Ownership and lifecycle
+//
+// See session: the startup goroutine, then the two relay goroutines, own the session; while
+// the backend link is down the client→backend relay owns the client side too. Serve runs the
+// accept loop and the route watcher; Shutdown stops accepting, closes each session when it
+// reaches a safe point (FATAL 57P01), and closes the rest when its context ends. No input may
+// panic the process; each session goroutine recovers as a last resort and closes only its own
+// session.
+//
+// Known limits: a function that changes session state inside its body (SET without LOCAL,
+// CREATE TEMP TABLE, pg_advisory_lock) is not seen; settings the server changes by itself are
+// not replayed (only reported ParameterStatus differences); notifications sent while a session
+// moves are lost; several pipelined requests in flight when the backend is lost end the session
+// (08006); a SQL EXECUTE of a statement prepared with the protocol's Parse, first used after a
+// move, is not prepared again (26000); named statements larger than 16 KiB, and statements that
+// change session state larger than that, make the session unmovable.
+//
+// The package must not decide where the primary is (the Router does) and must not decode
+// message contents it does not need.
 package proxy

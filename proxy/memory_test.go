@@ -65,6 +65,9 @@ func TestIdleSessionMemory(t *testing.T) {
 	perSession := total/sessions - 2*perConn // the peer ends are not the proxy's
 	t.Logf("idle session: %.0f bytes (Go heap+stacks, peer ends excluded; %.0f bytes per connection end); process RSS grew %d bytes per session including peer ends",
 		perSession, perConn, rss/sessions)
+	if raceEnabled {
+		return // the race detector's shadow memory makes the figure meaningless
+	}
 	if perSession > maxIdleSessionBytes {
 		t.Fatalf("an idle session costs %.0f bytes, target %d", perSession, maxIdleSessionBytes)
 	}

@@ -61,20 +61,23 @@ func (r *sessionRegistry) setCancelKey(s *session, clientSecret []byte, key back
 	s.cancelReady = true
 }
 
-// cancelTarget finds the session with the given proxy key and returns its backend's key.
-func (r *sessionRegistry) cancelTarget(pid uint32, secret []byte) (backendCancelKey, bool) {
+// updateCancelKey publishes the key of the session's new backend after a move; the key the
+// client holds does not change.
+func (r *sessionRegistry) updateCancelKey(s *session, key backendCancelKey) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	s.cancelKey = key
+}
+
+// cancelTarget finds the session with the given proxy key and returns it with its backend's key.
+func (r *sessionRegistry) cancelTarget(pid uint32, secret []byte) (*session, backendCancelKey, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	s := r.byPID[pid]
 	if s == nil || !s.cancelReady || !secretsEqual(s.clientSecret, secret) {
-		r.mu.Unlock()
-		return backendCancelKey{}, false
+		return nil, backendCancelKey{}, false
 	}
-	key := s.cancelKey
-	r.mu.Unlock()
-	if !s.cancelPermitted() {
-		return backendCancelKey{}, false
-	}
-	return key, true
+	return s, s.cancelKey, true
 }
 
 // all returns the live sessions.

@@ -16,6 +16,9 @@ const (
 	// streamThreshold: an incomplete message whose total size is larger than this is forwarded
 	// in pieces as its bytes arrive; smaller incomplete messages are kept until complete.
 	streamThreshold = relayBufferSize / 2
+	// streamPrefix: a client message forwarded in pieces is held until this much of it (or all
+	// of it) is there, so that the names at its start (a Bind's statement) can be read first.
+	streamPrefix = 5 + 2*64 + 2
 	// keepPendingCapacity: a pending buffer up to this capacity is kept for reuse once empty;
 	// larger ones are dropped so an idle session does not pin them.
 	keepPendingCapacity = 512
@@ -42,9 +45,22 @@ func clientMessageMaxBody(typ byte) int64 {
 	return maxSmallMessageBody
 }
 
-// errSessionClosing stops the client→backend relay when the session is being closed (Shutdown
-// or a failure seen by the other direction); the session's reason says what the client hears.
-var errSessionClosing = errors.New("session is closing")
+var (
+	// errSessionClosing stops the client→backend relay when the session is being closed
+	// (Shutdown or a failure seen by the other direction); the session's reason says what the
+	// client hears.
+	errSessionClosing = errors.New("session is closing")
+	// errHold: a new request arrived while routing does not allow the session's backend; the
+	// request is held (clientSide.held) and the client is not read meanwhile.
+	errHold = errors.New("request held: no primary to send it to")
+	// errDetached: the backend link is down; the bytes read are held for the local answers
+	// or the move.
+	errDetached = errors.New("backend link is down")
+	// errNeedMove: the client sent a request while the session has no backend.
+	errNeedMove = errors.New("request needs a backend")
+	// errClientTerminated: the client sent Terminate while the session had no backend.
+	errClientTerminated = errors.New("client terminated the session")
+)
 
 // relayReadError wraps a failure to read from the relay's source connection (including EOF).
 type relayReadError struct{ err error }
@@ -66,6 +82,8 @@ type relay struct {
 	rawSrc      syscall.RawConn // non-nil: wait for readability without holding a buffer
 	rawDst      syscall.RawConn // non-nil: write with raw system calls (see relay_unix.go)
 	fromBackend bool
+	c           *clientSide  // client→backend direction
+	b           *backendSide // backend→client direction
 
 	// pending holds the start of an incomplete message (at most streamThreshold bytes) until
 	// the rest arrives. It is never part of bytes already forwarded.
@@ -76,9 +94,9 @@ type relay struct {
 	// lastType is the type of the last message header seen.
 	lastType byte
 
-	// Client direction: what the messages seen so far say, published to the session.
-	syncsSent    uint64
-	extendedOpen bool
+	// forwardFunc is forwardClient or forwardBackend, called directly by the read loops (one
+	// frame less on the relay goroutine's stack).
+	forwardFunc func(data []byte) error
 
 	// State of readReady and writeReady, the RawConn callbacks; the func values are built once
 	// so that reads and writes do not allocate closures.
@@ -90,16 +108,33 @@ type relay struct {
 }
 
 func newRelay(s *session, src, dst net.Conn, fromBackend bool, leftover []byte) *relay {
-	r := &relay{s: s, src: src, dst: dst, fromBackend: fromBackend, pending: leftover}
-	r.rawSrc = rawConnOf(src)
-	if r.rawSrc != nil {
-		r.readReadyFunc = r.readReady
-	}
-	r.rawDst = rawConnOf(dst)
-	if r.rawDst != nil {
-		r.writeReadyFunc = r.writeReady
+	r := &relay{s: s, fromBackend: fromBackend, pending: leftover}
+	r.readReadyFunc = r.readReady
+	r.writeReadyFunc = r.writeReady
+	r.setSource(src, leftover)
+	r.setDestination(dst)
+	if fromBackend {
+		r.b = &backendSide{lastStatus: 'I'}
+		r.forwardFunc = r.forwardBackend
+	} else {
+		r.c = &clientSide{}
+		r.forwardFunc = r.forwardClient
 	}
 	return r
+}
+
+// setSource makes the relay read from src (a new backend after a move).
+func (r *relay) setSource(src net.Conn, leftover []byte) {
+	r.src, r.rawSrc = src, rawConnOf(src)
+	r.pending, r.streamLeft, r.lastType, r.runErr = leftover, 0, 0, nil
+	if r.b != nil {
+		r.b.reset()
+	}
+}
+
+// setDestination makes the relay write to dst (a new backend after a move).
+func (r *relay) setDestination(dst net.Conn) {
+	r.dst, r.rawDst = dst, rawConnOf(dst)
 }
 
 // rawConnOf returns the syscall.RawConn of a plain TCP connection, else nil.
@@ -115,9 +150,17 @@ func rawConnOf(c net.Conn) syscall.RawConn {
 	return raw
 }
 
-// run forwards messages until reading or writing fails or the session closes. It returns a
-// *relayReadError, *relayWriteError, *clientError (protocol violation) or errSessionClosing.
+// run forwards messages until reading or writing fails, the session closes, or (client
+// direction) a request must wait. It returns a *relayReadError, *relayWriteError, *clientError
+// (protocol violation), errSessionClosing, errHold, errDetached or errNeedMove.
 func (r *relay) run() error {
+	if r.c != nil && len(r.c.held) > 0 {
+		data := r.c.held
+		r.c.held = nil
+		if err := r.forward(data); err != nil {
+			return err
+		}
+	}
 	if len(r.pending) > 0 {
 		// Bytes that arrived with the last startup message: forward what is complete now, since
 		// the peer may be waiting for an answer to them.
@@ -145,7 +188,9 @@ func (r *relay) runRaw() error {
 			return &relayReadError{err}
 		}
 		if r.runErr != nil {
-			return r.runErr
+			err := r.runErr
+			r.runErr = nil
+			return err
 		}
 	}
 }
@@ -163,7 +208,7 @@ func (r *relay) runBlocking() error {
 			if !r.fromBackend {
 				r.s.srv.counters.bytesFromClients.Add(uint64(n))
 			}
-			err = r.forward(buf[:p+n])
+			err = r.forwardFunc(buf[:p+n])
 		}
 		relayBuffers.Put(bufp)
 		if err != nil {
@@ -178,49 +223,116 @@ func (r *relay) runBlocking() error {
 // forward sends every complete message in data (plus any part of a large message) to dst in
 // one Write, records what the session needs to know, and keeps an incomplete tail in pending.
 func (r *relay) forward(data []byte) error {
+	return r.forwardFunc(data)
+}
+
+// messageHeader reads the header at data[i:] and checks its length. total is the message's
+// size including its type byte.
+func (r *relay) messageHeader(data []byte, i int) (typ byte, total int64, err *clientError) {
+	typ = data[i]
+	length := int64(int32(binary.BigEndian.Uint32(data[i+1 : i+5])))
+	if length < 4 || length-4 > r.maxBody(typ) {
+		return typ, 0, r.lengthError(typ, length)
+	}
+	return typ, 1 + length, nil
+}
+
+// forwardClient forwards client messages to the backend. Under session.mu it first checks that
+// the request may go (the backend link is up and, for a new request, routing still names this
+// backend), inspects the messages (inspect.go) and publishes what they do; then it writes.
+func (r *relay) forwardClient(data []byte) error {
+	s, c := r.s, r.c
+	if c.linkDown {
+		return r.respondLocally(data)
+	}
+	s.mu.Lock()
+	switch {
+	case s.closing:
+		s.mu.Unlock()
+		return errSessionClosing
+	case s.link != linkUp:
+		s.mu.Unlock()
+		c.hold(data)
+		return errDetached
+	}
+	safe := s.atSafePointLocked() && r.streamLeft == 0
+	if safe {
+		c.txEffects = false
+		if !s.srv.routeAllows(s.target) && data[0] != 'X' { // a Terminate needs no primary
+			s.mu.Unlock()
+			c.hold(data)
+			return errHold
+		}
+	}
+	if s.hasRecords.Load() {
+		c.applyResolved(s)
+	}
+
 	i := 0
 	if r.streamLeft > 0 {
 		k := int(min(r.streamLeft, int64(len(data))))
 		i = k
 		r.streamLeft -= int64(k)
+		c.streamPiece(s, data[:k])
 	}
+	var f batchFacts
 	var protocolErr *clientError
-	var readies uint64
-	var status byte
+	injected, copied := false, 0
 	for len(data)-i >= 5 {
-		typ := data[i]
-		length := int64(int32(binary.BigEndian.Uint32(data[i+1 : i+5])))
-		if length < 4 || length-4 > r.maxBody(typ) {
-			protocolErr = r.lengthError(typ, length)
+		typ, total, lengthErr := r.messageHeader(data, i)
+		if lengthErr != nil {
+			protocolErr = lengthErr
 			break
 		}
-		total := 1 + length
 		available := int64(len(data) - i)
 		if available < total {
-			if total > streamThreshold {
-				r.observe(typ)
+			if total > streamThreshold && available >= min(total, streamPrefix) {
+				// Forward a large message in pieces, after reading what leads it.
+				if typ == 'B' {
+					if ahead := c.inspectClient(s, typ, data[i:], &f); ahead != nil {
+						c.out, copied, injected = c.insertAhead(data, copied, i, ahead, injected)
+					}
+				} else {
+					c.inspectStreamStart(s, typ, data[i:], &f)
+				}
+				s.noteClientMessage(typ)
+				r.lastType = typ
 				r.streamLeft = total - available
 				i = len(data)
 			}
 			break
 		}
-		r.observe(typ)
-		if r.fromBackend && typ == 'Z' && length == 5 {
-			readies++
-			status = data[i+5]
+		msg := data[i : i+int(total)]
+		if ahead := c.inspectClient(s, typ, msg, &f); ahead != nil {
+			c.out, copied, injected = c.insertAhead(data, copied, i, ahead, injected)
 		}
+		s.noteClientMessage(typ)
+		r.lastType = typ
 		i += int(total)
 	}
+	c.publishOpen(s, &f, false)
+	if i > 0 {
+		s.lastClientType = r.lastType
+	}
+	s.syncsSent += f.syncs
+	if safe && f.syncs > 0 {
+		s.armRetryLocked(data[:i], f.syncs, injected || protocolErr != nil || len(data) > i)
+	} else if f.syncs > 0 || s.extendedOpen {
+		s.disarmRetryLocked()
+	}
+	s.mu.Unlock()
 
 	if i > 0 {
-		if err := r.publish(readies, status); err != nil {
-			return err
+		out := data[:i]
+		if injected {
+			c.out = append(c.out, data[copied:i]...)
+			out = c.out
 		}
-		if err := r.write(data[:i]); err != nil {
+		if err := r.write(out); err != nil {
 			return &relayWriteError{err}
 		}
-		if r.fromBackend {
-			r.s.srv.counters.bytesToClients.Add(uint64(i))
+		if injected {
+			c.out = c.out[:0]
 		}
 	}
 	if protocolErr != nil {
@@ -228,6 +340,34 @@ func (r *relay) forward(data []byte) error {
 	}
 	r.keepPending(data[i:])
 	return nil
+}
+
+// noteClientMessage records whether a client message opens or closes an extended-protocol
+// batch. s.mu is held.
+func (s *session) noteClientMessage(typ byte) {
+	switch typ {
+	case 'S':
+		s.extendedOpen = false
+	case 'P', 'B', 'D', 'E', 'C', 'H':
+		s.extendedOpen = true
+	}
+}
+
+// insertAhead adds ahead to the output before the message at data[at:]: the output is then
+// built in out (data[copied:at] first).
+func (c *clientSide) insertAhead(data []byte, copied, at int, ahead []byte, injected bool) ([]byte, int, bool) {
+	out := c.out
+	if !injected {
+		out = out[:0]
+	}
+	out = append(out, data[copied:at]...)
+	out = append(out, ahead...)
+	return out, at, true
+}
+
+// hold keeps bytes read from the client that cannot be forwarded now.
+func (c *clientSide) hold(data []byte) {
+	c.held = append(c.held[:0:0], data...)
 }
 
 // write writes all of data to dst.
@@ -260,50 +400,6 @@ func (r *relay) lengthError(typ byte, length int64) *clientError {
 	}
 	return fatalf(codeProtocolViolation, "invalid message length").
 		withDetail(fmt.Sprintf("Message type %q has invalid length %d.", typ, length))
-}
-
-// observe records a message header: the last type seen and, from the client, whether the
-// message opens an extended-protocol batch or asks for a ReadyForQuery (Query, FunctionCall,
-// Sync each produce exactly one).
-func (r *relay) observe(typ byte) {
-	r.lastType = typ
-	if r.fromBackend {
-		return
-	}
-	switch typ {
-	case 'Q', 'F':
-		r.syncsSent++
-	case 'S':
-		r.syncsSent++
-		r.extendedOpen = false
-	case 'P', 'B', 'D', 'E', 'C', 'H':
-		r.extendedOpen = true
-	}
-}
-
-// publish hands the state seen in one batch to the session. The client direction also checks,
-// under the same lock, that the session is not closing: once Shutdown has decided the session
-// is at a safe point, nothing more is forwarded to the backend.
-func (r *relay) publish(readies uint64, status byte) error {
-	s := r.s
-	if r.fromBackend {
-		if readies > 0 {
-			s.mu.Lock()
-			s.readyReceived += readies
-			s.txStatus = status
-			s.mu.Unlock()
-		}
-		return nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return errSessionClosing
-	}
-	s.lastClientType = r.lastType
-	s.syncsSent = r.syncsSent
-	s.extendedOpen = r.extendedOpen
-	return nil
 }
 
 // keepPending stores an incomplete message tail for the next read, reusing the pending buffer

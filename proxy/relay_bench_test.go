@@ -89,6 +89,15 @@ func BenchmarkRelay(b *testing.B) {
 			go fakeQueryServer(backend, tc.answer)
 			benchmarkRoundTrips(b, client, len(tc.answer))
 		})
+		// With a router that can change routes (as in production), each autocommit request
+		// keeps a copy for a retry after a switchover, and its answer is watched for one.
+		b.Run(tc.name+"/proxied-routed", func(b *testing.B) {
+			target := Target{Name: "fake", Address: "127.0.0.1:1"}
+			srv := newTestServer(b, newSwitchRouter(Route{Routing: true, Target: target}))
+			client, backend, _ := relayedSession(b, srv)
+			go fakeQueryServer(backend, tc.answer)
+			benchmarkRoundTrips(b, client, len(tc.answer))
+		})
 	}
 }
 

@@ -35,7 +35,14 @@ func (r *fakeRouter) failures() int {
 
 func newTestServer(t testing.TB, router Router) *Server {
 	t.Helper()
-	srv, err := NewServer(Config{NodeID: 1, ListenAddr: "127.0.0.1:0", Router: router, AuthMethod: AuthTrust})
+	return newTestServerWith(t, Config{Router: router})
+}
+
+// newTestServerWith returns a trust-auth server with cfg's fields (Router at least).
+func newTestServerWith(t testing.TB, cfg Config) *Server {
+	t.Helper()
+	cfg.NodeID, cfg.ListenAddr, cfg.AuthMethod = 1, "127.0.0.1:0", AuthTrust
+	srv, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +91,7 @@ func relayedSession(t testing.TB, srv *Server) (client, backend net.Conn, sess *
 	}
 	srv.counters.clientConnections.Add(1)
 	sess.backend = proxyBackendSide
-	sess.startRelay(nil, nil)
+	sess.startRelay(nil, nil, nil)
 	t.Cleanup(func() {
 		client.Close()
 		backend.Close()
@@ -211,35 +218,93 @@ func TestRelayRejectsInvalidClientLengths(t *testing.T) {
 	}
 }
 
-func TestRelayBackendLost(t *testing.T) {
-	router := &fakeRouter{}
-	srv := newTestServer(t, router)
-	client, backend, _ := relayedSession(t, srv)
+func TestIdleSessionLosingItsBackendStaysOpen(t *testing.T) {
+	// The backend of an idle session goes away: the client sees nothing; its next request
+	// waits for a primary (here: none is reachable within the hold timeout) and gets 57P03,
+	// and the session is still usable after that.
+	router := &fakeRouter{target: Target{Name: "gone", Address: unreachableAddr(t)}}
+	srv := newTestServerWith(t, Config{Router: router, HoldTimeout: 300 * time.Millisecond})
+	client, backend, sess := relayedSession(t, srv)
 	backend.Close()
-	e := readErrorResponse(t, client)
-	if e.Code != codeConnectionFailure {
-		t.Fatalf("got %s %q, want 08006", e.Code, e.Message)
+	waitLinkDown(t, sess)
+	_ = client.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, err := client.Read(make([]byte, 1)); n != 0 || !isTimeout(err) {
+		t.Fatalf("the client was told something (%d bytes, %v) about the backend of its idle session", n, err)
 	}
-	requireClosed(t, client)
-	if router.failures() != 1 {
-		t.Fatalf("BackendFailed called %d times, want 1", router.failures())
+	for range 2 {
+		client.Write(msg('Q', []byte("SELECT 1\x00")))
+		e := readErrorResponse(t, client)
+		if e.Severity != severityError || e.Code != codeCannotConnectNow {
+			t.Fatalf("got %s %s %q, want ERROR 57P03", e.Severity, e.Code, e.Message)
+		}
+		if z := readN(t, client, 6); !bytes.Equal(z, msg('Z', []byte{'I'})) {
+			t.Fatalf("got %q, want ReadyForQuery(I)", z)
+		}
 	}
 }
 
-func TestRelayBackendFatalIsNotDoubled(t *testing.T) {
-	router := &fakeRouter{}
-	srv := newTestServer(t, router)
-	client, backend, _ := relayedSession(t, srv)
-	fatal := (&clientError{Severity: severityFatal, Code: codeAdminShutdown, Message: "terminating connection due to administrator command"}).appendErrorResponse(nil)
-	backend.Write(fatal)
-	backend.Close()
-	if got := readN(t, client, len(fatal)); !bytes.Equal(got, fatal) {
-		t.Fatal("backend's FATAL not relayed")
+func TestRelayBackendFatal(t *testing.T) {
+	t.Run("relayed and not doubled", func(t *testing.T) {
+		router := &fakeRouter{}
+		srv := newTestServer(t, router)
+		client, backend, _ := relayedSession(t, srv)
+		fatal := (&clientError{Severity: severityFatal, Code: "57P05", Message: "terminating connection due to idle-session timeout"}).appendErrorResponse(nil)
+		backend.Write(fatal)
+		backend.Close()
+		if got := readN(t, client, len(fatal)); !bytes.Equal(got, fatal) {
+			t.Fatal("backend's FATAL not relayed")
+		}
+		requireClosed(t, client)
+		if router.failures() != 0 {
+			t.Fatal("an orderly FATAL from the backend was reported as a backend failure")
+		}
+	})
+	t.Run("shutdown of an idle session is not relayed", func(t *testing.T) {
+		router := &fakeRouter{target: Target{Name: "gone", Address: unreachableAddr(t)}}
+		srv := newTestServerWith(t, Config{Router: router, HoldTimeout: 300 * time.Millisecond})
+		client, backend, sess := relayedSession(t, srv)
+		backend.Write((&clientError{Severity: severityFatal, Code: codeAdminShutdown, Message: "terminating connection due to administrator command"}).appendErrorResponse(nil))
+		backend.Close()
+		waitLinkDown(t, sess)
+		client.Write(msg('Q', []byte("SELECT 1\x00")))
+		if e := readErrorResponse(t, client); e.Code != codeCannotConnectNow {
+			t.Fatalf("got %s %q, want the held request refused with 57P03", e.Code, e.Message)
+		}
+	})
+}
+
+// waitLinkDown waits until the session has processed the loss of its backend.
+func waitLinkDown(t testing.TB, sess *session) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		sess.mu.Lock()
+		down := sess.link == linkDown
+		sess.mu.Unlock()
+		if down {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the session did not notice the loss of its backend")
+		}
+		time.Sleep(time.Millisecond)
 	}
-	requireClosed(t, client)
-	if router.failures() != 0 {
-		t.Fatal("an orderly FATAL from the backend was reported as a backend failure")
+}
+
+// unreachableAddr returns a loopback address nobody listens on.
+func unreachableAddr(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func TestRelayClientTerminate(t *testing.T) {

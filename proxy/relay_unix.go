@@ -59,7 +59,7 @@ func (r *relay) readReady(fd uintptr) bool {
 		if !r.fromBackend {
 			r.s.srv.counters.bytesFromClients.Add(uint64(n))
 		}
-		err := r.forward(buf[:p+int(n)])
+		err := r.forwardFunc(buf[:p+int(n)])
 		relayBuffers.Put(bufp)
 		if err != nil {
 			r.runErr = err

@@ -42,7 +42,14 @@ type Server struct {
 	serving  bool
 
 	shuttingDown atomic.Bool
-	goroutines   sync.WaitGroup // session goroutines (startup and relay)
+	goroutines   sync.WaitGroup // session goroutines (startup and relay), and the route watcher
+
+	watcher      RouteWatcher          // cfg.Router when it is one, else nil
+	route        atomic.Pointer[Route] // the latest route the watcher saw (nil without a watcher)
+	stopWatching chan struct{}         // closed by Shutdown
+	stopOnce     sync.Once
+	held         atomic.Int64  // requests and connections waiting for a primary (startHold)
+	logins       chan struct{} // backend login slots (acquireLogin)
 }
 
 // NewServer checks cfg and returns a Server that is not listening yet.
@@ -52,9 +59,16 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Logger.With("component", "proxy"),
-		sessions: newSessionRegistry(cfg.NodeID),
+		cfg:          cfg,
+		log:          cfg.Logger.With("component", "proxy"),
+		sessions:     newSessionRegistry(cfg.NodeID),
+		stopWatching: make(chan struct{}),
+		logins:       make(chan struct{}, cfg.ReleaseConcurrency),
+	}
+	if w, ok := cfg.Router.(RouteWatcher); ok {
+		s.watcher = w
+		r, _ := w.Route()
+		s.route.Store(&r)
 	}
 	s.authConns = newAuthQueryPool(cfg.QueryUser, cfg.QueryPassword, s.log)
 	return s, nil
@@ -113,6 +127,10 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	stopAccepting := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stopAccepting()
+	if s.watcher != nil {
+		s.goroutines.Add(1)
+		go s.watchRoutes(ctx, s.watcher)
+	}
 	s.log.Info("proxy listening", "addr", ln.Addr().String(), "auth", s.cfg.AuthMethod, "tls", s.cfg.TLS != nil)
 
 	var backoff time.Duration
@@ -123,6 +141,7 @@ func (s *Server) Serve(ctx context.Context) error {
 				return ErrServerClosed
 			}
 			if ctx.Err() != nil {
+				s.stopOnce.Do(func() { close(s.stopWatching) })
 				s.closeAllSessions()
 				s.waitForSessions(forceCloseWait)
 				s.authConns.close()
@@ -169,6 +188,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		_ = s.listener.Close()
 	}
 	s.mu.Unlock()
+	s.stopOnce.Do(func() { close(s.stopWatching) })
 	defer s.authConns.close()
 
 	reason := fatalf(codeAdminShutdown, "terminating connection because the pgquorum proxy is shutting down")

@@ -87,9 +87,9 @@ func TestStartupErrorsReachTheClient(t *testing.T) {
 			<-ctx.Done()
 			return Target{}, ctx.Err()
 		}), codeCannotConnectNow},
-		{"primary refuses connections", routerFunc(func(context.Context) (Target, error) {
+		{"primary refuses connections until the hold timeout", routerFunc(func(context.Context) (Target, error) {
 			return Target{Name: "pgX", Address: unreachable}, nil
-		}), codeConnectionFailure},
+		}), codeCannotConnectNow},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

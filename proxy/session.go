@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -23,12 +24,20 @@ const (
 	lingerBytes   = 64 << 10
 )
 
-// session is one client connection and, once authenticated, its backend connection.
+// session is one client connection and, once authenticated, its backend connection, which may
+// be replaced by a connection to a new primary (a move) while the client stays connected.
 //
-// Ownership: the startup goroutine owns every field until it starts the relay; afterwards the
-// startup fields are read-only, the client→backend relay goroutine is the only writer to the
-// backend and the backend→client relay goroutine the only writer to the client. Fields under mu
-// are shared with Server.Shutdown; cancel fields are guarded by the registry's mutex.
+// Ownership: the startup goroutine owns every field until it starts the relay. Then:
+//   - the client→backend relay goroutine reads the client, writes the backend, and owns the
+//     backend's lifecycle: it holds requests, moves the session and answers the client itself
+//     while no backend is usable (the link is down);
+//   - the backend→client relay goroutine reads the backend and writes the client while the
+//     link is up. When the backend is lost it decides what the client is told (loss.go), hands
+//     the client side over to the client→backend relay (parked) and waits for a new backend
+//     (links) or the end of the session (ending).
+//
+// Fields under mu are shared by both relays, Server.Shutdown, the route watcher and cancel
+// requests; cancel keys are guarded by the registry's mutex.
 type session struct {
 	srv *Server
 	log *slog.Logger
@@ -45,8 +54,8 @@ type session struct {
 	protocolMinor uint16 // protocol 3.x the client speaks (after negotiation: 0, 1 or 2)
 	params        []startupParam
 	user          string
-	creds         credentials // kept so the session can log in again without the client (failover)
-	target        Target
+	creds         credentials       // kept so the session can log in again without the client (failover)
+	startupParams map[string]string // ParameterStatus values sent to the client at startup
 
 	// Guarded by srv.sessions.mu.
 	clientSecret []byte
@@ -55,42 +64,106 @@ type session struct {
 
 	running atomic.Int32 // relay goroutines still running; the last one finishes the session
 
+	// Facts the relays read without the lock on their fast paths.
+	hasRecords      atomic.Bool // len(records) > 0
+	retryArmed      atomic.Bool // a retry copy of the request in flight is kept (retry.go)
+	backslashQuotes atomic.Bool // standard_conforming_strings is off (for the SQL scanner)
+	wakeRequested   atomic.Bool // the backend→client relay asked the client→backend relay to act
+
+	// serverParams are the ParameterStatus values the client has seen. Owner: the
+	// backend→client relay while the link is up, the client→backend relay while it is down.
+	serverParams map[string]string
+
+	ctx  context.Context // ends with the session: bounds holds and moves, wakes a parked relay
+	stop context.CancelFunc
+
+	clientWriteMu sync.Mutex // serializes writes to the client made outside the relay loop
+
 	mu             sync.Mutex
-	backend        net.Conn     // set once during startup
-	relaying       bool         // startup is done, the relay goroutines run
-	startupStopped bool         // Shutdown asked the startup phase to give up
-	closing        bool         // the session is ending; the client relay forwards nothing more
-	clientGone     bool         // the client's connection failed or could not be written to
-	clientEOF      bool         // the client closed its sending side (EOF)
-	reason         *clientError // what the client is told before the close; first one wins
-	txStatus       byte         // status byte of the last ReadyForQuery from the backend
-	readyReceived  uint64       // ReadyForQuery messages received from the backend
-	syncsSent      uint64       // Query, FunctionCall and Sync messages forwarded to the backend
-	lastClientType byte         // type of the last message the client sent
-	extendedOpen   bool         // an extended-protocol batch was started and not yet ended by Sync
+	backend        net.Conn      // the current backend connection (nil before startup connects)
+	target         Target        // where backend is connected
+	link           linkState     // whether the backend→client relay relays from backend
+	mode           localMode     // how the client→backend relay answers while the link is down
+	relaying       bool          // startup is done, the relay goroutines run
+	startupStopped bool          // Shutdown asked the startup phase to give up
+	closing        bool          // the session is ending; the client relay forwards nothing more
+	clientGone     bool          // the client's connection failed or could not be written to
+	clientEOF      bool          // the client closed its sending side (EOF)
+	reason         *clientError  // what the client is told before the close; first one wins
+	txStatus       byte          // transaction status the client last saw in a ReadyForQuery
+	readyReceived  uint64        // requests answered (ReadyForQuery from the backend or the proxy)
+	syncsSent      uint64        // requests sent to the backend (Query, FunctionCall, Sync)
+	lastClientType byte          // type of the last message the client sent
+	extendedOpen   bool          // an extended-protocol batch was started and not yet ended by Sync
+	inflight       inflightFacts // what the requests sent and not answered may do
+	state          *sessionState // replayable state; nil until the session changes any
+	records        []*segRecord  // requests whose effects wait for their answers (inspect.go)
+	holding        bool          // a client request is held, not sent
+	holdCancel     chan struct{} // closed by a cancel request for the held request
+	retry          retryCopy     // the request in flight, while it may be retried (retry.go)
+	handoff        *handoff      // created at the first lost backend
 }
 
-// atSafePoint reports whether the session is idle between transactions: every request was
-// answered, the backend reported no open transaction, and no extended-protocol batch is open.
-// Shutdown closes sessions only there; failover replay (later) needs the same test.
-// The caller holds s.mu.
-func (s *session) atSafePoint() bool {
-	return s.relaying && s.txStatus == 'I' && s.syncsSent == s.readyReceived && !s.extendedOpen
+// handoff carries the client side between the relays when a backend is lost: the
+// backend→client relay sends its verdict on parked, the client→backend relay sends the new
+// backend on links after the move. Only sessions that lose a backend need one.
+type handoff struct {
+	parked chan lossVerdict
+	links  chan backendLink
 }
 
-// cancelPermitted is the hook that decides whether a cancel request may be passed to the
-// backend. SPEC §4: a COMMIT waiting for synchronous replication must never be cancelled by the
-// proxy; telling that case apart needs the statement text of the running request, which the relay
-// does not decode yet, so every cancel is permitted for now.
-func (s *session) cancelPermitted() bool {
-	return true
+// handoffChannels returns the session's handoff, creating it.
+func (s *session) handoffChannels() *handoff {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.handoff == nil {
+		s.handoff = &handoff{parked: make(chan lossVerdict, 1), links: make(chan backendLink, 1)}
+	}
+	return s.handoff
+}
+
+// linkState says whether the session has a usable backend.
+type linkState uint8
+
+const (
+	linkUp   linkState = iota // the backend→client relay relays from backend
+	linkDown                  // no usable backend: the backend→client relay is parked
+)
+
+// inflightFacts is what the requests sent and not yet answered may do.
+type inflightFacts struct {
+	mayCommit    bool // a COMMIT (or something that may commit) is among them
+	writes       bool // something other than a read, SET or transaction control
+	rollbackOnly bool // exactly one request, a single ROLLBACK
+}
+
+// backendLink is a backend connection handed to the backend→client relay after a move.
+type backendLink struct {
+	conn     net.Conn
+	leftover []byte // bytes read past the replay's ReadyForQuery
+}
+
+// stateLocked returns the session state, creating it. s.mu is held.
+func (s *session) stateLocked() *sessionState {
+	if s.state == nil {
+		s.state = &sessionState{}
+	}
+	return s.state
+}
+
+// atSafePointLocked reports whether the session is idle between transactions: every request
+// was answered, the client's last ReadyForQuery said idle, and no extended-protocol batch is
+// open. New requests start here; Shutdown closes sessions only here. s.mu is held.
+func (s *session) atSafePointLocked() bool {
+	return s.relaying && s.txStatus == 'I' && s.syncsSent == s.readyReceived && !s.extendedOpen &&
+		(s.link == linkUp || s.mode == modeIdle)
 }
 
 // closeAtSafePoint closes the session if it is at a safe point, telling the client why. It
 // reports whether it did.
 func (s *session) closeAtSafePoint(reason *clientError) bool {
 	s.mu.Lock()
-	if s.closing || !s.atSafePoint() {
+	if s.closing || !s.atSafePointLocked() {
 		s.mu.Unlock()
 		return false
 	}
@@ -99,13 +172,40 @@ func (s *session) closeAtSafePoint(reason *clientError) bool {
 	backend := s.backend
 	s.mu.Unlock()
 	_ = s.conn.SetWriteDeadline(time.Now().Add(errorWriteTimeout))
-	// The backend→client relay sees its read fail, tells the client and closes it.
-	_ = backend.Close()
+	s.closeEnding()
+	// The backend→client relay sees its read fail (or, when parked, the session end), tells
+	// the client and closes it.
+	if backend != nil {
+		_ = backend.Close()
+	}
 	return true
 }
 
+// dropStaleBackend closes the session's backend when route no longer allows it: a new primary
+// is agreed elsewhere, or the lease expired. It reports whether it did. Called by the route
+// watcher; the backend→client relay then decides what the client sees (loss.go).
+func (s *session) dropStaleBackend(r Route) bool {
+	s.mu.Lock()
+	stale := s.relaying && !s.closing && s.link == linkUp && s.backend != nil &&
+		(r.LeaseExpired || r.Routing && (r.Target.Address != s.target.Address || r.Target.Name != s.target.Name))
+	backend := s.backend
+	s.mu.Unlock()
+	if stale {
+		_ = backend.Close()
+	}
+	return stale
+}
+
+// closeEnding ends the session's context (idempotent; nothing before the relay started).
+func (s *session) closeEnding() {
+	if s.stop != nil {
+		s.stop()
+	}
+}
+
 // fail ends the session with reason (unless another reason came first). The client hears the
-// reason from the backend→client relay, which is woken by closing the backend connection.
+// reason from the backend→client relay, which is woken by closing the backend connection or,
+// when it is parked, by the end of the session.
 func (s *session) fail(reason *clientError) {
 	s.mu.Lock()
 	if s.reason == nil && !s.clientGone {
@@ -115,6 +215,7 @@ func (s *session) fail(reason *clientError) {
 	backend := s.backend
 	s.mu.Unlock()
 	_ = s.conn.SetWriteDeadline(time.Now().Add(errorWriteTimeout))
+	s.closeEnding()
 	if backend != nil {
 		_ = backend.Close()
 	}
@@ -134,8 +235,11 @@ func (s *session) forceClose(reason *clientError) {
 }
 
 // startRelay starts the two relay goroutines. leftovers are bytes already read from each side
-// during startup.
-func (s *session) startRelay(clientLeftover, backendLeftover []byte) {
+// during startup; params are the ParameterStatus values the client was sent.
+func (s *session) startRelay(clientLeftover, backendLeftover []byte, params map[string]string) {
+	s.ctx, s.stop = context.WithCancel(context.Background())
+	s.serverParams = params
+	s.backslashQuotes.Store(params["standard_conforming_strings"] == "off")
 	s.mu.Lock()
 	s.relaying = true
 	s.txStatus = 'I'
@@ -151,18 +255,86 @@ func (s *session) startRelay(clientLeftover, backendLeftover []byte) {
 	go s.runBackendToClient(toClient)
 }
 
-// runClientToBackend is the client→backend relay goroutine. Its frame is kept tiny because it
-// sits at the bottom of the stack of a parked idle session (a small stack is one that the garbage
-// collector can shrink to the minimum).
+// runClientToBackend is the client→backend relay goroutine. Its frame, and the frames of
+// what it calls while the session is idle, are kept tiny because they sit at the bottom of the
+// stack of a parked idle session: a stack used below a quarter is one the garbage collector
+// shrinks to the minimum (2 KiB), which matters for SPEC §7's memory per idle connection.
 func (s *session) runClientToBackend(r *relay) {
 	defer s.relayGoroutineDone(false)
-	s.clientRelayEnded(r.run())
+	var err error
+	for err == nil {
+		err = s.clientInterrupted(r, r.run())
+	}
+	s.clientRelayEnded(err)
 }
 
-// runBackendToClient is the backend→client relay goroutine (see runClientToBackend).
+// clientInterrupted handles what stopped the client→backend relay: a request to hold, a lost
+// backend, a wake-up from the other relay. It returns nil when the relay goes on.
+func (s *session) clientInterrupted(r *relay, err error) error {
+	switch {
+	case errors.Is(err, errHold):
+		return s.holdRequest(r)
+	case errors.Is(err, errDetached), errors.Is(err, errNeedMove):
+		return s.detached(r)
+	case errors.Is(err, os.ErrDeadlineExceeded) && s.wakeRequested.Swap(false):
+		_ = s.conn.SetReadDeadline(time.Time{})
+		s.mu.Lock()
+		down := s.link == linkDown
+		s.mu.Unlock()
+		if !down && !r.c.linkDown {
+			return nil // a late wake-up: the verdict was handled and the session moved already
+		}
+		return s.detached(r)
+	case isBackendWriteError(err):
+		// The backend connection broke under our write: the backend→client relay sees it
+		// too and decides what the client is told.
+		s.dropBackend()
+		return s.detached(r)
+	}
+	return err
+}
+
+// isBackendWriteError reports whether err is a failed write to the backend.
+func isBackendWriteError(err error) bool {
+	var writeErr *relayWriteError
+	return errors.As(err, &writeErr)
+}
+
+// dropBackend closes the backend connection (the backend→client relay then parks).
+func (s *session) dropBackend() {
+	s.mu.Lock()
+	backend := s.backend
+	s.mu.Unlock()
+	if backend != nil {
+		_ = backend.Close()
+	}
+}
+
+// wakeClientSide makes the client→backend relay's pending read return so that it acts on a
+// parked verdict at once (a retry or an eager move) rather than at the client's next message.
+func (s *session) wakeClientSide() {
+	s.wakeRequested.Store(true)
+	_ = s.conn.SetReadDeadline(time.Now())
+}
+
+// runBackendToClient is the backend→client relay goroutine: it relays from the current
+// backend; when that is lost, it tells the client what happened, parks, and continues with the
+// backend the client→backend relay hands it after a move. (Its frame is kept tiny, see
+// runClientToBackend.)
 func (s *session) runBackendToClient(r *relay) {
 	defer s.relayGoroutineDone(true)
-	s.backendRelayEnded(r, r.run())
+	for s.nextBackend(r, r.run()) {
+	}
+}
+
+// nextBackend handles the end of relaying from a backend and reports whether the relay goes on
+// with a new one.
+func (s *session) nextBackend(r *relay, err error) bool {
+	link, ok := s.backendLost(r, err)
+	if ok {
+		r.setSource(link.conn, link.leftover)
+	}
+	return ok
 }
 
 // relayGoroutineDone is deferred by each relay goroutine: last-resort panic recovery, then the
@@ -188,25 +360,25 @@ func (s *session) relayGoroutineDone(backendToClient bool) {
 // clientRelayEnded decides what the end of the client→backend relay means for the session.
 func (s *session) clientRelayEnded(err error) {
 	var protocolErr *clientError
-	var writeErr *relayWriteError
 	switch {
 	case errors.Is(err, errSessionClosing):
+	case errors.Is(err, errClientTerminated):
+		s.mu.Lock()
+		s.clientGone = true
+		s.mu.Unlock()
+		s.fail(nil)
 	case errors.As(err, &protocolErr):
 		s.log.Info("closing session: protocol violation by the client", "err", err)
 		s.fail(protocolErr)
-	case errors.As(err, &writeErr):
-		s.log.Warn("lost connection to the PostgreSQL server", "backend", s.target.Name, "err", err)
-		s.srv.cfg.Router.BackendFailed(s.target)
-		s.fail(fatalf(codeConnectionFailure, "lost connection to the PostgreSQL server %s", s.target.Name).withCause(err))
 	default:
 		if errors.Is(err, io.EOF) {
 			// The client finished sending. Like a direct connection: the backend sees the end
 			// of input after the requests already sent, and its answers are still relayed.
 			s.mu.Lock()
 			s.clientEOF = true
-			backend := s.backend
+			backend, up := s.backend, s.link == linkUp && !s.closing
 			s.mu.Unlock()
-			if tcp, ok := backend.(*net.TCPConn); ok && tcp.CloseWrite() == nil {
+			if tcp, ok := backend.(*net.TCPConn); ok && up && tcp.CloseWrite() == nil {
 				return
 			}
 		}
@@ -218,41 +390,53 @@ func (s *session) clientRelayEnded(err error) {
 	}
 }
 
-// backendRelayEnded runs when the backend→client relay stops. The backend→client goroutine is
-// the one that tells the client why the session ends and closes the client connection.
-func (s *session) backendRelayEnded(r *relay, err error) {
+// endClientSide ends the session from the backend→client relay: it tells the client reason
+// (when there is one, the client is reachable and the stream is at a message boundary) and
+// closes the client connection.
+func (s *session) endClientSide(reason *clientError, atBoundary bool) {
 	s.mu.Lock()
 	s.closing = true
-	reason, clientGone, clientEOF, lastClientType := s.reason, s.clientGone, s.clientEOF, s.lastClientType
-	s.mu.Unlock()
-	var protocolErr *clientError
-	var writeErr *relayWriteError
-	switch {
-	case reason != nil || clientGone:
-	case errors.As(err, &writeErr):
-		clientGone = true
-	case errors.As(err, &protocolErr):
-		s.log.Warn("closing session: invalid message from the PostgreSQL server", "backend", s.target.Name, "err", err)
-		reason = protocolErr
-	case lastClientType == 'X' || clientEOF:
-		// The client asked to terminate, or closed its side; the backend closed as asked.
-	case r.lastType == 'E':
-		// The backend's last message was an error (FATAL before exit): the client has it.
-	default:
-		s.log.Warn("PostgreSQL server closed the connection unexpectedly", "backend", s.target.Name, "err", err)
-		s.srv.cfg.Router.BackendFailed(s.target)
-		reason = fatalf(codeConnectionFailure, "the PostgreSQL server %s closed the connection unexpectedly", s.target.Name).
-			withCause(err)
+	if s.reason != nil {
+		reason = s.reason
 	}
-	s.mu.Lock()
+	clientGone := s.clientGone
 	backend := s.backend
 	s.mu.Unlock()
-	_ = backend.Close()
-	if reason != nil && !clientGone && r.atMessageBoundary() {
+	s.closeEnding()
+	if backend != nil {
+		_ = backend.Close()
+	}
+	if reason != nil && !clientGone && atBoundary {
+		s.clientWriteMu.Lock()
 		_ = s.conn.SetWriteDeadline(time.Now().Add(errorWriteTimeout))
 		_, _ = s.client.Write(reason.appendErrorResponse(nil))
+		s.clientWriteMu.Unlock()
+		if reason.raw == nil {
+			s.srv.cfg.Metrics.ClientError(reason.Code)
+		}
 	}
 	_ = s.client.Close()
+}
+
+// writeToClient writes proxy-made messages to the client outside the relay loop. It reports
+// whether the write succeeded.
+func (s *session) writeToClient(out []byte) bool {
+	if len(out) == 0 {
+		return true
+	}
+	s.clientWriteMu.Lock()
+	defer s.clientWriteMu.Unlock()
+	_ = s.conn.SetWriteDeadline(time.Now().Add(errorWriteTimeout))
+	_, err := s.client.Write(out)
+	_ = s.conn.SetWriteDeadline(time.Time{})
+	if err != nil {
+		s.mu.Lock()
+		s.clientGone = true
+		s.mu.Unlock()
+		s.fail(nil)
+		return false
+	}
+	return true
 }
 
 // relayDone finishes the session when the last relay goroutine ends.
@@ -268,7 +452,9 @@ func (s *session) relayDone() {
 func (s *session) finish() {
 	s.mu.Lock()
 	backend := s.backend
+	s.releaseRetryLocked()
 	s.mu.Unlock()
+	s.closeEnding()
 	if backend != nil {
 		_ = backend.Close()
 	}
@@ -293,7 +479,15 @@ func (s *session) writeFinalError(e *clientError) {
 	if client == nil {
 		client = s.conn
 	}
+	// Under mu, and marked stopped, so that a concurrent stopStartup (Shutdown) cannot set
+	// the deadline to now between here and the write.
+	s.mu.Lock()
+	s.startupStopped = true
 	_ = s.conn.SetDeadline(time.Now().Add(errorWriteTimeout))
+	s.mu.Unlock()
+	if e.raw == nil {
+		s.srv.cfg.Metrics.ClientError(e.Code)
+	}
 	if _, err := client.Write(e.appendErrorResponse(nil)); err != nil {
 		return
 	}

@@ -80,7 +80,7 @@ func (s *session) runStartup(ctx context.Context) bool {
 		return false
 	}
 	_ = s.conn.SetDeadline(time.Time{})
-	s.startRelay(clientLeftover, backendLeftover)
+	s.startRelay(clientLeftover, backendLeftover, s.startupParams)
 	return true
 }
 
@@ -150,7 +150,7 @@ func (s *session) startup(ctx context.Context) (clientLeftover, backendLeftover 
 	var backendReady backendStartup
 	err = s.waitOnServer(func() error {
 		var err error
-		backendReady, err = s.connectBackend(ctx)
+		backendReady, err = s.connectFirstBackend(ctx)
 		return err
 	})
 	if err != nil {
@@ -168,7 +168,32 @@ func (s *session) startup(ctx context.Context) (clientLeftover, backendLeftover 
 		return nil, nil, errors.Join(errClientGone, err)
 	}
 	s.log.Debug("session started", "backend", s.target.Name, "protocol_minor", s.protocolMinor, "tls", s.clientTLS)
+	s.startupParams = backendReady.params
 	return bufferedBytes(br), backendReady.leftover, nil
+}
+
+// connectFirstBackend logs in to the primary for a new session, waiting up to the hold timeout
+// for one to be agreed and reachable (a new connection during a failover succeeds after it).
+func (s *session) connectFirstBackend(ctx context.Context) (backendStartup, error) {
+	hold := s.srv.cfg.HoldTimeout
+	ctx, cancel := context.WithTimeout(ctx, hold)
+	defer cancel()
+	conn, target, ready, err := s.connectPrimary(ctx, true, nil, "")
+	if err != nil {
+		var ce *clientError
+		switch {
+		case errors.As(err, &ce) && !retryableLoginError(err):
+			return backendStartup{}, err // the server's own answer (authentication, database, ...)
+		case errors.Is(err, errTooManyHeld):
+			return backendStartup{}, fatalf(codeCannotConnectNow, "too many connections are waiting for a primary PostgreSQL server").
+				withDetail("The proxy holds at most hold.max_held requests and connections during a failover.").withHint("Retry later.")
+		}
+		return backendStartup{}, noPrimaryError(err, hold)
+	}
+	s.mu.Lock()
+	s.backend, s.target = conn, target
+	s.mu.Unlock()
+	return ready, nil
 }
 
 // negotiate reads startup packets until a StartupMessage, answering SSLRequest and

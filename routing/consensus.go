@@ -35,6 +35,9 @@ type View struct {
 	Epoch   uint64
 	Routing bool   // a primary is agreed and this proxy's lease is confirmed
 	Reason  string // why not, when !Routing
+	// LeaseExpired: not routing because this proxy's view is not confirmed by a quorum (it
+	// may be cut off); the proxy then drops its backend connections (fail closed).
+	LeaseExpired bool
 }
 
 // ConsensusRouter routes to the primary agreed through Raft, and only while this
@@ -51,7 +54,8 @@ type ConsensusRouter struct {
 	// LeaseCheck is how often the lease is re-checked; zero means 20ms.
 	LeaseCheck time.Duration
 	// OnChange, if set, is called from Run's goroutine whenever the View changes
-	// (for example to close backend connections when routing stops). It must not block.
+	// (for example to log). It must not block. The proxy learns of changes through
+	// Route (proxy.RouteWatcher).
 	OnChange func(old, new View)
 	Logger   *slog.Logger
 
@@ -112,6 +116,7 @@ func (r *ConsensusRouter) refresh() {
 		v.Reason = fmt.Sprintf("no primary agreed at epoch %d (failover in progress)", a.epoch)
 	case !leaseOK:
 		v.Reason = "this proxy's view is not confirmed by a Raft quorum (lease expired)"
+		v.LeaseExpired = true
 	default:
 		addr, ok := r.Addresses[a.primary]
 		if !ok {
@@ -168,6 +173,14 @@ func (r *ConsensusRouter) wait() <-chan struct{} {
 		r.changed = make(chan struct{})
 	}
 	return r.changed
+}
+
+// Route implements proxy.RouteWatcher: the current decision, and a channel closed at the next
+// change.
+func (r *ConsensusRouter) Route() (proxy.Route, <-chan struct{}) {
+	ch := r.wait() // before reading the view, so no change is missed
+	v := r.Current()
+	return proxy.Route{Target: v.Target, Routing: v.Routing, LeaseExpired: v.LeaseExpired}, ch
 }
 
 // Primary returns the agreed primary, waiting while there is none or the lease

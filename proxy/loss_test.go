@@ -1,0 +1,187 @@
+package proxy
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// TestDecideLoss checks SPEC §5's table as decideLoss implements it.
+func TestDecideLoss(t *testing.T) {
+	tests := []struct {
+		name    string
+		facts   lossFacts
+		end     bool
+		code    string // the ERROR told now ("" = none); FATAL code when end
+		status  byte   // ReadyForQuery sent now (0 = none)
+		mode    localMode
+		retry   bool
+		unknown bool
+	}{
+		{name: "idle: nothing to tell, moved later",
+			facts: lossFacts{atBoundary: true, txStatus: 'I'}, mode: modeIdle},
+		{name: "idle and listening: moved at once",
+			facts: lossFacts{atBoundary: true, txStatus: 'I', listens: true}, mode: modeIdle},
+		{name: "idle in a transaction: told at the next request",
+			facts: lossFacts{atBoundary: true, txStatus: 'T'}, mode: modeTxLost},
+		{name: "idle in a failed transaction",
+			facts: lossFacts{atBoundary: true, txStatus: 'E'}, mode: modeTxAborted},
+		{name: "autocommit request in flight: 08007",
+			facts: lossFacts{atBoundary: true, txStatus: 'I', inFlight: 1, inflight: inflightFacts{writes: true}},
+			code:  codeTransactionResolutionUnknown, status: 'I', mode: modeIdle, unknown: true},
+		{name: "even a read in autocommit: 08007 (its outcome is unknown)",
+			facts: lossFacts{atBoundary: true, txStatus: 'I', inFlight: 1},
+			code:  codeTransactionResolutionUnknown, status: 'I', mode: modeIdle, unknown: true},
+		{name: "COMMIT in flight: 08007",
+			facts: lossFacts{atBoundary: true, txStatus: 'T', inFlight: 1, inflight: inflightFacts{mayCommit: true}},
+			code:  codeTransactionResolutionUnknown, status: 'I', mode: modeIdle, unknown: true},
+		{name: "statement of a transaction in flight: 40001",
+			facts: lossFacts{atBoundary: true, txStatus: 'T', inFlight: 1, inflight: inflightFacts{writes: true}},
+			code:  codeSerializationFailure, status: 'E', mode: modeTxAborted},
+		{name: "ROLLBACK in flight: it succeeded",
+			facts:  lossFacts{atBoundary: true, txStatus: 'T', inFlight: 1, inflight: inflightFacts{rollbackOnly: true}},
+			status: 'I', mode: modeIdle},
+		{name: "extended batch without its Sync in a transaction: 40001, then discard to the Sync",
+			facts: lossFacts{atBoundary: true, txStatus: 'T', extendedOpen: true},
+			code:  codeSerializationFailure, mode: modeDiscard},
+		{name: "extended batch with a COMMIT without its Sync: 08007",
+			facts: lossFacts{atBoundary: true, txStatus: 'T', extendedOpen: true, inflight: inflightFacts{mayCommit: true}},
+			code:  codeTransactionResolutionUnknown, mode: modeDiscard, unknown: true},
+		{name: "rejected before execution by a demoted primary: retried",
+			facts: lossFacts{atBoundary: true, txStatus: 'I', inFlight: 1, retry: true}, mode: modeIdle, retry: true},
+		{name: "unmovable: 08006 and close",
+			facts: lossFacts{atBoundary: true, txStatus: 'I', unmovable: reasonTempObject}, end: true, code: codeConnectionFailure},
+		{name: "unmovable with a request in flight: 08006 and close",
+			facts: lossFacts{atBoundary: true, txStatus: 'I', inFlight: 1, unmovable: reasonAdvisoryLock}, end: true, code: codeConnectionFailure},
+		{name: "several requests in flight: 08006 and close",
+			facts: lossFacts{atBoundary: true, txStatus: 'I', inFlight: 2}, end: true, code: codeConnectionFailure},
+		{name: "in the middle of a streamed message: closed without a message",
+			facts: lossFacts{atBoundary: false, txStatus: 'I', inFlight: 1}, end: true},
+		{name: "session closing anyway",
+			facts: lossFacts{closing: true, atBoundary: true, txStatus: 'I'}, end: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := decideLoss(tt.facts)
+			if v.end != tt.end || v.retry != tt.retry || v.maybeCommit != tt.unknown {
+				t.Fatalf("verdict %+v: end %v retry %v maybeCommit %v; want %v %v %v", v, v.end, v.retry, v.maybeCommit, tt.end, tt.retry, tt.unknown)
+			}
+			if tt.end {
+				if got := codeOrEmpty(v.reason); got != tt.code {
+					t.Fatalf("closing reason %q, want %q", got, tt.code)
+				}
+				if v.reason != nil && v.reason.Severity != severityFatal {
+					t.Fatalf("closing reason has severity %s", v.reason.Severity)
+				}
+				return
+			}
+			if got := codeOrEmpty(v.message); got != tt.code {
+				t.Fatalf("error told now: %q, want %q", got, tt.code)
+			}
+			if v.message != nil && v.message.Severity != severityError {
+				t.Fatalf("the session goes on, but the error is %s", v.message.Severity)
+			}
+			if v.status != tt.status || v.mode != tt.mode {
+				t.Fatalf("status %q mode %d, want %q %d", v.status, v.mode, tt.status, tt.mode)
+			}
+			if tt.facts.listens != v.eager {
+				t.Fatalf("eager = %v for listens = %v", v.eager, tt.facts.listens)
+			}
+			out := v.clientMessages(nil)
+			if tt.status != 0 && !bytes.HasSuffix(out, appendReadyForQuery(nil, tt.status)) {
+				t.Fatalf("messages %q do not end with ReadyForQuery(%c)", out, tt.status)
+			}
+		})
+	}
+	if m := abortedByFailover("pg1").Message; !strings.Contains(m, "not committed") || !strings.Contains(m, "retry") {
+		t.Errorf("40001 message %q must say the transaction was not committed and may be retried", m)
+	}
+}
+
+func codeOrEmpty(e *clientError) string {
+	if e == nil {
+		return ""
+	}
+	return e.Code
+}
+
+func TestStatementRegistry(t *testing.T) {
+	var g statementRegistry
+	parse := func(name, sql string) []byte {
+		body := append(append(append([]byte(name), 0), sql...), 0, 0, 0)
+		return appendMessage(nil, 'P', body)
+	}
+	a, _ := g.parsed("a", parse("a", "SELECT 1"), sqlSummary{})
+	if a == nil || g.needsPrepare("a") != nil {
+		t.Fatal("a new statement must be kept, and needs no re-prepare on its own backend")
+	}
+	if dup, _ := g.parsed("a", parse("a", "SELECT 2"), sqlSummary{}); dup != nil {
+		t.Fatal("a second Parse of an existing name replaced it (PostgreSQL rejects it and keeps the first)")
+	}
+	g.confirm("a", a)
+	b, _ := g.parsed("b", parse("b", "SELECT syntax error"), sqlSummary{})
+	g.failed("b", b) // its ParseComplete never came
+	if g.lookup("b") != nil {
+		t.Fatal("a Parse that failed is kept")
+	}
+	c, _ := g.parsed("c", parse("c", "SELECT 3"), sqlSummary{}) // in flight when the backend is lost
+	_ = c
+	g.moved()
+	if g.lookup("c") != nil {
+		t.Fatal("a statement whose Parse was lost with the backend is kept")
+	}
+	entry := g.needsPrepare("a")
+	if entry == nil || !bytes.Equal(entry.parse, parse("a", "SELECT 1")) {
+		t.Fatal("after a move, the first use of a prepared statement must re-send its original Parse")
+	}
+	if g.needsPrepare("a") != nil {
+		t.Fatal("a statement re-prepared once is re-prepared again")
+	}
+	g.failed("a", entry) // the re-prepare failed: try again at the next use
+	if g.needsPrepare("a") == nil {
+		t.Fatal("a failed re-prepare is not retried")
+	}
+	g.remove("a")
+	if g.lookup("a") != nil || g.lazy != 0 || g.bytes != 0 {
+		t.Fatalf("after Close: %+v", g)
+	}
+	big := parse("big", strings.Repeat("x", maxStatementBytes))
+	if e, tooLarge := g.parsed("big", big, sqlSummary{}); e != nil || !tooLarge {
+		t.Fatal("the registry is not bounded")
+	}
+}
+
+func TestLargeStatementsAreScannedAsTheyPass(t *testing.T) {
+	tests := []struct {
+		name      string
+		sql       string
+		unmovable bool
+	}{
+		{"a large insert", "INSERT INTO t VALUES " + strings.Repeat("(1, 'some text'), ", 10000) + "(2, 'x')", false},
+		{"a large SET", "SET myapp.blob = '" + strings.Repeat("x", 100000) + "'", true},
+		{"a large query that ends with a temporary table", "SELECT '" + strings.Repeat("x", 100000) + "'; CREATE TEMP TABLE t (a int)", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newTestServer(t, &fakeRouter{})
+			client, backend, sess := relayedSession(t, srv)
+			query := msg('Q', append([]byte(tt.sql), 0))
+			go func() {
+				for rest := query; len(rest) > 0; {
+					n := min(len(rest), 7000)
+					client.Write(rest[:n])
+					rest = rest[n:]
+				}
+			}()
+			if got := readN(t, backend, len(query)); !bytes.Equal(got, query) {
+				t.Fatal("the backend got different bytes")
+			}
+			sess.mu.Lock()
+			unmovable := sess.state != nil && !sess.state.movable()
+			sess.mu.Unlock()
+			if unmovable != tt.unmovable {
+				t.Fatalf("unmovable = %v (%+v), want %v", unmovable, sess.state, tt.unmovable)
+			}
+		})
+	}
+}

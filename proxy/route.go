@@ -1,0 +1,224 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pgquorum/pgquorum/metrics"
+)
+
+// Route is the router's decision at one moment: where traffic may go now.
+type Route struct {
+	Target  Target // valid when Routing
+	Routing bool   // a primary is agreed and this proxy may route to it
+	// LeaseExpired says routing stopped because this proxy's view is no longer confirmed by a
+	// quorum (it may be cut off): the proxy then closes its backend connections at once (fail
+	// closed, SPEC §4). When routing stops for a failover in progress it only holds new
+	// requests, and transactions already open on the old primary may finish there.
+	LeaseExpired bool
+}
+
+// RouteWatcher is implemented by routers that can say where traffic goes without waiting, and
+// when that changes. The proxy uses it to hold requests at a transaction boundary while no
+// primary is agreed, to move sessions to a new primary, and to fail closed. A Router that does
+// not implement it is treated as always routing to what Primary returns (tests, probing).
+type RouteWatcher interface {
+	// Route returns the current decision and a channel that is closed at the next change.
+	// It must not block.
+	Route() (Route, <-chan struct{})
+}
+
+// errTooManyHeld means the bound on held requests (Config.MaxHeld) is reached.
+var errTooManyHeld = errors.New("too many requests are waiting for a primary")
+
+// currentRoute returns the latest route seen by the watcher, or nil without a RouteWatcher.
+func (s *Server) currentRoute() *Route {
+	return s.route.Load()
+}
+
+// routeAllows reports whether a new request may go to target now.
+func (s *Server) routeAllows(target Target) bool {
+	r := s.currentRoute()
+	return r == nil || r.Routing && r.Target.Address == target.Address && r.Target.Name == target.Name
+}
+
+// watchRoutes keeps s.route current and tells sessions about changes, until ctx ends.
+// It runs in its own goroutine, started by Serve when the Router is a RouteWatcher.
+func (s *Server) watchRoutes(ctx context.Context, w RouteWatcher) {
+	defer s.goroutines.Done()
+	for {
+		r, changed := w.Route()
+		old := s.route.Swap(&r)
+		if old == nil || *old != r {
+			s.routeChanged(r)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.stopWatching:
+			return
+		case <-changed:
+		}
+	}
+}
+
+// routeChanged applies a new route to the sessions: a session on a backend that is no longer
+// the routed primary (a new primary is agreed), or on any backend when the lease expired, loses
+// that backend now; what its client sees depends on where it was (see loss.go). Sessions idle on
+// the old primary while no primary is agreed keep their backend: their next request is held
+// until a primary is agreed, and goes to the same backend if the failover was aborted.
+func (s *Server) routeChanged(r Route) {
+	if r.Routing {
+		s.log.Info("routing", "primary", r.Target.Name, "epoch", r.Target.Epoch)
+	} else {
+		s.log.Warn("not routing: holding new requests", "lease_expired", r.LeaseExpired)
+	}
+	dropped := 0
+	for _, sess := range s.sessions.all() {
+		if sess.dropStaleBackend(r) {
+			dropped++
+		}
+	}
+	if dropped > 0 {
+		s.log.Warn("dropped backend connections to a server that is no longer the routed primary",
+			"sessions", dropped, "lease_expired", r.LeaseExpired)
+	}
+}
+
+// waitRoute returns a target for a new backend connection, waiting while no primary is agreed.
+// avoid, when set, is a target that just failed: it is returned again only after a pause
+// (routeRetryPause, doubling), in case the route never changes. hold, when not nil, counts the
+// wait as a held request (from the first time it has to wait); cancel, when not nil, ends the
+// wait (the client cancelled its held request).
+func (s *Server) waitRoute(ctx context.Context, avoid Target, hold *holdTicket, cancel <-chan struct{}) (Target, error) {
+	if s.watcher == nil {
+		if avoid.Address != "" {
+			if err := sleepCtx(ctx, routeRetryPause); err != nil {
+				return Target{}, err
+			}
+		}
+		return s.cfg.Router.Primary(ctx)
+	}
+	pause := routeRetryPause
+	for {
+		r, changed := s.watcher.Route()
+		if r.Routing && r.Target.Address != avoid.Address {
+			return r.Target, nil
+		}
+		if err := hold.start(); err != nil {
+			return Target{}, err
+		}
+		var retry <-chan time.Time
+		var timer *time.Timer
+		if r.Routing {
+			// The routed primary is the one that just failed: try it again after a pause.
+			timer = time.NewTimer(pause)
+			retry = timer.C
+			pause = min(2*pause, maxRouteRetryPause)
+		}
+		select {
+		case <-ctx.Done():
+			stopTimer(timer)
+			return Target{}, fmt.Errorf("waiting for a primary: %w", ctx.Err())
+		case <-cancel:
+			stopTimer(timer)
+			return Target{}, errHoldCancelled
+		case <-changed:
+			stopTimer(timer)
+		case <-retry:
+			return r.Target, nil
+		}
+	}
+}
+
+const (
+	routeRetryPause    = 50 * time.Millisecond
+	maxRouteRetryPause = time.Second
+)
+
+// errHoldCancelled means the client cancelled its held request (CancelRequest).
+var errHoldCancelled = errors.New("held request cancelled by the client")
+
+// holdTicket is one held request or connection, across however many waits for a primary it
+// needs: counted against Config.MaxHeld from its first wait until finish, and reported to the
+// hold metrics once. A nil ticket counts nothing.
+type holdTicket struct {
+	srv     *Server
+	counted bool
+	since   time.Time
+	outcome metrics.HoldOutcome
+}
+
+// newHold returns a ticket for a request that counts as held when it waits (nil when not).
+func (s *Server) newHold(counts bool) *holdTicket {
+	if !counts {
+		return nil
+	}
+	return &holdTicket{srv: s, outcome: metrics.HoldCanceled}
+}
+
+// start counts the request as held, unless it already is; past Config.MaxHeld it refuses.
+func (h *holdTicket) start() error {
+	if h == nil || h.counted {
+		return nil
+	}
+	if n := h.srv.held.Add(1); n > int64(h.srv.cfg.MaxHeld) {
+		h.srv.held.Add(-1)
+		return errTooManyHeld
+	}
+	h.counted, h.since = true, time.Now()
+	h.srv.cfg.Metrics.HoldStarted()
+	return nil
+}
+
+// routed records that the held request reached a primary.
+func (h *holdTicket) routed() {
+	if h != nil {
+		h.outcome = metrics.HoldRouted
+	}
+}
+
+// finish ends the hold; ctx tells a timeout from a cancellation.
+func (h *holdTicket) finish(ctx context.Context) {
+	if h == nil || !h.counted {
+		return
+	}
+	if h.outcome != metrics.HoldRouted && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		h.outcome = metrics.HoldTimedOut
+	}
+	h.counted = false
+	h.srv.held.Add(-1)
+	h.srv.cfg.Metrics.HoldFinished(time.Since(h.since), h.outcome)
+}
+
+// acquireLogin takes one of the Config.ReleaseConcurrency slots for logging in to a backend,
+// so that the sessions released after a failover reach the new primary at a bounded pace. The
+// returned function gives the slot back.
+func (s *Server) acquireLogin(ctx context.Context) (func(), error) {
+	select {
+	case s.logins <- struct{}{}:
+		return func() { <-s.logins }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for a backend login slot: %w", ctx.Err())
+	}
+}
+
+// sleepCtx sleeps for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func stopTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
+	}
+}
