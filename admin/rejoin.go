@@ -2,8 +2,10 @@ package admin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -32,6 +34,15 @@ type Proposer interface {
 	Propose(ctx context.Context, data []byte) ([]byte, error)
 }
 
+// RejoinRequest is the optional JSON body of POST /rejoin/{node}.
+type RejoinRequest struct {
+	// CheckOnly asks only whether the call would be accepted: the token (by the
+	// time the handler runs it was checked) and the node. Nothing is verified
+	// against the health probes and nothing changes. `pgquorum rejoin` and the
+	// agent ask this before they stop or rewind anything.
+	CheckOnly bool `json:"check_only,omitempty"`
+}
+
 // RejoinResult is the body of a successful POST /rejoin/{node}.
 type RejoinResult struct {
 	Node    string `json:"node"`
@@ -51,14 +62,26 @@ const rejoinVerifyTimeout = 10 * time.Second
 const rejoinPoll = 100 * time.Millisecond
 
 // rejoin returns the handler of POST /rejoin/{node}. Answers: 200 unfenced (or
-// was not fenced), 400 the node is the primary, 404 unknown node, 409 no agreed
-// primary or the node is not seen streaming from it (retry later), 503 no
-// health view or no Raft leader.
+// was not fenced, or a check_only request that would be accepted), 400 the node
+// is the primary or the body is not a RejoinRequest, 404 unknown node, 409 no
+// agreed primary or the node is not seen streaming from it (retry later), 503
+// no health view or no Raft leader.
 func (s *Server) rejoin(healthView HealthView, raft Proposer) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("node")
 		if _, ok := s.backendAddress(name); !ok {
 			writeError(w, http.StatusNotFound, fmt.Sprintf("unknown node %q (configured: %s)", name, strings.Join(s.backendNames(), ", ")))
+			return
+		}
+		var req RejoinRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+			writeError(w, http.StatusBadRequest, "the body must be empty or a JSON object like {\"check_only\": true}: "+err.Error())
+			return
+		}
+		if req.CheckOnly {
+			st := s.State.State()
+			writeJSON(w, http.StatusOK, RejoinResult{Node: name, Primary: st.Primary, Epoch: st.Epoch,
+				Detail: fmt.Sprintf("check only: the call is accepted; %s is fenced: %v", name, st.IsFenced(name))})
 			return
 		}
 		if healthView == nil || raft == nil {
@@ -227,8 +250,9 @@ func (s *Server) backendNames() []string {
 }
 
 // Rejoin calls POST /rejoin/{node}: the API checks that node streams from the
-// agreed primary and lifts its fence.
-func (c *Client) Rejoin(ctx context.Context, node string) (RejoinResult, error) {
+// agreed primary and lifts its fence (with req.CheckOnly, it only says whether
+// it would accept the call).
+func (c *Client) Rejoin(ctx context.Context, node string, req RejoinRequest) (RejoinResult, error) {
 	var v RejoinResult
-	return v, c.do(ctx, http.MethodPost, "/rejoin/"+url.PathEscape(node), nil, &v)
+	return v, c.do(ctx, http.MethodPost, "/rejoin/"+url.PathEscape(node), req, &v)
 }

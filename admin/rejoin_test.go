@@ -202,6 +202,31 @@ func TestRejoinEndpoint(t *testing.T) {
 			t.Fatalf("got %d", code)
 		}
 	})
+	t.Run("check only: checks the token and the node, changes nothing", func(t *testing.T) {
+		raft := &unfenceRaft{st: st}
+		handler := func(s *Server, body string) (int, string) {
+			mux := http.NewServeMux()
+			mux.HandleFunc("POST /rejoin/{node}", s.mutating(s.rejoin(probeView{}, raft)))
+			req := httptest.NewRequest(http.MethodPost, "/rejoin/pg1", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer tok")
+			rec := httptest.NewRecorder()
+			mux.ServeHTTP(rec, req)
+			return rec.Code, rec.Body.String()
+		}
+		if code, body := handler(&Server{Backends: backends, State: raft, Token: "tok"}, `{"check_only": true}`); code != http.StatusOK ||
+			!strings.Contains(body, "check only") || !strings.Contains(body, "fenced: true") {
+			t.Fatalf("good token: got %d %s", code, body)
+		}
+		if code, _ := handler(&Server{Backends: backends, State: raft, Token: "other"}, `{"check_only": true}`); code != http.StatusUnauthorized {
+			t.Fatalf("bad token: got %d, want 401", code)
+		}
+		if code, body := handler(&Server{Backends: backends, State: raft, Token: "tok"}, `check`); code != http.StatusBadRequest {
+			t.Fatalf("a body that is not JSON: got %d %s", code, body)
+		}
+		if !raft.State().IsFenced("pg1") {
+			t.Fatal("a check unfenced pg1")
+		}
+	})
 	for _, tc := range []struct {
 		name, node string
 		health     HealthView

@@ -227,7 +227,7 @@ func testRejoinRefusesThePrimary(ctx context.Context, t *testing.T, pg *localclu
 		t.Fatalf("rejoin as an unknown node: got %v, want ErrUnknownNode", err)
 	}
 	unreachable := rejoinOptions(t, proxies.Proxies[0], pg.Nodes[1], false)
-	unreachable.AdminURL = FreeAddr(t)
+	unreachable.Admin = []string{FreeAddr(t)}
 	if _, err := rejoin.Run(ctx, unreachable); !errors.Is(err, rejoin.ErrAdmin) || !strings.Contains(err.Error(), "cannot reach the admin API") {
 		t.Fatalf("rejoin with an unreachable admin API: got %v", err)
 	}
@@ -242,7 +242,7 @@ func testRejoinRefusesThePrimary(ctx context.Context, t *testing.T, pg *localclu
 func rejoinOptions(t *testing.T, proxy *ProxyProcess, node *localcluster.Node, reclone bool) rejoin.Options {
 	return rejoin.Options{
 		PGData:        node.DataDir,
-		AdminURL:      proxy.Admin,
+		Admin:         []string{proxy.Admin},
 		Reclone:       reclone,
 		SSLMode:       "disable",
 		ServerLog:     node.LogFile,

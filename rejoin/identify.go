@@ -75,7 +75,7 @@ func describeNodes(nodes []admin.NodeView) string {
 // against the configured backends, or derived from the port. A given name that
 // contradicts the port (the port is unambiguously another backend's) is refused:
 // the wrong name would make the node stream under another node's identity.
-func (r *rejoiner) identify(ctx context.Context, view admin.ClusterView, settings map[string]string, settingsErr error) (string, error) {
+func (h *host) identify(ctx context.Context, view admin.ClusterView, settings map[string]string, settingsErr error) (string, error) {
 	isLocal := func(host string) bool { return isLocalHost(ctx, host) }
 	derived, deriveErr := "", settingsErr
 	if settingsErr == nil {
@@ -86,10 +86,10 @@ func (r *rejoiner) identify(ctx context.Context, view admin.ClusterView, setting
 			derived, deriveErr = matchNode(view.Nodes, port, isLocal)
 		}
 	}
-	name := r.opts.NodeName
+	name := h.opts.NodeName
 	if name == "" {
 		if deriveErr != nil {
-			return "", fmt.Errorf("which node is %s? %w", r.dataDir, deriveErr)
+			return "", fmt.Errorf("which node is %s? %w", h.dataDir, deriveErr)
 		}
 		return derived, nil
 	}
@@ -101,7 +101,7 @@ func (r *rejoiner) identify(ctx context.Context, view admin.ClusterView, setting
 		return "", fmt.Errorf("--node %s contradicts the data directory: its port belongs to backend %s", name, derived)
 	}
 	if deriveErr != nil {
-		r.logger.Warn("cannot confirm --node from the data directory's configuration; trusting it", "node", name, "err", deriveErr)
+		h.logger.Warn("cannot confirm --node from the data directory's configuration; trusting it", "node", name, "err", deriveErr)
 	}
 	return name, nil
 }

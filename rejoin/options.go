@@ -4,38 +4,53 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"time"
 )
 
-// Options configure Run. Only PGData and AdminURL are required.
+// Options configure Run (`pgquorum rejoin`) and the agent (`pgquorum agent`,
+// AgentOptions). Only PGData and Admin are required.
 type Options struct {
-	// PGData is the node's data directory (required). Its postgresql.conf must
-	// live in it: rejoin reads the port there and keeps the node's own
-	// configuration files across pg_rewind and pg_basebackup.
+	// PGData is the node's data directory (required).
 	PGData string
-	// BinDir holds pg_ctl, pg_rewind and pg_basebackup. "" = the bin directory of
-	// the data directory's major version (/usr/lib/postgresql/<v>/bin,
-	// /usr/pgsql-<v>/bin), then the directory of pg_rewind on PATH.
+	// ConfigFile is the server's main configuration file when it does not live
+	// in PGData (the Debian layout: /etc/postgresql/<version>/<cluster>/postgresql.conf).
+	// "" = PGData/postgresql.conf, else the Debian file whose data_directory is
+	// PGData. It is passed to the server (-c config_file) and to pg_rewind
+	// (--config-file, PostgreSQL 15 or later).
+	ConfigFile string
+	// BinDir holds pg_ctl, pg_rewind, pg_basebackup and pg_controldata. "" = the
+	// bin directory of the data directory's major version
+	// (/usr/lib/postgresql/<v>/bin, /usr/pgsql-<v>/bin), then the directory of
+	// pg_rewind on PATH.
 	BinDir string
 
-	// AdminURL is the admin API of any pgquorum node (required): host:port or a URL.
-	AdminURL string
+	// Admin lists admin APIs of pgquorum nodes (required): host:port or URLs.
+	// The first that answers is used; the others are tried when it stops answering.
+	Admin []string
 	// Token is the admin API's bearer token; "" when none is configured.
 	Token string
+	// TokenFile, if set, holds the token instead (first line). It is read again
+	// before every mutating call, so a rotated token is picked up.
+	TokenFile string
+	// HTTPClient calls the admin API (TLS settings, timeouts); nil = a default
+	// client with a 30 s timeout.
+	HTTPClient *http.Client
 
 	// NodeName is this node's backend name. "" = derived: the backend of GET
 	// /cluster whose address has the port of the data directory's configuration
 	// (among several with that port, the one on this host).
 	NodeName string
 
-	// Reclone copies the primary afresh with pg_basebackup instead of rewinding:
-	// the data directory is moved aside (Result.OldDataDir), never deleted.
+	// Reclone copies the primary afresh with pg_basebackup instead of rewinding
+	// (Run only; the agent's is AgentOptions.RecloneFallback). The data directory
+	// is moved aside (Result.OldDataDir), never deleted.
 	Reclone bool
 
 	// SourceUser is the superuser role on the primary that pg_rewind connects as
-	// (--source-server) and that runs rejoin's checks. Default "postgres".
+	// (--source-server) and that runs the checks. Default "postgres".
 	SourceUser string
 	// SourcePassword is SourceUser's password; "" = none (trust, ~/.pgpass of the
 	// data directory's owner, certificates). Never logged, never on a command line.
@@ -53,18 +68,18 @@ type Options struct {
 	ReplicationUser     string
 	ReplicationPassword string
 
-	// ServerLog is the file the output of the PostgreSQL server that rejoin starts
-	// is appended to. Default: PGData + ".rejoin.log".
+	// ServerLog is the file the output of the PostgreSQL server started here,
+	// and of pg_rewind and pg_basebackup, is appended to. Default: PGData + ".rejoin.log".
 	ServerLog string
 
 	// StopTimeout bounds stopping the local server (then it is stopped with -m
 	// immediate, bounded again). Default 60s.
 	StopTimeout time.Duration
-	// StartTimeout bounds starting the rewound server until it accepts
-	// connections, and a CHECKPOINT on the primary. Default 2m.
+	// StartTimeout bounds starting the server until it accepts connections, and
+	// a CHECKPOINT on the primary. Default 2m.
 	StartTimeout time.Duration
-	// StreamTimeout bounds the wait until the primary shows the node streaming,
-	// and then again the wait until the admin API unfences it. Default 2m.
+	// StreamTimeout bounds the wait until the node streams from the primary, and
+	// then again the wait until the admin API unfences it. Default 2m.
 	StreamTimeout time.Duration
 
 	// Logger receives the steps; nil = discard.
@@ -84,9 +99,18 @@ func (o Options) withDefaults() (Options, error) {
 	if o.PGData == "" {
 		return o, errors.New("the data directory is required (--pgdata DIR)")
 	}
-	if strings.TrimSpace(o.AdminURL) == "" {
-		return o, errors.New("the admin API address is required (--admin URL)")
+	var admins []string
+	for _, a := range o.Admin {
+		for _, part := range strings.Split(a, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				admins = append(admins, part)
+			}
+		}
 	}
+	if len(admins) == 0 {
+		return o, errors.New("the admin API address is required (--admin ADDR[,ADDR...])")
+	}
+	o.Admin = admins
 	abs, err := filepath.Abs(o.PGData)
 	if err != nil {
 		return o, fmt.Errorf("data directory %s: %w", o.PGData, err)
@@ -124,19 +148,20 @@ type Result struct {
 	Node    string // this node's backend name
 	Primary string // the agreed primary it now streams from
 	Epoch   uint64 // the epoch of that primary
-	// Method is "rewind" (pg_rewind) or "reclone" (pg_basebackup).
+	// Method is "rewind" (pg_rewind ran), "reclone" (pg_basebackup ran) or ""
+	// (neither was needed: the node only had to be started, or already streamed).
 	Method string
-	// OldDataDir is where Reclone moved the previous data directory; "" after a rewind.
+	// OldDataDir is where a re-clone moved the previous data directory.
 	OldDataDir string
 	// Unfenced is true when the admin API lifted the node's fence; false when it
 	// was not fenced.
 	Unfenced bool
 }
 
-// Errors of Run. Match them with errors.Is / errors.As.
+// Errors of Run and the agent. Match them with errors.Is / errors.As.
 var (
-	// ErrNoPrimary: the cluster has no agreed primary (a failover is in progress
-	// or blocked). Nothing was changed.
+	// ErrNoPrimary: the cluster has no agreed primary (not bootstrapped, or a
+	// failover is in progress or blocked). Nothing was changed.
 	ErrNoPrimary = errors.New("no agreed primary")
 	// ErrIsPrimary: the data directory is the agreed primary's. Nothing was changed.
 	ErrIsPrimary = errors.New("this node is the agreed primary; rejoin never rewinds the primary")
@@ -145,6 +170,9 @@ var (
 	ErrUnknownNode = errors.New("unknown node")
 	// ErrAdmin: the admin API could not be reached or refused a call.
 	ErrAdmin = errors.New("admin API")
+	// ErrPrerequisites: PostgreSQL is not set up so that a node can be rewound
+	// and follow a new primary (see Prerequisites). Nothing was changed.
+	ErrPrerequisites = errors.New("PostgreSQL prerequisites missing")
 )
 
 // RewindError says that pg_rewind could not rewind the data directory onto the

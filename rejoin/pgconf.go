@@ -139,11 +139,15 @@ func quoteConfValue(v string) string {
 const maxIncludeDepth = 10
 
 // readSettings returns the settings of a data directory as the server would
-// read them at start: postgresql.conf with its includes, then
-// postgresql.auto.conf. Names are lower case; the last assignment wins.
-func readSettings(dataDir string) (map[string]string, error) {
+// read them at start: the main configuration file (configFile, "" =
+// dataDir/postgresql.conf) with its includes, then dataDir/postgresql.auto.conf.
+// Names are lower case; the last assignment wins.
+func readSettings(configFile, dataDir string) (map[string]string, error) {
 	settings := map[string]string{}
-	main := filepath.Join(dataDir, "postgresql.conf")
+	main := configFile
+	if main == "" {
+		main = filepath.Join(dataDir, "postgresql.conf")
+	}
 	if err := readConfFile(main, settings, 0, true); err != nil {
 		return nil, err
 	}

@@ -63,7 +63,7 @@ func TestReadSettingsFollowsIncludesAndAutoConf(t *testing.T) {
 	write("conf.d/20-b.conf", "max_connections = 60\n")
 	write("conf.d/.hidden.conf", "max_connections = 1\n")
 	write("postgresql.auto.conf", "# Do not edit\nprimary_conninfo = ''\n")
-	got, err := readSettings(dir)
+	got, err := readSettings("", dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,13 +79,13 @@ func TestReadSettingsFollowsIncludesAndAutoConf(t *testing.T) {
 
 func TestReadSettingsErrors(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := readSettings(dir); err == nil {
+	if _, err := readSettings("", dir); err == nil {
 		t.Fatal("a directory without postgresql.conf: want an error")
 	}
 	if err := os.WriteFile(filepath.Join(dir, "postgresql.conf"), []byte("include 'postgresql.conf'\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := readSettings(dir); err == nil || !strings.Contains(err.Error(), "nested") {
+	if _, err := readSettings("", dir); err == nil || !strings.Contains(err.Error(), "nested") {
 		t.Fatalf("an include loop: got %v, want an error about nesting", err)
 	}
 }

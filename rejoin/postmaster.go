@@ -153,3 +153,19 @@ func (p *programs) serverRunning(ctx context.Context, socketDirs []string, port 
 	p.logger.Info("removed the stale postmaster.pid of a server that is gone (killed, or a zombie not reaped yet)", "pid", pid)
 	return false, nil
 }
+
+// socketDirs are the server's unix socket directories (PostgreSQL's defaults
+// when unset: /tmp upstream, /var/run/postgresql on Debian).
+func socketDirs(settings map[string]string) []string {
+	value, ok := settings["unix_socket_directories"]
+	if !ok {
+		return []string{"/tmp", "/var/run/postgresql"}
+	}
+	var dirs []string
+	for _, d := range strings.Split(value, ",") {
+		if d = strings.TrimSpace(d); d != "" && !strings.HasPrefix(d, "@") {
+			dirs = append(dirs, d)
+		}
+	}
+	return dirs
+}

@@ -24,45 +24,45 @@ const connectTimeout = 10 * time.Second
 // superuserConninfo is the connection string rejoin uses for host:port as the
 // source superuser (without the password: pgx gets it separately, pg_rewind
 // through PGPASSWORD, so it never shows up in a process list).
-func (r *rejoiner) superuserConninfo(host, port string) conninfo.Params {
+func (h *host) superuserConninfo(host, port string) conninfo.Params {
 	params := conninfo.Params{
 		{Key: "host", Value: host},
 		{Key: "port", Value: port},
-		{Key: "user", Value: r.opts.SourceUser},
-		{Key: "dbname", Value: r.opts.SourceDatabase},
+		{Key: "user", Value: h.opts.SourceUser},
+		{Key: "dbname", Value: h.opts.SourceDatabase},
 		{Key: "application_name", Value: "pgquorum-rejoin"},
 		{Key: "connect_timeout", Value: strconv.Itoa(int(connectTimeout / time.Second))},
 	}
-	if r.opts.SSLMode != "" {
-		params = append(params, conninfo.Param{Key: "sslmode", Value: r.opts.SSLMode})
+	if h.opts.SSLMode != "" {
+		params = append(params, conninfo.Param{Key: "sslmode", Value: h.opts.SSLMode})
 	}
 	return params
 }
 
 // connect opens a SQL connection to host:port as the source superuser.
-func (r *rejoiner) connect(ctx context.Context, address string) (*pgx.Conn, error) {
+func (h *host) connect(ctx context.Context, address string) (*pgx.Conn, error) {
 	host, port, err := net.SplitHostPort(address)
 	if err != nil {
 		return nil, fmt.Errorf("bad address %q: %w", address, err)
 	}
-	cfg, err := pgx.ParseConfig(r.superuserConninfo(host, port).String())
+	cfg, err := pgx.ParseConfig(h.superuserConninfo(host, port).String())
 	if err != nil {
 		return nil, err
 	}
-	cfg.Password = r.opts.SourcePassword
+	cfg.Password = h.opts.SourcePassword
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s as %s: %w", address, r.opts.SourceUser, err)
+		return nil, fmt.Errorf("connect to %s as %s: %w", address, h.opts.SourceUser, err)
 	}
 	return conn, nil
 }
 
 // checkPrimary verifies that the agreed primary answers as a primary and that
 // the data directory being rejoined is not its own (never rewind the primary).
-func (r *rejoiner) checkPrimary(ctx context.Context, name, address string) error {
-	conn, err := r.connect(ctx, address)
+func (h *host) checkPrimary(ctx context.Context, name, address string) error {
+	conn, err := h.connect(ctx, address)
 	if err != nil {
 		return fmt.Errorf("the agreed primary %s: %w (check --source-user/--source-password-file and pg_hba.conf on it)", name, err)
 	}
@@ -79,8 +79,8 @@ func (r *rejoiner) checkPrimary(ctx context.Context, name, address string) error
 		return fmt.Errorf("the agreed primary %s at %s is in recovery, not a primary: wait until /cluster settles and try again", name, address)
 	}
 	host, _, _ := net.SplitHostPort(address)
-	if isLocalHost(ctx, host) && sameDir(dataDirectory, r.dataDir) {
-		return fmt.Errorf("%w: %s is the data directory of the running agreed primary %s", ErrIsPrimary, r.dataDir, name)
+	if isLocalHost(ctx, host) && sameDir(dataDirectory, h.dataDir) {
+		return fmt.Errorf("%w: %s is the data directory of the running agreed primary %s", ErrIsPrimary, h.dataDir, name)
 	}
 	return nil
 }
@@ -100,8 +100,8 @@ func sameDir(a, b string) bool {
 // still names an older timeline than the one it writes: right after a promotion,
 // until the end-of-recovery checkpoint finishes. pg_rewind reads the source's
 // timeline from the control file and would otherwise wrongly see no divergence.
-func (r *rejoiner) checkpointIfPromoted(ctx context.Context, name, address string) error {
-	conn, err := r.connect(ctx, address)
+func (h *host) checkpointIfPromoted(ctx context.Context, name, address string) error {
+	conn, err := h.connect(ctx, address)
 	if err != nil {
 		return fmt.Errorf("the agreed primary %s: %w", name, err)
 	}
@@ -125,9 +125,9 @@ func (r *rejoiner) checkpointIfPromoted(ctx context.Context, name, address strin
 	if uint32(current) == checkpointTimeline {
 		return nil
 	}
-	r.logger.Info("the primary's last checkpoint predates its promotion: running CHECKPOINT so that pg_rewind sees its timeline",
+	h.logger.Info("the primary's last checkpoint predates its promotion: running CHECKPOINT so that pg_rewind sees its timeline",
 		"primary", name, "timeline", current, "checkpoint_timeline", checkpointTimeline)
-	cctx, cancel := context.WithTimeout(ctx, r.opts.StartTimeout)
+	cctx, cancel := context.WithTimeout(ctx, h.opts.StartTimeout)
 	defer cancel()
 	if _, err := conn.Exec(cctx, "CHECKPOINT"); err != nil {
 		return fmt.Errorf("CHECKPOINT on the primary %s: %w", name, err)
@@ -137,8 +137,8 @@ func (r *rejoiner) checkpointIfPromoted(ctx context.Context, name, address strin
 
 // standbyConninfo returns the primary_conninfo of a running standby (SHOW needs
 // a superuser or pg_read_all_settings), "" when it has none.
-func (r *rejoiner) standbyConninfo(ctx context.Context, address string) (string, error) {
-	conn, err := r.connect(ctx, address)
+func (h *host) standbyConninfo(ctx context.Context, address string) (string, error) {
+	conn, err := h.connect(ctx, address)
 	if err != nil {
 		return "", err
 	}
@@ -158,8 +158,8 @@ func (r *rejoiner) standbyConninfo(ctx context.Context, address string) (string,
 
 // replicationUserOnPrimary returns the role of a walsender that streams to a
 // standby other than node, "" when there is none.
-func (r *rejoiner) replicationUserOnPrimary(ctx context.Context, address, node string) (string, error) {
-	conn, err := r.connect(ctx, address)
+func (h *host) replicationUserOnPrimary(ctx context.Context, address, node string) (string, error) {
+	conn, err := h.connect(ctx, address)
 	if err != nil {
 		return "", err
 	}
@@ -178,7 +178,7 @@ func (r *rejoiner) replicationUserOnPrimary(ctx context.Context, address, node s
 
 // waitStreaming waits until the primary's pg_stat_replication shows node
 // streaming, or timeout passes.
-func (r *rejoiner) waitStreaming(ctx context.Context, primary, address, node string, timeout time.Duration) error {
+func (h *host) waitStreaming(ctx context.Context, primary, address, node string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var conn *pgx.Conn
@@ -192,7 +192,7 @@ func (r *rejoiner) waitStreaming(ctx context.Context, primary, address, node str
 	defer ticker.Stop()
 	for {
 		if conn == nil {
-			c, err := r.connect(ctx, address)
+			c, err := h.connect(ctx, address)
 			if err != nil {
 				last = err.Error()
 			} else {
@@ -258,4 +258,24 @@ func isLocalHost(ctx context.Context, host string) bool {
 		}
 	}
 	return false
+}
+
+// primaryPrereq asks the primary how much WAL it keeps for standbys, and
+// whether it has a replication slot named slot ("" = none asked).
+func (h *host) primaryPrereq(ctx context.Context, name, address, slot string) (primaryPrereq, error) {
+	conn, err := h.connect(ctx, address)
+	if err != nil {
+		return primaryPrereq{}, fmt.Errorf("the agreed primary %s: %w", name, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	qctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	p := primaryPrereq{Name: name}
+	err = conn.QueryRow(qctx, `SELECT current_setting('wal_keep_size'),
+		EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND slot_type = 'physical')`, slot).
+		Scan(&p.WalKeepSize, &p.SlotExists)
+	if err != nil {
+		return primaryPrereq{}, fmt.Errorf("the agreed primary %s: %w", name, err)
+	}
+	return p, nil
 }

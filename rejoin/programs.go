@@ -15,18 +15,32 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pgquorum/pgquorum/conninfo"
 )
 
-// This file runs PostgreSQL's programs (pg_ctl, pg_rewind, pg_basebackup) as the
-// data directory's owner and writes files that belong to it. PostgreSQL refuses
-// to run as root, so when we are root every program runs with the owner's uid,
-// gid and groups, and every file we write is given to the owner.
+// This file runs PostgreSQL's programs (pg_ctl, pg_rewind, pg_basebackup,
+// pg_controldata) as the data directory's owner and writes files that belong to
+// it. PostgreSQL refuses to run as root, so when we are root every program runs
+// with the owner's uid, gid and groups, and every file we write is given to the
+// owner.
+//
+// pg_rewind and pg_basebackup run detached (runLogged): their output goes to a
+// file, not a pipe, and when our context ends they are left running instead of
+// being killed half way. Killing pg_rewind in the middle can leave a data
+// directory that nothing can repair; leaving it running lets it finish, and the
+// next run (of the agent or of rejoin) waits for it, seeing a process at work in
+// the data directory (the programs run with the data directory as their working
+// directory for that reason).
 
 // programs runs PostgreSQL programs for one data directory. It holds no mutable
 // state after newPrograms.
 type programs struct {
 	binDir  string
 	dataDir string
+	// configOption is the server option naming an outside configuration file
+	// (configFileOption), "" when postgresql.conf is in the data directory.
+	configOption string
 	// cred is nil when we run as ourselves; otherwise the data directory owner's.
 	cred   *syscall.Credential
 	home   string // the owner's home directory ("" = keep ours), so ~/.pgpass works
@@ -34,15 +48,24 @@ type programs struct {
 }
 
 // newPrograms finds the PostgreSQL programs and the data directory's owner.
-func newPrograms(binDir, dataDir string, logger *slog.Logger) (*programs, error) {
+// When the data directory is missing (a re-clone was interrupted between moving
+// it aside and putting the copy in its place), owner and version are taken from
+// ownerDir (the copy) instead.
+func newPrograms(binDir, dataDir, ownerDir string, logger *slog.Logger) (*programs, error) {
+	probe := dataDir
 	info, err := os.Stat(dataDir)
+	if errors.Is(err, os.ErrNotExist) && ownerDir != "" {
+		if oinfo, oerr := os.Stat(ownerDir); oerr == nil {
+			info, err, probe = oinfo, nil, ownerDir
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	if !info.IsDir() {
-		return nil, fmt.Errorf("data directory %s is not a directory", dataDir)
+		return nil, fmt.Errorf("data directory %s is not a directory", probe)
 	}
-	binDir, err = findBinDir(binDir, dataDir)
+	binDir, err = findBinDir(binDir, probe)
 	if err != nil {
 		return nil, err
 	}
@@ -52,10 +75,10 @@ func newPrograms(binDir, dataDir string, logger *slog.Logger) (*programs, error)
 	}
 	st, ok := info.Sys().(*syscall.Stat_t)
 	if !ok {
-		return nil, fmt.Errorf("cannot tell the owner of %s", dataDir)
+		return nil, fmt.Errorf("cannot tell the owner of %s", probe)
 	}
 	if st.Uid == 0 {
-		return nil, fmt.Errorf("data directory %s is owned by root; PostgreSQL refuses to run as root: chown it to the OS user that runs PostgreSQL", dataDir)
+		return nil, fmt.Errorf("data directory %s is owned by root; PostgreSQL refuses to run as root: chown it to the OS user that runs PostgreSQL", probe)
 	}
 	groups := []uint32{}
 	if u, err := user.LookupId(strconv.FormatUint(uint64(st.Uid), 10)); err == nil {
@@ -72,12 +95,15 @@ func newPrograms(binDir, dataDir string, logger *slog.Logger) (*programs, error)
 	return p, nil
 }
 
+// requiredPrograms are the PostgreSQL programs rejoin and the agent run.
+var requiredPrograms = []string{"pg_ctl", "pg_rewind", "pg_basebackup", "pg_controldata"}
+
 // findBinDir returns binDir if set, else the bin directory of the data
 // directory's major version (PG_VERSION) in the Debian or Red Hat layout, else
 // the directory of pg_rewind on PATH.
 func findBinDir(binDir, dataDir string) (string, error) {
 	has := func(dir string) bool {
-		for _, program := range []string{"pg_ctl", "pg_rewind", "pg_basebackup"} {
+		for _, program := range requiredPrograms {
 			info, err := os.Stat(filepath.Join(dir, program))
 			if err != nil || info.IsDir() || info.Mode()&0o111 == 0 {
 				return false
@@ -87,7 +113,7 @@ func findBinDir(binDir, dataDir string) (string, error) {
 	}
 	if binDir != "" {
 		if !has(binDir) {
-			return "", fmt.Errorf("bin dir %s lacks pg_ctl, pg_rewind or pg_basebackup", binDir)
+			return "", fmt.Errorf("bin dir %s lacks one of %s", binDir, strings.Join(requiredPrograms, ", "))
 		}
 		return binDir, nil
 	}
@@ -110,7 +136,8 @@ func findBinDir(binDir, dataDir string) (string, error) {
 		}
 	}
 	tried = append(tried, "PATH")
-	return "", fmt.Errorf("PostgreSQL programs (pg_ctl, pg_rewind, pg_basebackup) not found in %s: pass --bin-dir", strings.Join(tried, ", "))
+	return "", fmt.Errorf("PostgreSQL programs (%s) not found in %s: pass --bin-dir",
+		strings.Join(requiredPrograms, ", "), strings.Join(tried, ", "))
 }
 
 // environment is the programs' environment: ours without PG* variables (so the
@@ -134,11 +161,15 @@ func (p *programs) environment(extra ...string) []string {
 }
 
 // command prepares program in its own process group (a terminal's Ctrl-C
-// reaches us, not a server that pg_ctl starts).
-func (p *programs) command(ctx context.Context, env []string, program string, args ...string) *exec.Cmd {
+// reaches us, not a server that pg_ctl starts), working in dir ("" = the data
+// directory's parent).
+func (p *programs) command(ctx context.Context, dir string, env []string, program string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, filepath.Join(p.binDir, program), args...)
 	cmd.Env = p.environment(env...)
-	cmd.Dir = filepath.Dir(p.dataDir)
+	cmd.Dir = dir
+	if dir == "" {
+		cmd.Dir = filepath.Dir(p.dataDir)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second
 	return cmd
@@ -148,7 +179,7 @@ func (p *programs) command(ctx context.Context, env []string, program string, ar
 // carries the output too.
 func (p *programs) run(ctx context.Context, env []string, program string, args ...string) (string, error) {
 	var out bytes.Buffer
-	cmd := p.command(ctx, env, program, args...)
+	cmd := p.command(ctx, "", env, program, args...)
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	err := cmd.Run()
@@ -160,6 +191,77 @@ func (p *programs) run(ctx context.Context, env []string, program string, args .
 		return output, fmt.Errorf("%s: %w: %s", program, err, output)
 	}
 	return output, nil
+}
+
+// LeftRunningError says that a pg_rewind or pg_basebackup was still running
+// when the caller's context ended, and was left to finish on its own.
+type LeftRunningError struct {
+	Program string
+	PID     int
+	Err     error // the context's error
+}
+
+func (e *LeftRunningError) Error() string {
+	return fmt.Sprintf("%s (pid %d) left running to finish on its own (stopping it half way could ruin the data directory): %v",
+		e.Program, e.PID, e.Err)
+}
+
+func (e *LeftRunningError) Unwrap() error { return e.Err }
+
+// runLogged runs program detached, in dir, its output appended to logPath, and
+// returns that output. If ctx ends first the program is left running and the
+// error is a *LeftRunningError; its exit is then nobody's to see, which is why
+// callers derive the outcome from the data directory, never from this error.
+func (p *programs) runLogged(ctx context.Context, logPath, dir string, env []string, program string, args ...string) (string, error) {
+	logFile, err := p.openLog(logPath)
+	if err != nil {
+		return "", err
+	}
+	defer logFile.Close()
+	offset, _ := logFile.Seek(0, io.SeekEnd)
+	fmt.Fprintf(logFile, "--- pgquorum: %s %s at %s ---\n", program, strings.Join(redactArgs(args), " "), time.Now().UTC().Format(time.RFC3339))
+	cmd := p.command(context.WithoutCancel(ctx), dir, env, program, args...)
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	if err := cmd.Start(); err != nil {
+		return "", fmt.Errorf("%s: %w", program, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return "", &LeftRunningError{Program: program, PID: cmd.Process.Pid, Err: ctx.Err()}
+	}
+	output := strings.TrimSpace(logTail(logPath, offset, 200))
+	if err != nil {
+		return output, fmt.Errorf("%s: %w: %s", program, err, lastLine(output))
+	}
+	return output, nil
+}
+
+// redactArgs hides password=... inside connection strings of a command line
+// (we never put one there, but a caller's template might carry one).
+func redactArgs(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if strings.Contains(a, "password") {
+			a = conninfo.Redact(a)
+		}
+		out[i] = a
+	}
+	return out
+}
+
+// controlData runs pg_controldata on the data directory.
+func (p *programs) controlData(ctx context.Context) (controlData, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	output, err := p.run(ctx, []string{"LC_ALL=C"}, "pg_controldata", "--pgdata", p.dataDir)
+	if err != nil {
+		return controlData{}, err
+	}
+	return parseControlData(output)
 }
 
 // pgCtlStatus asks pg_ctl status whether a server runs in the data directory.
@@ -211,7 +313,11 @@ func (p *programs) startServer(ctx context.Context, logPath string, timeout time
 	offset, _ := logFile.Seek(0, io.SeekEnd)
 	startCtx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
 	defer cancel()
-	cmd := p.command(startCtx, nil, "pg_ctl", "start", "--pgdata", p.dataDir, "--wait", "--timeout", seconds(timeout))
+	args := []string{"start", "--pgdata", p.dataDir, "--wait", "--timeout", seconds(timeout)}
+	if p.configOption != "" {
+		args = append(args, "-o", p.configOption)
+	}
+	cmd := p.command(startCtx, "", nil, "pg_ctl", args...)
 	// The postmaster inherits these descriptors: a file, not a pipe, so nothing
 	// here waits for the server to close them.
 	cmd.Stdout = logFile

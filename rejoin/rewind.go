@@ -9,12 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/pgquorum/pgquorum/conninfo"
 )
 
-// This file brings the data directory onto the primary's timeline: pg_rewind, or
-// with Reclone a fresh pg_basebackup into a new directory. Both copy the
+// This file brings the data directory onto the primary's timeline with
+// pg_rewind (reclone.go copies it afresh instead). pg_rewind copies the
 // primary's configuration files too, so the node's own are saved first and put
 // back after.
 
@@ -54,40 +52,71 @@ func saveConfigFiles(dataDir string) ([]savedFile, error) {
 }
 
 // restoreConfigFiles writes the saved files back over the primary's copies.
-func (r *rejoiner) restoreConfigFiles(saved []savedFile) error {
+func (h *host) restoreConfigFiles(saved []savedFile) error {
 	for _, f := range saved {
-		if err := r.pg.writeFile(filepath.Join(r.dataDir, f.Name), f.Data, f.Mode); err != nil {
+		if err := h.pg.writeFile(filepath.Join(h.dataDir, f.Name), f.Data, f.Mode); err != nil {
 			return fmt.Errorf("restore configuration file: %w", err)
 		}
 	}
 	return nil
 }
 
-// rewind runs pg_rewind from the primary at address. A failure is a *RewindError.
-func (r *rejoiner) rewind(ctx context.Context, primary, address string, settings map[string]string) error {
+// rewind runs pg_rewind from the primary at address, detached (see runLogged),
+// with the data directory as its working directory. A failure is a *RewindError.
+func (h *host) rewind(ctx context.Context, primary, address string, settings map[string]string) error {
 	host, port, err := net.SplitHostPort(address)
 	if err != nil {
 		return fmt.Errorf("primary address %q: %w", address, err)
 	}
-	args := []string{"--target-pgdata", r.dataDir, "--source-server", r.superuserConninfo(host, port).String()}
+	args := []string{"--target-pgdata", h.dataDir, "--source-server", h.superuserConninfo(host, port).String()}
+	if h.outsideConfig {
+		// For the single-user crash recovery pg_rewind runs on a killed primary.
+		args = append(args, "--config-file", h.configFile)
+	}
 	if cmd := settings["restore_command"]; cmd != "" {
 		// WAL the target needs but has recycled is fetched from the archive.
 		args = append(args, "--restore-target-wal")
 	}
-	var env []string
-	if r.opts.SourcePassword != "" {
-		env = append(env, "PGPASSWORD="+r.opts.SourcePassword)
+	env := []string{"LC_ALL=C"}
+	if h.opts.SourcePassword != "" {
+		env = append(env, "PGPASSWORD="+h.opts.SourcePassword)
 	}
 	start := time.Now()
-	output, err := r.pg.run(ctx, env, "pg_rewind", args...)
+	output, err := h.pg.runLogged(ctx, h.opts.ServerLog, h.dataDir, env, "pg_rewind", args...)
 	if err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("pg_rewind interrupted: %w", ctx.Err())
+		var left *LeftRunningError
+		if errors.As(err, &left) {
+			return err
 		}
-		return &RewindError{DataDir: r.dataDir, Primary: primary, Reason: rewindReason(output), Output: output, Err: err}
+		return &RewindError{DataDir: h.dataDir, Primary: primary, Reason: rewindReason(output), Output: output, Err: err}
 	}
-	r.logger.Info("pg_rewind done", "primary", primary, "elapsed", time.Since(start).Round(time.Millisecond),
+	h.logger.Info("pg_rewind done", "primary", primary, "elapsed", time.Since(start).Round(time.Millisecond),
 		"output", lastLine(output))
+	return nil
+}
+
+// ensureCleanStandby brings a standby that was killed to a clean shutdown
+// ("shut down in recovery"), which pg_rewind needs: pg_rewind's own way, a
+// single-user crash recovery, refuses standby.signal. The server is started as
+// the standby it is, and stopped again.
+func (h *host) ensureCleanStandby(ctx context.Context) error {
+	cd, err := h.pg.controlData(ctx)
+	if err != nil {
+		return err
+	}
+	if cleanlyStopped(cd.State) || !fileExists(filepath.Join(h.dataDir, "standby.signal")) {
+		return nil
+	}
+	h.logger.Info("the standby was not shut down cleanly: starting and stopping it (frozen) before pg_rewind", "state", cd.State)
+	if err := h.configureStandby(h.dataDir, nil); err != nil {
+		return err
+	}
+	if err := h.pg.startServer(ctx, h.opts.ServerLog, h.opts.StartTimeout); err != nil {
+		return fmt.Errorf("start the standby to shut it down cleanly before pg_rewind: %w", err)
+	}
+	if err := h.pg.stopServer(ctx, h.opts.StopTimeout); err != nil {
+		return fmt.Errorf("stop the standby cleanly before pg_rewind: %w", err)
+	}
 	return nil
 }
 
@@ -122,49 +151,4 @@ func lastLine(s string) string {
 		return strings.TrimSpace(s[i+1:])
 	}
 	return s
-}
-
-// reclone moves the data directory aside and copies the primary into a fresh one
-// with pg_basebackup. If the copy fails, the fresh directory is removed and the
-// old one put back. It returns where the old directory went.
-func (r *rejoiner) reclone(ctx context.Context, primary, address string, replication conninfo.Params) (string, error) {
-	info, err := os.Stat(r.dataDir)
-	if err != nil {
-		return "", fmt.Errorf("re-clone: %w", err)
-	}
-	aside := r.dataDir + ".pgquorum-old-" + time.Now().UTC().Format("20060102T150405Z")
-	if err := os.Rename(r.dataDir, aside); err != nil {
-		return "", fmt.Errorf("re-clone: move the data directory aside: %w", err)
-	}
-	r.logger.Info("moved the data directory aside", "from", r.dataDir, "to", aside)
-	undo := func(cause error) error {
-		if err := os.RemoveAll(r.dataDir); err != nil {
-			return errors.Join(cause, fmt.Errorf("remove the partial copy %s: %w", r.dataDir, err))
-		}
-		if err := os.Rename(aside, r.dataDir); err != nil {
-			return errors.Join(cause, fmt.Errorf("put the old data directory %s back to %s: %w", aside, r.dataDir, err))
-		}
-		return cause
-	}
-	if err := os.Mkdir(r.dataDir, info.Mode().Perm()); err != nil {
-		return "", undo(fmt.Errorf("re-clone: create %s: %w", r.dataDir, err))
-	}
-	if err := r.pg.own(r.dataDir); err != nil {
-		return "", undo(fmt.Errorf("re-clone: %w", err))
-	}
-	// pg_basebackup's own application_name: a base backup streams WAL too, and
-	// must never count as the node in synchronous_standby_names.
-	params := replication.Without("password").With("application_name", "pgquorum-rejoin-basebackup")
-	var env []string
-	if password, ok := replication.Get("password"); ok && password != "" {
-		env = append(env, "PGPASSWORD="+password)
-	}
-	start := time.Now()
-	_, err = r.pg.run(ctx, env, "pg_basebackup", "--pgdata", r.dataDir, "--dbname", params.String(),
-		"--wal-method", "stream", "--checkpoint", "fast", "--no-password")
-	if err != nil {
-		return "", undo(fmt.Errorf("re-clone from the primary %s with pg_basebackup (as %s): %w", primary, params.Redacted(), err))
-	}
-	r.logger.Info("pg_basebackup done", "primary", primary, "elapsed", time.Since(start).Round(time.Millisecond))
-	return aside, nil
 }

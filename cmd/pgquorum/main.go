@@ -43,6 +43,7 @@ func commands() []command {
 		{"resume", "resume automatic failover", resumeCommand},
 		{"history", "past failovers and switchovers with the LSN table behind each decision", historyCommand},
 		{"rejoin", "on a database host: rewind a former primary (or --reclone it) and start it as a standby: rejoin --pgdata DIR", rejoinCommand},
+		{"agent", "beside each PostgreSQL node: keep it running and in the cluster: agent --pgdata DIR --admin ADDR[,ADDR...]", agentCommand},
 		{"members", "list | add ID ADDR [--learner] | remove ID: the proxies of the Raft cluster", membersCommand},
 		{"version", "print the version", versionCommand},
 	}

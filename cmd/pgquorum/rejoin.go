@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -18,55 +22,20 @@ import (
 // primary, then have the cluster unfence it.
 func rejoinCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("rejoin", stderr)
-	client := adminFlags(fs)
-	pgdata := fs.String("pgdata", os.Getenv("PGDATA"), "the node's data directory (default $PGDATA)")
-	node := fs.String("node", "", "this node's backend name (default: the backend whose port the data directory's configuration uses)")
+	options := hostFlags(fs, "rejoin")
 	reclone := fs.Bool("reclone", false, "copy the primary afresh with pg_basebackup instead of pg_rewind; the data directory is moved aside, not deleted")
-	binDir := fs.String("bin-dir", "", "directory of pg_ctl, pg_rewind and pg_basebackup (default: found from the data directory's PG_VERSION)")
-	sourceUser := fs.String("source-user", rejoin.DefaultSourceUser, "superuser role on the primary for pg_rewind and rejoin's checks")
-	sourcePasswordFile := fs.String("source-password-file", "", "file holding --source-user's password (default: none, or ~/.pgpass of the data directory's owner)")
-	sslmode := fs.String("sslmode", "", "sslmode of the connections to the cluster (default: libpq's, prefer)")
-	replicationUser := fs.String("replication-user", "", "role of the new primary_conninfo (default: from the node's previous primary_conninfo or another standby's)")
-	replicationPasswordFile := fs.String("replication-password-file", "", "file holding --replication-user's password")
-	serverLog := fs.String("log", "", "file the started server's output is appended to (default DIR.rejoin.log)")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long (a --reclone of a large database needs more)")
-	quiet := fs.Bool("quiet", false, "log warnings only, not each step")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *pgdata == "" {
-		return fmt.Errorf("%w: --pgdata DIR is required", errUsage)
-	}
-	sourcePassword, err := readSecretFile(*sourcePasswordFile, "--source-password-file")
+	opts, err := options(stderr)
 	if err != nil {
 		return err
 	}
-	replicationPassword, err := readSecretFile(*replicationPasswordFile, "--replication-password-file")
-	if err != nil {
-		return err
-	}
-	level := slog.LevelInfo
-	if *quiet {
-		level = slog.LevelWarn
-	}
-	c := client()
+	opts.Reclone = *reclone
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	res, err := rejoin.Run(ctx, rejoin.Options{
-		PGData:              *pgdata,
-		BinDir:              *binDir,
-		AdminURL:            c.BaseURL,
-		Token:               c.Token,
-		NodeName:            *node,
-		Reclone:             *reclone,
-		SourceUser:          *sourceUser,
-		SourcePassword:      sourcePassword,
-		SSLMode:             *sslmode,
-		ReplicationUser:     *replicationUser,
-		ReplicationPassword: replicationPassword,
-		ServerLog:           *serverLog,
-		Logger:              slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
-	})
+	res, err := rejoin.Run(ctx, opts)
 	if err != nil {
 		var rewindErr *rejoin.RewindError
 		if errors.As(err, &rewindErr) && rewindErr.Output != "" {
@@ -74,8 +43,11 @@ func rejoinCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		return err
 	}
-	how := "rewound with pg_rewind"
-	if res.Method == "reclone" {
+	how := "started as a standby"
+	switch res.Method {
+	case "rewind":
+		how = "rewound with pg_rewind"
+	case "reclone":
 		how = "re-cloned with pg_basebackup"
 	}
 	fmt.Fprintf(stdout, "%s rejoined: %s, streaming from the primary %s (epoch %d).\n", res.Node, how, res.Primary, res.Epoch)
@@ -86,6 +58,97 @@ func rejoinCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stdout, "The previous data directory is kept at %s; remove it once the node is healthy.\n", res.OldDataDir)
 	}
 	return nil
+}
+
+// hostFlags adds the flags that `rejoin` and `agent` share to fs and returns a
+// function that builds the options once the flags are parsed.
+func hostFlags(fs *flag.FlagSet, command string) func(stderr io.Writer) (rejoin.Options, error) {
+	admin := fs.String("admin", defaultAdmin, "admin API of pgquorum nodes: ADDR[,ADDR...] (host:port or URLs; the next is tried when one does not answer)")
+	token := fs.String("token", "", "the cluster's admin token (prefer --token-file)")
+	tokenFile := fs.String("token-file", "", "file holding the cluster's admin token; read again before every call that needs it")
+	ca := fs.String("ca", "", "CA certificate (PEM) that signs the admin API's HTTPS certificate")
+	pgdata := fs.String("pgdata", os.Getenv("PGDATA"), "the node's data directory (default $PGDATA)")
+	configFile := fs.String("config-file", "", "the server's postgresql.conf when it is not in the data directory (default: found in the data directory, or the Debian /etc/postgresql/*/*/ file whose data_directory it is)")
+	node := fs.String("node", "", "this node's backend name (default: the backend whose port the data directory's configuration uses)")
+	binDir := fs.String("bin-dir", "", "directory of pg_ctl, pg_rewind, pg_basebackup and pg_controldata (default: found from the data directory's PG_VERSION)")
+	sourceUser := fs.String("source-user", rejoin.DefaultSourceUser, "superuser role on the primary for pg_rewind and the checks")
+	sourcePasswordFile := fs.String("source-password-file", "", "file holding --source-user's password (default: none, or ~/.pgpass of the data directory's owner)")
+	sslmode := fs.String("sslmode", "", "sslmode of the connections to the cluster (default: libpq's, prefer)")
+	replicationUser := fs.String("replication-user", "", "role of the new primary_conninfo (default: from the node's previous primary_conninfo or another standby's)")
+	replicationPasswordFile := fs.String("replication-password-file", "", "file holding --replication-user's password")
+	serverLog := fs.String("log", "", "file the started server's output (and pg_rewind's, pg_basebackup's) is appended to (default DIR.rejoin.log)")
+	streamTimeout := fs.Duration("stream-timeout", rejoin.DefaultStreamTimeout, "how long a started standby may take to stream from the primary (then it is rewound, or the run fails)")
+	quiet := fs.Bool("quiet", false, "log warnings only, not each step")
+	jsonLog := fs.Bool("log-json", false, "log as JSON lines instead of text")
+	return func(stderr io.Writer) (rejoin.Options, error) {
+		if *pgdata == "" {
+			return rejoin.Options{}, fmt.Errorf("%w: --pgdata DIR is required", errUsage)
+		}
+		sourcePassword, err := readSecretFile(*sourcePasswordFile, "--source-password-file")
+		if err != nil {
+			return rejoin.Options{}, err
+		}
+		replicationPassword, err := readSecretFile(*replicationPasswordFile, "--replication-password-file")
+		if err != nil {
+			return rejoin.Options{}, err
+		}
+		if *tokenFile != "" {
+			if _, err := readSecretFile(*tokenFile, "--token-file"); err != nil {
+				return rejoin.Options{}, err
+			}
+		}
+		httpClient, err := adminHTTPClient(*ca)
+		if err != nil {
+			return rejoin.Options{}, err
+		}
+		level := slog.LevelInfo
+		if *quiet {
+			level = slog.LevelWarn
+		}
+		var handler slog.Handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
+		if *jsonLog {
+			handler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
+		}
+		return rejoin.Options{
+			PGData:              *pgdata,
+			ConfigFile:          *configFile,
+			BinDir:              *binDir,
+			Admin:               strings.Split(*admin, ","),
+			Token:               *token,
+			TokenFile:           *tokenFile,
+			HTTPClient:          httpClient,
+			NodeName:            *node,
+			SourceUser:          *sourceUser,
+			SourcePassword:      sourcePassword,
+			SSLMode:             *sslmode,
+			ReplicationUser:     *replicationUser,
+			ReplicationPassword: replicationPassword,
+			ServerLog:           *serverLog,
+			StreamTimeout:       *streamTimeout,
+			Logger:              slog.New(handler).With("command", command),
+		}, nil
+	}
+}
+
+// adminHTTPClient is the admin API's HTTP client, trusting caFile's
+// certificates for HTTPS when given.
+func adminHTTPClient(caFile string) (*http.Client, error) {
+	client := &http.Client{Timeout: 30 * time.Second}
+	if caFile == "" {
+		return client, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --ca: %v", errUsage, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%w: --ca %s holds no PEM certificate", errUsage, caFile)
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	client.Transport = transport
+	return client, nil
 }
 
 // readSecretFile returns the first line of path ("" when path is "").
