@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -75,7 +76,8 @@ func TestRejoinThreeFailoverCycles(t *testing.T) {
 
 // TestRejoinRewindImpossibleThenReclone removes the WAL that pg_rewind needs from
 // the old primary: rejoin fails with an error that names the reason and
-// --reclone, leaves the node fenced, and then --reclone rejoins it.
+// --reclone, leaves the node fenced, and then --reclone rejoins it, over the
+// leftovers of an interrupted earlier --reclone.
 func TestRejoinRewindImpossibleThenReclone(t *testing.T) {
 	pg := StartCluster(t, localcluster.Options{})
 	proxies := StartProxies(t, pg, rejoinProxyOptions)
@@ -133,9 +135,21 @@ func TestRejoinRewindImpossibleThenReclone(t *testing.T) {
 		t.Fatalf("%s is no longer fenced after a failed rejoin: %v", old.Name, view.Fenced)
 	}
 
+	// An earlier --reclone was interrupted in the middle of its copy: the run
+	// starts the copy again.
+	partial := old.DataDir + ".pgquorum-clone"
+	if err := os.MkdirAll(filepath.Join(partial, "base"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(partial, "PG_VERSION"), []byte("15\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	res, err := rejoin.Run(ctx, rejoinOptions(t, proxies.Proxies[2], old, true))
 	if err != nil {
 		t.Fatalf("rejoin --reclone: %v", err)
+	}
+	if _, err := os.Stat(partial); !os.IsNotExist(err) {
+		t.Fatalf("the copy directory %s is still there after the re-clone (%v)", partial, err)
 	}
 	if res.Method != "reclone" || !res.Unfenced || res.Primary != newPrimary || res.OldDataDir == "" {
 		t.Fatalf("result %+v; want a reclone from %s that unfenced %s and kept the old directory", res, newPrimary, old.Name)
@@ -160,12 +174,18 @@ func TestRejoinRewindImpossibleThenReclone(t *testing.T) {
 }
 
 // TestRejoinAfterSwitchover rejoins an old primary that still runs, read-only,
-// after a planned switchover: rejoin stops it, rewinds it and drops the
-// default_transaction_read_only the switchover left, so that a switchover back
-// to it gives a writable primary.
+// after a planned switchover, in a cluster whose admin API needs a token:
+// without the token rejoin refuses before it touches anything; with it, it
+// stops the old primary, rewinds it and drops the default_transaction_read_only
+// the switchover left, so that a switchover back to it gives a writable primary.
 func TestRejoinAfterSwitchover(t *testing.T) {
 	pg := StartCluster(t, localcluster.Options{})
-	proxies := StartProxies(t, pg, rejoinProxyOptions)
+	const token = "rejoin-test-token"
+	tokenFile := filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	proxies := StartProxies(t, pg, ProxyOptions{Extra: rejoinProxyOptions.Extra + fmt.Sprintf("admin: {token_file: %q}\n", tokenFile)})
 	ctx, cancel := context.WithTimeout(t.Context(), 6*time.Minute)
 	defer cancel()
 	execThrough(ctx, t, proxies.Proxies[0], "CREATE TABLE rejoin_acked (id int PRIMARY KEY, cycle int NOT NULL)")
@@ -173,6 +193,7 @@ func TestRejoinAfterSwitchover(t *testing.T) {
 
 	old, target := pg.Nodes[0], pg.Nodes[1]
 	client := proxies.Proxies[0].Client()
+	client.Token = token
 	client.HTTP.Timeout = 2 * time.Minute
 	if _, err := client.Switchover(ctx, target.Name); err != nil {
 		t.Fatalf("switchover to %s: %v", target.Name, err)
@@ -183,7 +204,18 @@ func TestRejoinAfterSwitchover(t *testing.T) {
 	}
 	acked = insertAcked(ctx, t, proxies.Proxies[1], 1, len(acked), 10, acked)
 
-	res, err := rejoin.Run(ctx, rejoinOptions(t, proxies.Proxies[2], old, false))
+	// Without the token: refused before anything is stopped.
+	opts := rejoinOptions(t, proxies.Proxies[2], old, false)
+	if _, err := rejoin.Run(ctx, opts); !errors.Is(err, rejoin.ErrAdmin) || !strings.Contains(err.Error(), "token") ||
+		!strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("rejoin without the token: got %v, want a refusal naming the token", err)
+	}
+	if inRecovery, err := old.IsInRecovery(ctx); err != nil || inRecovery {
+		t.Fatalf("the old primary after a refused rejoin: in recovery %v, err %v; want it running untouched", inRecovery, err)
+	}
+
+	opts.TokenFile = tokenFile
+	res, err := rejoin.Run(ctx, opts)
 	if err != nil {
 		t.Fatalf("rejoin %s: %v", old.Name, err)
 	}

@@ -57,6 +57,9 @@ func (h *host) startPrimary(ctx context.Context) error {
 	if err != nil || running {
 		return err
 	}
+	if err := h.restoreKeptConfigFiles(h.dataDir); err != nil {
+		return err
+	}
 	h.logger.Info("starting PostgreSQL as it is", "log", h.opts.ServerLog)
 	if err := h.pg.startServer(ctx, h.opts.ServerLog, h.opts.StartTimeout); err != nil {
 		return fmt.Errorf("start %s: %w", h.node, err)
@@ -69,6 +72,9 @@ func (h *host) startPrimary(ctx context.Context) error {
 func (h *host) startStandby(ctx context.Context, view admin.ClusterView, frozen bool, m *memory) error {
 	running, err := h.ensureStopped(ctx)
 	if err != nil || running {
+		return err
+	}
+	if err := h.restoreKeptConfigFiles(h.dataDir); err != nil {
 		return err
 	}
 	var replication conninfo.Params
@@ -132,6 +138,11 @@ func (h *host) rewindOnto(ctx context.Context, view admin.ClusterView, m *memory
 	if err := h.checkPrimary(ctx, primary, address); err != nil {
 		return err
 	}
+	// A kept set means an earlier pg_rewind may have run: the data directory's
+	// files may be the primary's. Put ours back before reading them.
+	if err := h.restoreKeptConfigFiles(h.dataDir); err != nil {
+		return err
+	}
 	settings, err := h.settings()
 	if err != nil {
 		return &RewindError{DataDir: h.dataDir, Primary: primary, Err: err,
@@ -144,12 +155,11 @@ func (h *host) rewindOnto(ctx context.Context, view admin.ClusterView, m *memory
 	if err := h.ensureCleanStandby(ctx); err != nil {
 		return err
 	}
-	saved, err := saveConfigFiles(h.dataDir)
-	if err != nil {
+	if err := h.keepConfigFiles(); err != nil {
 		return err
 	}
 	if err := h.checkpointIfPromoted(ctx, primary, address); err != nil {
-		return err
+		return errors.Join(err, h.restoreKeptConfigFiles(h.dataDir))
 	}
 	h.logger.Info("rewinding onto the primary with pg_rewind", "primary", primary, "log", h.opts.ServerLog)
 	if err := h.rewind(ctx, primary, address, settings); err != nil {
@@ -157,11 +167,12 @@ func (h *host) rewindOnto(ctx context.Context, view admin.ClusterView, m *memory
 		if errors.As(err, &rewindErr) {
 			m.RewindFailed = rewindErr.Reason
 			// pg_rewind may have copied the primary's files over ours before failing.
-			return errors.Join(err, h.restoreConfigFiles(saved))
+			return errors.Join(err, h.restoreKeptConfigFiles(h.dataDir))
 		}
+		// Left running: the next run puts the files back once it is done.
 		return err
 	}
-	if err := h.restoreConfigFiles(saved); err != nil {
+	if err := h.restoreKeptConfigFiles(h.dataDir); err != nil {
 		return err
 	}
 	if err := h.configureStandby(h.dataDir, replication); err != nil {
@@ -188,6 +199,11 @@ func (h *host) recloneFrom(ctx context.Context, view admin.ClusterView, m *memor
 	}
 	if err := h.checkPrimary(ctx, primary, address); err != nil {
 		return err
+	}
+	if fileExists(h.dataDir) {
+		if err := h.restoreKeptConfigFiles(h.dataDir); err != nil {
+			return err
+		}
 	}
 	settings, _ := h.settings()
 	replication, err := h.replicationParams(ctx, view, address, settings)

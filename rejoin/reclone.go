@@ -17,9 +17,10 @@ import (
 //
 //  1. copy the primary into DIR.pgquorum-clone (a leftover copy without the
 //     marker of step 3 is partial: it is removed and copied again);
-//  2. put the node's own configuration files and standby.signal with the new
-//     primary_conninfo into the copy, so that it is a standby from the moment
-//     it takes the data directory's place;
+//  2. put the node's own configuration files (kept aside before the copy,
+//     keptconf.go) and standby.signal with the new primary_conninfo into the
+//     copy, so that it is a standby from the moment it takes the data
+//     directory's place;
 //  3. write the marker DIR.pgquorum-clone.complete: the copy is whole;
 //  4. move DIR aside to DIR.pgquorum-old-<time>, move the copy to DIR, remove
 //     the marker.
@@ -66,12 +67,13 @@ func (h *host) copyPrimary(ctx context.Context, primary string, replication conn
 			return fmt.Errorf("re-clone: remove the partial copy %s: %w", clone, err)
 		}
 	}
-	var saved []savedFile
 	mode := os.FileMode(0o700)
 	if info, err := os.Stat(h.dataDir); err == nil {
 		mode = info.Mode().Perm()
-		if saved, err = saveConfigFiles(h.dataDir); err != nil {
-			return fmt.Errorf("re-clone: %w", err)
+		if !fileExists(h.keptConfPath()) {
+			if err := h.keepConfigFiles(); err != nil {
+				return fmt.Errorf("re-clone: %w", err)
+			}
 		}
 	}
 	if err := os.Mkdir(clone, mode); err != nil {
@@ -99,10 +101,8 @@ func (h *host) copyPrimary(ctx context.Context, primary string, replication conn
 		return fmt.Errorf("re-clone from the primary %s with pg_basebackup (as %s): %w; the data directory is untouched", primary, params.Redacted(), err)
 	}
 	h.logger.Info("pg_basebackup done", "primary", primary, "elapsed", time.Since(start).Round(time.Millisecond))
-	for _, f := range saved {
-		if err := h.pg.writeFile(filepath.Join(clone, f.Name), f.Data, f.Mode); err != nil {
-			return fmt.Errorf("re-clone: restore configuration file: %w", err)
-		}
+	if err := h.restoreKeptConfigFiles(clone); err != nil {
+		return fmt.Errorf("re-clone: %w", err)
 	}
 	if err := h.configureStandby(clone, replication); err != nil {
 		return fmt.Errorf("re-clone: %w", err)

@@ -76,3 +76,43 @@ func TestSwapCloneResumes(t *testing.T) {
 		}
 	})
 }
+
+// The node's own configuration files survive a pg_rewind that overwrote them
+// and finished after the driver that kept them died.
+func TestKeptConfigFilesSurviveTheDriver(t *testing.T) {
+	dir := t.TempDir()
+	h := &host{dataDir: filepath.Join(dir, "data"), logger: slog.New(slog.DiscardHandler), pg: &programs{}}
+	if err := os.MkdirAll(h.dataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, text string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(h.dataDir, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("postgresql.conf", "include 'pgquorum.conf'\n")
+	write("pgquorum.conf", "port = 5432\n")
+	if err := h.keepConfigFiles(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.keepConfigFiles(); err == nil {
+		t.Fatal("keeping twice must refuse: the kept set is the node's own, the data directory's may not be any more")
+	}
+	write("pgquorum.conf", "port = 5433\n") // pg_rewind copied the primary's
+
+	// A new driver (a new host value) finds the kept set and puts it back.
+	next := &host{dataDir: h.dataDir, logger: h.logger, pg: h.pg}
+	if err := next.restoreKeptConfigFiles(next.dataDir); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(filepath.Join(h.dataDir, "pgquorum.conf")); string(data) != "port = 5432\n" {
+		t.Fatalf("pgquorum.conf = %q after the restore", data)
+	}
+	if fileExists(h.keptConfPath()) {
+		t.Fatal("the kept set is still there after the restore")
+	}
+	if err := next.restoreKeptConfigFiles(next.dataDir); err != nil {
+		t.Fatalf("restore without a kept set: %v", err)
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -13,53 +12,8 @@ import (
 
 // This file brings the data directory onto the primary's timeline with
 // pg_rewind (reclone.go copies it afresh instead). pg_rewind copies the
-// primary's configuration files too, so the node's own are saved first and put
-// back after.
-
-// savedFile is one configuration file of the data directory, kept in memory
-// across the rewind or re-clone.
-type savedFile struct {
-	Name string
-	Data []byte
-	Mode os.FileMode
-}
-
-// saveConfigFiles reads every *.conf file at the top of the data directory
-// (postgresql.conf, postgresql.auto.conf, pg_hba.conf, pg_ident.conf and files
-// they include from there).
-func saveConfigFiles(dataDir string) ([]savedFile, error) {
-	entries, err := os.ReadDir(dataDir)
-	if err != nil {
-		return nil, fmt.Errorf("save configuration files: %w", err)
-	}
-	var saved []savedFile
-	for _, e := range entries {
-		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".conf") {
-			continue
-		}
-		path := filepath.Join(dataDir, e.Name())
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("save configuration file: %w", err)
-		}
-		info, err := e.Info()
-		if err != nil {
-			return nil, fmt.Errorf("save configuration file: %w", err)
-		}
-		saved = append(saved, savedFile{Name: e.Name(), Data: data, Mode: info.Mode().Perm()})
-	}
-	return saved, nil
-}
-
-// restoreConfigFiles writes the saved files back over the primary's copies.
-func (h *host) restoreConfigFiles(saved []savedFile) error {
-	for _, f := range saved {
-		if err := h.pg.writeFile(filepath.Join(h.dataDir, f.Name), f.Data, f.Mode); err != nil {
-			return fmt.Errorf("restore configuration file: %w", err)
-		}
-	}
-	return nil
-}
+// primary's configuration files too, so the node's own are kept aside first and
+// put back after (keptconf.go).
 
 // rewind runs pg_rewind from the primary at address, detached (see runLogged),
 // with the data directory as its working directory. A failure is a *RewindError.
