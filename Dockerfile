@@ -28,7 +28,17 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
         -o /out/pgquorum ./cmd/pgquorum
 
-# ---- run: no shell, no package manager; uid/gid 65532 ("nonroot", numeric so
+# ---- agent: `pgquorum agent` beside PostgreSQL, in the PostgreSQL image it
+#      runs the server of (configs/kubernetes/postgres.yaml):
+#        docker build --target agent -t pgquorum-agent .
+#      Runs as "postgres" (uid 999), the data directory's owner. ----
+FROM postgres:15-bookworm AS agent
+COPY --from=build /out/pgquorum /usr/local/bin/pgquorum
+USER postgres
+ENTRYPOINT ["/usr/local/bin/pgquorum"]
+CMD ["agent"]
+
+# ---- run (the default target): no shell, no package manager; uid/gid 65532 ("nonroot", numeric so
 #      that Kubernetes can verify runAsNonRoot) ----
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/pgquorum /usr/local/bin/pgquorum

@@ -117,7 +117,10 @@ func (h *host) copyPrimary(ctx context.Context, primary string, replication conn
 func (h *host) swapClone() (string, error) {
 	clone, aside := h.clonePath(), ""
 	if fileExists(clone) {
-		if fileExists(h.dataDir) {
+		if err := os.Remove(h.dataDir); err == nil {
+			// It was empty: nothing to keep (os.Remove never removes a directory with files).
+			h.logger.Info("removed the empty data directory", "dir", h.dataDir)
+		} else if fileExists(h.dataDir) {
 			aside = h.dataDir + ".pgquorum-old-" + time.Now().UTC().Format("20060102T150405Z")
 			if err := os.Rename(h.dataDir, aside); err != nil {
 				return "", fmt.Errorf("re-clone: move the data directory aside to %s: %w "+

@@ -108,7 +108,7 @@ func TestManifestsAreWellFormed(t *testing.T) {
 	files, _ := filepath.Glob("*.yaml")
 	var want []string
 	for _, f := range files {
-		if f != "kustomization.yaml" && f != "sidecar.yaml" {
+		if f != "kustomization.yaml" && f != "sidecar.yaml" && f != "postgres.yaml" {
 			want = append(want, f)
 		}
 	}
