@@ -57,7 +57,9 @@ func renderSettings(s nodeSettings) string {
 	line("wal_log_hints", "on")
 	line("synchronous_commit", "on")
 	line("synchronous_standby_names", s.syncStandbyNames)
-	// A standby that was down or frozen for a while can still catch up by streaming.
+	// A standby that was down or frozen for a while can still catch up by streaming, and
+	// pg_rewind finds the WAL back to the last common checkpoint (the prerequisites that
+	// `pgquorum agent` and `pgquorum rejoin` check, with wal_log_hints above).
 	line("wal_keep_size", "256MB")
 	// Three nodes on one machine: keep the memory of each small.
 	line("shared_buffers", "32MB")

@@ -26,6 +26,9 @@ func TestRenderSettings(t *testing.T) {
 				"wal_log_hints = 'on'",
 				"synchronous_commit = 'on'",
 				"synchronous_standby_names = 'ANY 1 (pg2, pg3)'",
+				// pg_rewind's prerequisites (docs/operations.md): without WAL
+				// retention a rewind after a failover can find its WAL recycled.
+				"wal_keep_size = '256MB'",
 			},
 			notWant: []string{"primary_conninfo", "fsync"},
 		},

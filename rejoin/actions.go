@@ -24,7 +24,11 @@ func (h *host) execute(ctx context.Context, a action, view admin.ClusterView, m 
 	case actStartPrimary:
 		return h.startPrimary(ctx)
 	case actStartStandby:
-		return h.startStandby(ctx, view, a.Frozen, m)
+		err := h.startStandby(ctx, view, a.Frozen, m)
+		if err == nil {
+			res.Started = true
+		}
+		return err
 	case actStop:
 		return h.stop(ctx, view, a.RewindNext, m)
 	case actRewind:

@@ -153,6 +153,9 @@ type Result struct {
 	Method string
 	// OldDataDir is where a re-clone moved the previous data directory.
 	OldDataDir string
+	// Started is true when the run started the server (as a standby); with an
+	// empty Method and Unfenced false, the node already streamed and nothing was done.
+	Started bool
 	// Unfenced is true when the admin API lifted the node's fence; false when it
 	// was not fenced.
 	Unfenced bool

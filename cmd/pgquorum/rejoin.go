@@ -44,11 +44,16 @@ func rejoinCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	how := "started as a standby"
-	switch res.Method {
-	case "rewind":
+	switch {
+	case res.Method == "rewind":
 		how = "rewound with pg_rewind"
-	case "reclone":
+	case res.Method == "reclone":
 		how = "re-cloned with pg_basebackup"
+	case !res.Started && !res.Unfenced:
+		fmt.Fprintf(stdout, "%s already streams from the primary %s (epoch %d) and is not fenced: nothing to do.\n", res.Node, res.Primary, res.Epoch)
+		return nil
+	case !res.Started:
+		how = "it already streamed"
 	}
 	fmt.Fprintf(stdout, "%s rejoined: %s, streaming from the primary %s (epoch %d).\n", res.Node, how, res.Primary, res.Epoch)
 	if res.Unfenced {
