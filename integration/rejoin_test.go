@@ -26,9 +26,10 @@ var rejoinProxyOptions = ProxyOptions{Extra: "failover: {min_interval: 1s}\n"}
 
 // TestRejoinThreeFailoverCycles kills the primary, waits for the automatic
 // failover, rejoins the old primary with pg_rewind (rejoin.Run in-process), and
-// does it three times in a row: each time the old primary streams from the new
-// one, the cluster unfences it, and no acknowledged insert is lost. It also
-// proves that rejoin refuses to touch the agreed primary.
+// does it three times in a row (the third time with the node's postgresql.conf
+// outside its data directory, as Debian keeps it): each time the old primary
+// streams from the new one, the cluster unfences it, and no acknowledged insert
+// is lost. It also proves that rejoin refuses to touch the agreed primary.
 func TestRejoinThreeFailoverCycles(t *testing.T) {
 	pg := StartCluster(t, localcluster.Options{})
 	proxies := StartProxies(t, pg, rejoinProxyOptions)
@@ -55,10 +56,23 @@ func TestRejoinThreeFailoverCycles(t *testing.T) {
 		t.Logf("cycle %d: %s killed, %s is the primary after %v", cycle, old.Name, newPrimary, time.Since(killedAt).Round(time.Millisecond))
 		acked = insertAcked(ctx, t, proxies.Proxies[(cycle+1)%3], cycle, len(acked), 10, acked)
 
+		opts := rejoinOptions(t, proxies.Proxies[(cycle+2)%3], old, false)
+		if cycle == 3 {
+			// The Debian layout: the node's postgresql.conf lives outside its data directory.
+			opts.ConfigFile = moveConfigOut(t, old)
+		}
 		rejoinedAt := time.Now()
-		res, err := rejoin.Run(ctx, rejoinOptions(t, proxies.Proxies[(cycle+2)%3], old, false))
+		res, err := rejoin.Run(ctx, opts)
 		if err != nil {
 			t.Fatalf("cycle %d: rejoin %s: %v", cycle, old.Name, err)
+		}
+		if opts.ConfigFile != "" {
+			if got, err := old.QueryString(ctx, "SHOW config_file"); err != nil || got != opts.ConfigFile {
+				t.Fatalf("cycle %d: %s runs with config_file %q (%v), want %s", cycle, old.Name, got, err, opts.ConfigFile)
+			}
+			if _, err := os.Stat(filepath.Join(old.DataDir, "postgresql.conf")); !os.IsNotExist(err) {
+				t.Fatalf("cycle %d: the primary's postgresql.conf, copied by pg_rewind, was left in %s (%v)", cycle, old.DataDir, err)
+			}
 		}
 		t.Logf("cycle %d: %s rejoined in %v: %+v", cycle, old.Name, time.Since(rejoinedAt).Round(time.Millisecond), res)
 		if res.Node != old.Name || res.Primary != newPrimary || res.Method != "rewind" || !res.Unfenced {
@@ -402,4 +416,21 @@ func execThrough(ctx context.Context, t *testing.T, p *ProxyProcess, sql string)
 	if _, err := conn.Exec(ctx, sql); err != nil {
 		t.Fatalf("%s through proxy %d: %v", sql, p.ID, err)
 	}
+}
+
+// moveConfigOut moves the stopped node's postgresql.conf (and the pgquorum.conf
+// it includes) out of its data directory, as in the Debian layout, and returns
+// the new path of postgresql.conf.
+func moveConfigOut(t *testing.T, node *localcluster.Node) string {
+	t.Helper()
+	etc := filepath.Join(TempDir(t), "etc")
+	if err := os.Mkdir(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"postgresql.conf", "pgquorum.conf"} {
+		if err := os.Rename(filepath.Join(node.DataDir, name), filepath.Join(etc, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return filepath.Join(etc, "postgresql.conf")
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -100,6 +101,21 @@ func (h *host) restoreKeptConfigFiles(dir string) error {
 	for _, f := range saved {
 		if err := h.pg.writeFile(filepath.Join(dir, f.Name), f.Data, f.Mode); err != nil {
 			return fmt.Errorf("restore configuration file: %w", err)
+		}
+	}
+	// The primary's *.conf files that the node did not have (its postgresql.conf,
+	// when the node's lives outside the data directory) must not stay: the next
+	// run would take them for the node's own. An empty set is a data directory
+	// that held no cluster: the copy's configuration is all there is.
+	present, err := saveConfigFiles(dir)
+	if err != nil {
+		return err
+	}
+	for _, f := range present {
+		if len(saved) > 0 && !slices.ContainsFunc(saved, func(s savedFile) bool { return s.Name == f.Name }) {
+			if err := os.Remove(filepath.Join(dir, f.Name)); err != nil {
+				return fmt.Errorf("remove the primary's %s: %w", f.Name, err)
+			}
 		}
 	}
 	h.logger.Info("put the node's own configuration files back", "into", dir, "files", len(saved))

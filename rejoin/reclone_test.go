@@ -100,6 +100,7 @@ func TestKeptConfigFilesSurviveTheDriver(t *testing.T) {
 		t.Fatal("keeping twice must refuse: the kept set is the node's own, the data directory's may not be any more")
 	}
 	write("pgquorum.conf", "port = 5433\n") // pg_rewind copied the primary's
+	write("primary-only.conf", "x = 1\n")   // and one the node never had
 
 	// A new driver (a new host value) finds the kept set and puts it back.
 	next := &host{dataDir: h.dataDir, logger: h.logger, pg: h.pg}
@@ -111,6 +112,9 @@ func TestKeptConfigFilesSurviveTheDriver(t *testing.T) {
 	}
 	if fileExists(h.keptConfPath()) {
 		t.Fatal("the kept set is still there after the restore")
+	}
+	if fileExists(filepath.Join(h.dataDir, "primary-only.conf")) {
+		t.Fatal("a configuration file of the primary's that the node did not have is still there")
 	}
 	if err := next.restoreKeptConfigFiles(next.dataDir); err != nil {
 		t.Fatalf("restore without a kept set: %v", err)

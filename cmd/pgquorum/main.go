@@ -1,5 +1,7 @@
 // Command pgquorum is the single pgquorum binary: a proxy node (`run`), a local
-// demo cluster (`demo`), and the operator's client for the admin API.
+// demo cluster (`demo`), the operator's client for the admin API, and, on each
+// database host, the agent that keeps its PostgreSQL node in the cluster
+// (`agent`, and `rejoin` once by hand).
 //
 // This package holds flags and wiring only; every behaviour lives in the
 // packages it wires together (config, proxy, routing, ...).
