@@ -183,7 +183,9 @@ func (a *agent) preflight(ctx context.Context, view admin.ClusterView, trusted b
 		a.checked = true
 		a.logger.Warn("some prerequisites are missing; the agent re-clones where it cannot rewind", "err", err)
 		return nil
-	case errors.Is(err, ErrPrerequisites), isUnauthorized(err):
+	case errors.Is(err, ErrPrerequisites), isUnauthorized(err), errors.Is(err, ErrIsPrimary):
+		// ErrIsPrimary here: the running agreed primary works in this data
+		// directory, so --node names another node.
 		return err
 	}
 	a.note(slog.LevelWarn, "cannot check the prerequisites yet", "err", err)
