@@ -209,6 +209,7 @@ func TestRejoinEndpoint(t *testing.T) {
 			mux.HandleFunc("POST /rejoin/{node}", s.mutating(s.rejoin(probeView{}, raft)))
 			req := httptest.NewRequest(http.MethodPost, "/rejoin/pg1", strings.NewReader(body))
 			req.Header.Set("Authorization", "Bearer tok")
+			req.Header.Set("Content-Type", "application/json")
 			rec := httptest.NewRecorder()
 			mux.ServeHTTP(rec, req)
 			return rec.Code, rec.Body.String()

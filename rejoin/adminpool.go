@@ -31,9 +31,14 @@ type adminPool struct {
 func newAdminPool(opts Options) *adminPool {
 	p := &adminPool{token: opts.Token, tokenFile: opts.TokenFile}
 	for _, addr := range opts.Admin {
+		if opts.AdminTLS != nil && !strings.Contains(addr, "://") {
+			addr = "https://" + addr
+		}
 		c := admin.NewClient(addr, opts.Token)
-		if opts.HTTPClient != nil {
-			c.HTTP = opts.HTTPClient
+		if opts.AdminTLS != nil {
+			transport := http.DefaultTransport.(*http.Transport).Clone()
+			transport.TLSClientConfig = opts.AdminTLS
+			c.HTTP.Transport = transport
 		}
 		p.clients = append(p.clients, c)
 	}

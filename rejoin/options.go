@@ -1,10 +1,10 @@
 package rejoin
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"time"
@@ -35,9 +35,10 @@ type Options struct {
 	// TokenFile, if set, holds the token instead (first line). It is read again
 	// before every mutating call, so a rotated token is picked up.
 	TokenFile string
-	// HTTPClient calls the admin API (TLS settings, timeouts); nil = a default
-	// client with a 30 s timeout.
-	HTTPClient *http.Client
+	// AdminTLS is the TLS configuration for an HTTPS admin API (the CA that
+	// verifies it, and optionally an operator's client certificate); nil for
+	// HTTP. With it, an address without a scheme means https://.
+	AdminTLS *tls.Config
 
 	// NodeName is this node's backend name. "" = derived: the backend of GET
 	// /cluster whose address has the port of the data directory's configuration

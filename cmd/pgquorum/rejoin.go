@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -71,7 +70,7 @@ func hostFlags(fs *flag.FlagSet, command string) func(stderr io.Writer) (rejoin.
 	admin := fs.String("admin", defaultAdmin, "admin API of pgquorum nodes: ADDR[,ADDR...] (host:port or URLs; the next is tried when one does not answer)")
 	token := fs.String("token", "", "the cluster's admin token (prefer --token-file)")
 	tokenFile := fs.String("token-file", "", "file holding the cluster's admin token; read again before every call that needs it")
-	ca := fs.String("ca", "", "CA certificate (PEM) that signs the admin API's HTTPS certificate")
+	ca := fs.String("ca", "", "CA certificate (PEM) that verifies an HTTPS admin API; makes host:port https://")
 	pgdata := fs.String("pgdata", os.Getenv("PGDATA"), "the node's data directory (default $PGDATA)")
 	configFile := fs.String("config-file", "", "the server's postgresql.conf when it is not in the data directory (default: found in the data directory, or the Debian /etc/postgresql/*/*/ file whose data_directory it is)")
 	node := fs.String("node", "", "this node's backend name (default: the backend whose port the data directory's configuration uses)")
@@ -102,7 +101,7 @@ func hostFlags(fs *flag.FlagSet, command string) func(stderr io.Writer) (rejoin.
 				return rejoin.Options{}, err
 			}
 		}
-		httpClient, err := adminHTTPClient(*ca)
+		adminTLS, err := adminTLSConfig(*ca)
 		if err != nil {
 			return rejoin.Options{}, err
 		}
@@ -121,7 +120,7 @@ func hostFlags(fs *flag.FlagSet, command string) func(stderr io.Writer) (rejoin.
 			Admin:               strings.Split(*admin, ","),
 			Token:               *token,
 			TokenFile:           *tokenFile,
-			HTTPClient:          httpClient,
+			AdminTLS:            adminTLS,
 			NodeName:            *node,
 			SourceUser:          *sourceUser,
 			SourcePassword:      sourcePassword,
@@ -135,12 +134,11 @@ func hostFlags(fs *flag.FlagSet, command string) func(stderr io.Writer) (rejoin.
 	}
 }
 
-// adminHTTPClient is the admin API's HTTP client, trusting caFile's
-// certificates for HTTPS when given.
-func adminHTTPClient(caFile string) (*http.Client, error) {
-	client := &http.Client{Timeout: 30 * time.Second}
+// adminTLSConfig trusts caFile's certificates for an HTTPS admin API (nil
+// without one: plain HTTP, or https:// URLs verified with the system's roots).
+func adminTLSConfig(caFile string) (*tls.Config, error) {
 	if caFile == "" {
-		return client, nil
+		return nil, nil
 	}
 	pem, err := os.ReadFile(caFile)
 	if err != nil {
@@ -150,10 +148,7 @@ func adminHTTPClient(caFile string) (*http.Client, error) {
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("%w: --ca %s holds no PEM certificate", errUsage, caFile)
 	}
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	client.Transport = transport
-	return client, nil
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 // readSecretFile returns the first line of path ("" when path is "").
