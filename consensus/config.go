@@ -73,6 +73,17 @@ type Config struct {
 	// Transport builds the peer transport; nil means TCP on ListenAddr.
 	// Tests inject an in-process, fault-injecting transport here.
 	Transport TransportFactory
+	// PeerTLS is the mutual TLS between peers (*pki.Credentials): each
+	// peer's node id and role come from its certificate. The TCP transport
+	// requires it unless Plaintext is set.
+	PeerTLS PeerTLS
+	// Plaintext runs the TCP transport without TLS: peers are whoever they
+	// claim to be. Only for security.insecure on loopback, and tests.
+	Plaintext bool
+	// LearnerProposals, if set, decides which proposals a peer with a learner
+	// certificate may make (the payload is what Propose was given); an error
+	// drops the proposal. A learner can never propose a membership change.
+	LearnerProposals func(learner uint64, payload []byte) error
 }
 
 // Defaults applied by Start to zero-valued fields.

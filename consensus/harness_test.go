@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/pgquorum/pgquorum/pki"
 )
 
 func TestMain(m *testing.M) {
@@ -116,6 +118,7 @@ type testCluster struct {
 	// the voters' listeners opened up front (used by their first start).
 	tcp       bool
 	listeners map[uint64]net.Listener
+	ca        *pki.CA // tcp: the cluster CA; every node gets a certificate of its role
 }
 
 type testNode struct {
@@ -153,6 +156,7 @@ func newTCPTestCluster(t testing.TB, voters int) *testCluster {
 		nodes:     make(map[uint64]*testNode),
 		tcp:       true,
 		listeners: make(map[uint64]net.Listener),
+		ca:        testCA(t, "test"),
 	}
 	t.Cleanup(c.closeAll)
 	for id := uint64(1); id <= uint64(voters); id++ {
@@ -196,11 +200,40 @@ func (c *testCluster) config(id uint64, voter bool) Config {
 			delete(c.listeners, id)
 			cfg.Transport = TCPTransportOn(ln)
 		}
+		role := pki.RoleLearner
+		if voter {
+			role = pki.RoleVoter
+		}
+		cfg.PeerTLS = testCredentials(c.t, c.ca, id, role)
 	}
 	if c.tweakCfg != nil {
 		c.tweakCfg(&cfg)
 	}
 	return cfg
+}
+
+// testCA makes a throwaway cluster CA.
+func testCA(t testing.TB, cluster string) *pki.CA {
+	t.Helper()
+	ca, err := pki.NewCA(cluster, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// testCredentials issues node id a certificate of ca with role.
+func testCredentials(t testing.TB, ca *pki.CA, id uint64, role pki.Role) *pki.Credentials {
+	t.Helper()
+	kp, err := ca.IssueNode(id, id, role, nil, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := pki.NewCredentials(ca.CertPEM(), kp.CertPEM, kp.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return creds
 }
 
 // start starts node id with a fresh state machine (its DataDir may hold state

@@ -3,6 +3,7 @@ package consensus
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"slices"
@@ -42,13 +43,13 @@ func (n *Node) loop(ctx context.Context, tick <-chan time.Time) error {
 			return ErrStopped
 		case now := <-tick:
 			n.tick(now)
-		case m := <-n.incoming:
-			n.step(m)
+		case in := <-n.incoming:
+			n.step(in)
 			n.stepQueued() // one Ready (and one fsync) for a burst of messages
 		case r := <-n.reports:
 			n.handleReport(r)
-		case req := <-n.joins:
-			n.handleJoin(req)
+		case in := <-n.joins:
+			n.handleJoin(in.from, in.req)
 		case p := <-n.proposals:
 			n.propose(p)
 		case c := <-n.confChanges:
@@ -126,11 +127,17 @@ func (n *Node) tick(now time.Time) {
 	n.membersDirty = true
 }
 
-// step hands a peer's message to raft.
-func (n *Node) step(m *raftpb.Message) {
+// step hands a peer's message to raft, if its sender may send it (see
+// peerauth.go).
+func (n *Node) step(in inboundMessage) {
+	m := in.m
 	from := m.GetFrom()
 	if m.GetTo() != n.cfg.NodeID {
 		n.log.Debug("dropping message for another node", "to", m.GetTo(), "from", from)
+		return
+	}
+	if err := n.admit(in); err != nil {
+		n.refuse("raft message", in.from, err, "type", m.GetType().String())
 		return
 	}
 	if n.book.isRemoved(from) {
@@ -138,6 +145,7 @@ func (n *Node) step(m *raftpb.Message) {
 		return
 	}
 	n.lastHeard[from] = time.Now()
+	n.peerRoles[from] = in.from.Role
 	if m.GetType() == raftpb.MsgReadIndex && n.lead == n.cfg.NodeID {
 		n.queuePeerRead(m) // answered in batches, see reads.go
 		return
@@ -147,13 +155,37 @@ func (n *Node) step(m *raftpb.Message) {
 	}
 }
 
+// admit applies the rules of peerauth.go to one message.
+func (n *Node) admit(in inboundMessage) error {
+	if err := admitMessage(in.from, in.m, n.confState); err != nil {
+		return err
+	}
+	if in.m.GetType() == raftpb.MsgProp {
+		for _, e := range in.m.GetEntries() {
+			if err := admitLearnerProposal(in.from, e, n.cfg.LearnerProposals); err != nil {
+				return fmt.Errorf("learner proposal refused: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// refuse logs (rate-limited per sender and kind) that something a peer sent
+// was not admitted.
+func (n *Node) refuse(what string, from Sender, err error, args ...any) {
+	if !n.refusals.allow(fmt.Sprintf("%s %d", what, from.ID)) {
+		return
+	}
+	n.log.Warn("refusing "+what+" from peer", append([]any{"peer", from.ID, "role", from.Role.String(), "reason", err.Error()}, args...)...)
+}
+
 // stepQueued steps the messages already waiting, up to a bound, without
 // blocking.
 func (n *Node) stepQueued() {
 	for range maxStepBatch {
 		select {
-		case m := <-n.incoming:
-			n.step(m)
+		case in := <-n.incoming:
+			n.step(in)
 		default:
 			return
 		}
@@ -182,9 +214,26 @@ func (n *Node) handleReport(r transportReport) {
 		}
 		n.rn.ReportSnapshot(r.id, status)
 	case reportRemoved:
-		n.log.Warn("peer reports that this node was removed from the cluster", "peer", r.id)
-		n.removed = true
+		n.removalNotice(Sender{ID: r.id, Role: r.role})
 	}
+}
+
+// removalNotice handles a peer's word that this node was removed. It is
+// believed only from the leader or a majority of the voters (peerauth.go
+// removalConfirmed), never from a learner certificate.
+func (n *Node) removalNotice(from Sender) {
+	if from.Role == PeerLearner {
+		n.refuse("removal notice", from, errors.New("a learner certificate cannot remove anyone"))
+		return
+	}
+	now := time.Now()
+	n.removalClaims[from.ID] = now
+	if !removalConfirmed(n.removalClaims, n.confState.GetVoters(), n.lead, now) {
+		n.refuse("removal notice", from, errors.New("only the leader or a majority of the voters can say this node was removed; waiting for the committed log"))
+		return
+	}
+	n.log.Warn("the leader or a majority of the voters report that this node was removed from the cluster", "peer", from.ID)
+	n.removed = true
 }
 
 // propose hands one proposal to raft and registers its waiter.

@@ -112,6 +112,10 @@ func (n *Node) enqueueConfChange(c *confChangeRequest) {
 		}
 		voter := isVoter(n.confState, id)
 		switch {
+		case c.changeType == raftpb.ConfChangeAddNode && n.peerRoles[id] == PeerLearner:
+			c.finish(fmt.Errorf("member %d presents a learner certificate and cannot vote: give it a voter certificate "+
+				"(pgquorum cert node --id %d), reload it there (SIGHUP), then promote it", id, id))
+			return
 		case voter && c.changeType == raftpb.ConfChangeAddNode:
 			c.finish(nil)
 			return
@@ -196,9 +200,13 @@ func (n *Node) sendJoins() {
 
 // handleJoin queues ConfChangeAddLearnerNode for a learner that asked to
 // join, when this node leads. Runs on the Raft loop.
-func (n *Node) handleJoin(req JoinRequest) {
+func (n *Node) handleJoin(from Sender, req JoinRequest) {
 	id := req.NodeID
 	if id == 0 || id == n.cfg.NodeID {
+		return
+	}
+	if err := admitJoin(from, req, n.confState); err != nil {
+		n.refuse("join request", from, err, "member", id, "addr", req.Addr)
 		return
 	}
 	if n.book.isRemoved(id) {

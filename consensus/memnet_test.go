@@ -23,6 +23,7 @@ type memNetwork struct {
 	delay     time.Duration
 	snapshots map[uint64]int // MsgSnap delivered, by target
 	sent      map[memSent]int
+	roles     map[uint64]PeerRole // what each node's "certificate" says; default PeerUnverified
 }
 
 // memSent counts messages by sender and type.
@@ -41,7 +42,23 @@ func newMemNetwork(seed uint64) *memNetwork {
 		rng:       rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		snapshots: make(map[uint64]int),
 		sent:      make(map[memSent]int),
+		roles:     make(map[uint64]PeerRole),
 	}
+}
+
+// setRole makes id's messages arrive as sent by a peer with that role, as if
+// its certificate said so.
+func (nw *memNetwork) setRole(id uint64, role PeerRole) {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	nw.roles[id] = role
+}
+
+// sender is the authenticated sender of id's messages.
+func (nw *memNetwork) sender(id uint64) Sender {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	return Sender{ID: id, Role: nw.roles[id]}
 }
 
 func (nw *memNetwork) factory() TransportFactory {
@@ -153,14 +170,15 @@ func (t *memTransport) Send(msgs []*raftpb.Message) {
 			continue
 		}
 		clone := cloneMessage(m)
+		from := t.nw.sender(t.id)
 		if delay > 0 {
 			time.AfterFunc(delay, func() {
 				if in := t.nw.inbox(to); in != nil {
-					in.Deliver(clone)
+					in.Deliver(from, clone)
 				}
 			})
 		} else {
-			target.Deliver(clone)
+			target.Deliver(from, clone)
 		}
 		if isSnapshot {
 			t.inbox.ReportSnapshot(to, true)
@@ -170,13 +188,13 @@ func (t *memTransport) Send(msgs []*raftpb.Message) {
 
 func (t *memTransport) SendJoin(to uint64, req JoinRequest) {
 	if target, _ := t.nw.route(t.id, to, false); target != nil {
-		target.DeliverJoin(req)
+		target.DeliverJoin(t.nw.sender(t.id), req)
 	}
 }
 
 func (t *memTransport) SendRemoved(to uint64) {
 	if target, _ := t.nw.route(t.id, to, false); target != nil {
-		target.DeliverRemoved(t.id)
+		target.DeliverRemoved(t.nw.sender(t.id))
 	}
 }
 

@@ -63,7 +63,12 @@ type Node struct {
 	waiters         map[uint64]*proposeRequest
 	confQueue       []*confChangeRequest
 	lastHeard       map[uint64]time.Time
-	removalNotices  map[uint64]time.Time
+	removalNotices  map[uint64]time.Time // removal notices this node sent, by target
+	// removalClaims are the removal notices this node received, by sender;
+	// peerRoles the role each peer last authenticated with. See peerauth.go.
+	removalClaims map[uint64]time.Time
+	peerRoles     map[uint64]PeerRole
+	refusals      *logLimiter
 	// queuedPeerReads and peerReadBatches: see reads.go.
 	queuedPeerReads []*raftpb.Message
 	peerReadBatches map[string]peerReadBatch
@@ -76,8 +81,8 @@ type Node struct {
 	proposals   chan *proposeRequest
 	confChanges chan *confChangeRequest
 	transfers   chan *transferRequest
-	incoming    chan *raftpb.Message
-	joins       chan JoinRequest
+	incoming    chan inboundMessage
+	joins       chan inboundJoin
 	reports     chan transportReport
 
 	// Published by the loop.
@@ -135,12 +140,15 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		waiters:         make(map[uint64]*proposeRequest),
 		lastHeard:       make(map[uint64]time.Time),
 		removalNotices:  make(map[uint64]time.Time),
+		removalClaims:   make(map[uint64]time.Time),
+		peerRoles:       make(map[uint64]PeerRole),
+		refusals:        newLogLimiter(10 * time.Second),
 		peerReadBatches: make(map[string]peerReadBatch),
 		proposals:       make(chan *proposeRequest),
 		confChanges:     make(chan *confChangeRequest),
 		transfers:       make(chan *transferRequest),
-		incoming:        make(chan *raftpb.Message, incomingQueue),
-		joins:           make(chan JoinRequest, joinQueue),
+		incoming:        make(chan inboundMessage, incomingQueue),
+		joins:           make(chan inboundJoin, joinQueue),
 		reports:         make(chan transportReport, reportQueue),
 		appliedSignal:   newSignal(),
 		statusSignal:    newSignal(),
@@ -156,6 +164,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		ListenAddr:    cfg.ListenAddr,
 		AdvertiseAddr: cfg.AdvertiseAddr,
 		Logger:        base,
+		TLS:           cfg.PeerTLS,
+		Plaintext:     cfg.Plaintext,
 	}, nodeInbox{n})
 	if err != nil {
 		_ = storage.close()

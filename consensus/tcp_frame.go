@@ -6,42 +6,60 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // The peer protocol. A connection carries frames in one direction only, from
-// the dialer to the acceptor. It starts with a handshake from the dialer:
+// the dialer to the acceptor. With peer TLS (the default) it starts with a
+// TLS 1.3 handshake in which both sides present a certificate of the cluster
+// CA; the dialer checks that the acceptor's certificate is the peer it meant
+// to dial, the acceptor takes the dialer's identity from its certificate.
+// Then, inside TLS (or in plaintext with security.insecure), the dialer sends
+// its handshake:
 //
 //	"PGQR"           4 bytes magic
 //	version          1 byte (protocolVersion)
-//	sender node id   8 bytes, big endian
-//	cluster name     2-byte big-endian length + bytes
+//	sender node id   8 bytes, big endian: must be covered by its certificate
+//	cluster name     2-byte big-endian length + bytes: must match the certificate's
 //	sender address   2-byte big-endian length + bytes (where to dial it back)
 //
 // The acceptor answers with one byte (handshakeAccepted, or why not) and
-// closes the connection unless it accepted. Then the dialer sends frames:
+// closes the connection unless it accepted. The TLS handshake and this
+// handshake together must finish within handshakeTimeout; until then nothing
+// larger than maxFieldSize is read. Then the dialer sends frames:
 //
 //	length           4 bytes, big endian: 1 + len(payload), at most maxFrameSize
-//	kind             1 byte (frameRaft, frameJoin, frameRemoved)
+//	kind             1 byte (frameRaft, frameJoin, frameRemoved, frameKeepalive)
 //	payload          a raftpb.Message (frameRaft), a join request (frameJoin:
 //	                 8-byte node id, 1 flag byte (1 = forwarded), address),
-//	                 or nothing (frameRemoved)
+//	                 or nothing (frameRemoved, frameKeepalive)
+//
+// An idle dialer sends a keepalive every keepaliveInterval; the acceptor
+// closes a connection that sent nothing for idleTimeout. A large frame is
+// read as its bytes arrive, so announcing one allocates nothing up front.
 const (
 	protocolMagic   = "PGQR"
-	protocolVersion = 1
+	protocolVersion = 2 // 2: TLS and keepalives
 
 	handshakeAccepted     byte = 0
 	handshakeWrongCluster byte = 1
 	handshakeBad          byte = 2
 
-	frameRaft    byte = 1
-	frameJoin    byte = 2
-	frameRemoved byte = 3
+	frameRaft      byte = 1
+	frameJoin      byte = 2
+	frameRemoved   byte = 3
+	frameKeepalive byte = 4
 
-	// maxFrameSize bounds one frame (a snapshot travels in one frame).
-	maxFrameSize = 128 << 20
+	// maxFrameSize bounds one frame. A snapshot travels in one frame: the
+	// state machine's snapshot is at most 64 MiB (clusterstate.MaxSnapshotBytes),
+	// base64 in the snapshot's JSON makes that 86 MiB, plus the address book.
+	maxFrameSize = 96 << 20
 	maxFieldSize = 1024 // cluster name and address
 	// keptBufferSize is the largest read buffer a connection keeps.
 	keptBufferSize = maxSizePerMsg + 64<<10
+	// largeFrameChunk is how far ahead of the bytes received a large frame's
+	// buffer grows.
+	largeFrameChunk = 1 << 20
 )
 
 // handshake is the first thing a dialer sends.
@@ -136,9 +154,11 @@ func readFrame(r *bufio.Reader, buf []byte) (kind byte, payload, newBuf []byte, 
 		return 0, nil, buf, fmt.Errorf("frame length %d out of range [1, %d]", size, maxFrameSize)
 	}
 	n := int(size) - 1
+	if n > keptBufferSize {
+		payload, err = readLarge(r, n)
+		return head[4], payload, buf, err
+	}
 	switch {
-	case n > keptBufferSize:
-		payload = make([]byte, n)
 	case cap(buf) < n:
 		buf = make([]byte, n, min(keptBufferSize, max(2*n, 4096)))
 		payload = buf[:n]
@@ -149,6 +169,24 @@ func readFrame(r *bufio.Reader, buf []byte) (kind byte, payload, newBuf []byte, 
 		return 0, nil, buf, fmt.Errorf("read frame: %w", err)
 	}
 	return head[4], payload, buf, nil
+}
+
+// readLarge reads an n-byte payload into a buffer that grows (doubling, from
+// largeFrameChunk) only as the bytes arrive: a peer that announces a huge
+// frame and sends nothing costs largeFrameChunk, not the announced size.
+func readLarge(r io.Reader, n int) ([]byte, error) {
+	buf := make([]byte, 0, largeFrameChunk)
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(n-len(buf), cap(buf)))
+		}
+		next := min(n, cap(buf))
+		if _, err := io.ReadFull(r, buf[len(buf):next]); err != nil {
+			return nil, fmt.Errorf("read frame: %w", err)
+		}
+		buf = buf[:next]
+	}
+	return buf, nil
 }
 
 func encodeJoin(req JoinRequest) []byte {

@@ -2,6 +2,8 @@ package consensus
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -90,8 +92,9 @@ func (s *peerSender) drain() []outgoing {
 	}
 }
 
-// dial connects and performs the handshake. The connection is visible to
-// closeConn from the start, so Close interrupts a stalled handshake.
+// dial connects and performs the TLS and protocol handshakes; it returns the
+// connection to write frames to. The TCP connection is visible to closeConn
+// from the start, so Close interrupts a stalled handshake.
 func (s *peerSender) dial() (net.Conn, error) {
 	addr := s.t.peerAddr(s.id)
 	if addr == "" {
@@ -110,15 +113,40 @@ func (s *peerSender) dial() (net.Conn, error) {
 	}
 	s.conn = conn
 	s.mu.Unlock()
-	if err := s.handshake(conn); err != nil {
+	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	stream := conn
+	if s.t.cfg.TLS != nil {
+		if stream, err = s.tlsHandshake(conn, addr); err != nil {
+			s.closeConn()
+			return nil, err
+		}
+	}
+	if err := s.handshake(stream); err != nil {
 		s.closeConn()
 		return nil, err
 	}
-	return conn, nil
+	return stream, nil
+}
+
+// tlsHandshake runs TLS over conn and checks that the other side's
+// certificate is the peer this sender serves: the log is only ever streamed
+// to the node whose id is in the certificate, whatever address it was given.
+func (s *peerSender) tlsHandshake(conn net.Conn, addr string) (net.Conn, error) {
+	tc := tls.Client(conn, s.t.cfg.TLS.PeerClientConfig())
+	if err := tc.HandshakeContext(s.t.ctx); err != nil {
+		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+	}
+	id, err := s.t.cfg.TLS.PeerIdentity(tc.ConnectionState(), x509.ExtKeyUsageServerAuth)
+	if err != nil {
+		return nil, fmt.Errorf("peer at %s: %w", addr, err)
+	}
+	if id.Cluster != s.t.cfg.ClusterName || !id.Covers(s.id) {
+		return nil, fmt.Errorf("the peer at %s is not node %d of cluster %q: its certificate is %s", addr, s.id, s.t.cfg.ClusterName, id)
+	}
+	return tc, nil
 }
 
 func (s *peerSender) handshake(conn net.Conn) error {
-	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	h := handshake{ClusterName: s.t.cfg.ClusterName, NodeID: s.t.cfg.NodeID, Addr: s.t.advertise}
 	if err := writeHandshake(conn, h); err != nil {
 		return fmt.Errorf("send handshake: %w", err)
@@ -153,6 +181,8 @@ func (s *peerSender) closeConn() {
 func (s *peerSender) writeLoop(conn net.Conn, first outgoing) error {
 	w := bufio.NewWriterSize(conn, writeBufferSize)
 	batch := []outgoing{first}
+	keepalive := time.NewTimer(keepaliveInterval)
+	defer keepalive.Stop()
 	for {
 	fill:
 		for len(batch) < maxBatchFrames {
@@ -174,11 +204,14 @@ func (s *peerSender) writeLoop(conn net.Conn, first outgoing) error {
 		}
 		clear(batch)
 		batch = batch[:0]
+		keepalive.Reset(keepaliveInterval)
 		select {
 		case <-s.t.ctx.Done():
 			return nil
 		case o := <-s.queue:
 			batch = append(batch, o)
+		case <-keepalive.C:
+			batch = append(batch, outgoing{kind: frameKeepalive})
 		}
 	}
 }

@@ -5,11 +5,14 @@ import (
 	"context"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/pgquorum/pgquorum/pki"
 )
 
 func TestClusterOverTCP(t *testing.T) {
@@ -26,6 +29,7 @@ func TestClusterOverTCP(t *testing.T) {
 	// A node of another cluster is refused at the handshake and never joins.
 	foreign := c.config(50, false)
 	foreign.ClusterName = "other"
+	foreign.PeerTLS = testCredentials(t, testCA(t, "other"), 50, pki.RoleLearner)
 	foreign.Logger = testLogger(t).With("test_node", 50, "note", "expected to be rejected")
 	foreignSM := &kvMachine{}
 	foreign.StateMachine = foreignSM
@@ -68,6 +72,7 @@ func TestClusterOverTCP(t *testing.T) {
 type recordingInbox struct {
 	mu          sync.Mutex
 	messages    []*raftpb.Message
+	senders     []Sender
 	joins       []JoinRequest
 	removed     []uint64
 	unreachable int
@@ -75,22 +80,23 @@ type recordingInbox struct {
 	snapFailed  int
 }
 
-func (r *recordingInbox) Deliver(m *raftpb.Message) {
+func (r *recordingInbox) Deliver(from Sender, m *raftpb.Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.messages = append(r.messages, m)
+	r.senders = append(r.senders, from)
 }
 
-func (r *recordingInbox) DeliverJoin(req JoinRequest) {
+func (r *recordingInbox) DeliverJoin(_ Sender, req JoinRequest) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.joins = append(r.joins, req)
 }
 
-func (r *recordingInbox) DeliverRemoved(from uint64) {
+func (r *recordingInbox) DeliverRemoved(from Sender) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.removed = append(r.removed, from)
+	r.removed = append(r.removed, from.ID)
 }
 
 func (r *recordingInbox) ReportUnreachable(uint64) {
@@ -115,13 +121,17 @@ func (r *recordingInbox) counts() (messages, joins, removed, unreachable, snapOK
 	return len(r.messages), len(r.joins), len(r.removed), r.unreachable, r.snapOK, r.snapFailed
 }
 
-func startTCPTransport(t *testing.T, cluster string, id uint64, inbox Inbox) *tcpTransport {
+// startTCPTransport starts a transport for node id; peerTLS nil means
+// plaintext.
+func startTCPTransport(t *testing.T, peerTLS PeerTLS, cluster string, id uint64, inbox Inbox) *tcpTransport {
 	t.Helper()
 	tr, err := NewTCPTransport(TransportConfig{
 		ClusterName: cluster,
 		NodeID:      id,
 		ListenAddr:  "127.0.0.1:0",
 		Logger:      testLogger(t),
+		TLS:         peerTLS,
+		Plaintext:   peerTLS == nil,
 	}, inbox)
 	if err != nil {
 		t.Fatalf("start transport: %v", err)
@@ -130,13 +140,27 @@ func startTCPTransport(t *testing.T, cluster string, id uint64, inbox Inbox) *tc
 	return tr.(*tcpTransport)
 }
 
+// transportPair is a TLS sender (node 1, voter) and receiver (node 2) of
+// one cluster CA.
+func transportPair(t *testing.T) (ca *pki.CA, sender, receiver *tcpTransport, senderInbox, receiverInbox *recordingInbox) {
+	ca = testCA(t, "c")
+	receiverInbox, senderInbox = &recordingInbox{}, &recordingInbox{}
+	receiver = startTCPTransport(t, testCredentials(t, ca, 2, pki.RoleVoter), "c", 2, receiverInbox)
+	sender = startTCPTransport(t, testCredentials(t, ca, 1, pki.RoleVoter), "c", 1, senderInbox)
+	sender.SetPeer(2, receiver.Addr())
+	return ca, sender, receiver, senderInbox, receiverInbox
+}
+
+func TestTCPTransportRequiresTLSOrPlaintext(t *testing.T) {
+	_, err := NewTCPTransport(TransportConfig{ClusterName: "c", NodeID: 1, ListenAddr: "127.0.0.1:0", Logger: testLogger(t)}, &recordingInbox{})
+	if err == nil || !strings.Contains(err.Error(), "peer TLS") {
+		t.Fatalf("a transport without TLS or Plaintext: %v", err)
+	}
+}
+
 func TestTCPTransportDeliversFramesAndReportsSnapshots(t *testing.T) {
 	t.Parallel()
-	receiverInbox := &recordingInbox{}
-	receiver := startTCPTransport(t, "c", 2, receiverInbox)
-	senderInbox := &recordingInbox{}
-	sender := startTCPTransport(t, "c", 1, senderInbox)
-	sender.SetPeer(2, receiver.Addr())
+	_, sender, receiver, senderInbox, receiverInbox := transportPair(t)
 
 	sender.Send([]*raftpb.Message{
 		{Type: raftpb.MsgHeartbeat.Enum(), From: new(uint64(1)), To: new(uint64(2)), Term: new(uint64(3))},
@@ -144,8 +168,6 @@ func TestTCPTransportDeliversFramesAndReportsSnapshots(t *testing.T) {
 			Data:     []byte("state"),
 			Metadata: &raftpb.SnapshotMetadata{Index: new(uint64(7)), Term: new(uint64(3))},
 		}},
-		// A message claiming another sender is dropped by the receiver.
-		{Type: raftpb.MsgHeartbeat.Enum(), From: new(uint64(9)), To: new(uint64(2))},
 	})
 	sender.SendJoin(2, JoinRequest{NodeID: 1, Addr: sender.Addr()})
 	sender.SendRemoved(2)
@@ -158,7 +180,11 @@ func TestTCPTransportDeliversFramesAndReportsSnapshots(t *testing.T) {
 	receiverInbox.mu.Lock()
 	snap := receiverInbox.messages[1]
 	join := receiverInbox.joins[0]
+	from := receiverInbox.senders[0]
 	receiverInbox.mu.Unlock()
+	if from != (Sender{ID: 1, Role: PeerVoter}) {
+		t.Fatalf("frames arrived from %+v, want voter 1 as its certificate says", from)
+	}
 	if string(snap.GetSnapshot().GetData()) != "state" || snap.GetSnapshot().GetMetadata().GetIndex() != 7 {
 		t.Fatalf("snapshot arrived as %v", snap)
 	}
@@ -182,7 +208,7 @@ func TestTCPTransportReportsUnreachablePeers(t *testing.T) {
 	_ = ln.Close()
 
 	inbox := &recordingInbox{}
-	tr := startTCPTransport(t, "c", 1, inbox)
+	tr := startTCPTransport(t, testCredentials(t, testCA(t, "c"), 1, pki.RoleVoter), "c", 1, inbox)
 	tr.SetPeer(2, deadAddr)
 	tr.Send([]*raftpb.Message{
 		{Type: raftpb.MsgApp.Enum(), From: new(uint64(1)), To: new(uint64(2))},
@@ -207,7 +233,7 @@ func TestTCPTransportNeverBlocksOnAStalledPeer(t *testing.T) {
 	defer stalled.Close()
 
 	inbox := &recordingInbox{}
-	tr := startTCPTransport(t, "c", 1, inbox)
+	tr := startTCPTransport(t, testCredentials(t, testCA(t, "c"), 1, pki.RoleVoter), "c", 1, inbox)
 	tr.SetPeer(2, stalled.Addr().String())
 	start := time.Now()
 	for range 3 * peerQueueSize {
@@ -228,10 +254,12 @@ func TestTCPTransportNeverBlocksOnAStalledPeer(t *testing.T) {
 	}
 }
 
-func TestTCPTransportRejectsAnotherClusterAndBadHandshakes(t *testing.T) {
+// TestPlaintextTransportRejectsAnotherClusterAndBadHandshakes covers the
+// protocol handshake alone (security.insecure).
+func TestPlaintextTransportRejectsAnotherClusterAndBadHandshakes(t *testing.T) {
 	t.Parallel()
 	inbox := &recordingInbox{}
-	tr := startTCPTransport(t, "mine", 1, inbox)
+	tr := startTCPTransport(t, nil, "mine", 1, inbox)
 	cases := []struct {
 		name  string
 		write func(conn net.Conn) error

@@ -3,6 +3,8 @@ package consensus
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +15,8 @@ import (
 
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/pgquorum/pgquorum/pki"
 )
 
 // TCP transport tuning.
@@ -20,18 +24,22 @@ const (
 	peerQueueSize    = 1024 // frames waiting per peer before drops
 	maxBatchFrames   = 128  // frames written per flush
 	dialTimeout      = 2 * time.Second
-	handshakeTimeout = 5 * time.Second
+	handshakeTimeout = 5 * time.Second // TLS and protocol handshake together
 	writeTimeout     = 5 * time.Second
 	minRedialBackoff = 50 * time.Millisecond
 	maxRedialBackoff = time.Second
 	writeBufferSize  = 64 << 10
+	// keepaliveInterval: an idle dialer sends a keepalive this often, so that
+	// idleTimeout only closes connections whose dialer is gone or silent.
+	keepaliveInterval = 10 * time.Second
+	idleTimeout       = 3 * keepaliveInterval
 )
 
 // tcpTransport sends frames to each peer over its own outbound TCP
 // connection (one sender goroutine per peer, with a bounded queue) and
-// accepts inbound connections from peers (one reader goroutine each).
-// Owner: its mutex guards the peer table and the connection sets; each sender
-// goroutine owns its connection and write buffer.
+// accepts inbound connections from peers (one reader goroutine each), over
+// mutual TLS unless Plaintext. Owner: its mutex guards the peer table and the
+// connection sets; each sender goroutine owns its connection and write buffer.
 type tcpTransport struct {
 	cfg       TransportConfig
 	inbox     Inbox
@@ -41,11 +49,14 @@ type tcpTransport struct {
 	ctx       context.Context // cancelled by Close
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
+	limiter   *logLimiter
 
 	mu      sync.Mutex
 	addrs   map[uint64]peerAddr
 	senders map[uint64]*peerSender
 	inbound map[net.Conn]struct{}
+	byNode  map[uint64]net.Conn // the authenticated inbound connection of each node
+	sources sourceCounts
 	closed  bool
 }
 
@@ -63,11 +74,23 @@ func NewTCPTransport(cfg TransportConfig, inbox Inbox) (Transport, error) {
 	if cfg.ListenAddr == "" {
 		return nil, errors.New("raft listen address is required")
 	}
+	if err := checkTransportSecurity(cfg); err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen for raft peers: %w", err)
 	}
 	return newTCPTransport(cfg, inbox, ln), nil
+}
+
+// checkTransportSecurity refuses a TCP transport that is neither TLS nor
+// explicitly plaintext.
+func checkTransportSecurity(cfg TransportConfig) error {
+	if cfg.TLS == nil && !cfg.Plaintext {
+		return errors.New("the raft transport needs peer TLS (or Plaintext, for security.insecure on loopback)")
+	}
+	return nil
 }
 
 // TCPTransportOn returns a factory for a TCP transport that serves on ln (for
@@ -76,6 +99,9 @@ func NewTCPTransport(cfg TransportConfig, inbox Inbox) (Transport, error) {
 // it owns ln and closes it; if Start fails earlier, the caller still owns it.
 func TCPTransportOn(ln net.Listener) TransportFactory {
 	return func(cfg TransportConfig, inbox Inbox) (Transport, error) {
+		if err := checkTransportSecurity(cfg); err != nil {
+			return nil, err
+		}
 		return newTCPTransport(cfg, inbox, ln), nil
 	}
 }
@@ -93,6 +119,9 @@ func newTCPTransport(cfg TransportConfig, inbox Inbox, ln net.Listener) *tcpTran
 		addrs:     make(map[uint64]peerAddr),
 		senders:   make(map[uint64]*peerSender),
 		inbound:   make(map[net.Conn]struct{}),
+		byNode:    make(map[uint64]net.Conn),
+		sources:   make(sourceCounts),
+		limiter:   newLogLimiter(10 * time.Second),
 	}
 	if t.advertise == "" {
 		t.advertise = ln.Addr().String()
@@ -250,107 +279,194 @@ func (t *tcpTransport) acceptLoop() {
 			continue
 		}
 		backoff = minRedialBackoff
+		source := sourceOf(conn)
 		t.mu.Lock()
 		if t.closed {
 			t.mu.Unlock()
 			_ = conn.Close()
 			return
 		}
+		if reason := t.sources.admit(source); reason != "" {
+			t.mu.Unlock()
+			if t.limiter.allow("cap " + source) {
+				t.log.Warn("refusing raft connection", "remote", conn.RemoteAddr().String(), "reason", reason)
+			}
+			_ = conn.Close()
+			continue
+		}
 		t.inbound[conn] = struct{}{}
 		t.wg.Add(1)
 		t.mu.Unlock()
-		go t.serveInbound(conn)
+		go t.serveInbound(conn, source)
 	}
 }
 
-// serveInbound checks the handshake, then reads frames into the inbox.
-func (t *tcpTransport) serveInbound(conn net.Conn) {
+// serveInbound authenticates the dialer (TLS handshake, then the protocol
+// handshake), then reads frames into the inbox.
+func (t *tcpTransport) serveInbound(conn net.Conn, source string) {
 	defer t.wg.Done()
+	handshaking := true
 	defer func() {
 		_ = conn.Close()
 		t.mu.Lock()
 		delete(t.inbound, conn)
+		t.sources.release(source, handshaking)
 		t.mu.Unlock()
 	}()
-	remote := conn.RemoteAddr().String()
 	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
-	r := bufio.NewReader(conn)
-	h, err := readHandshake(r)
+	body := &idleReader{conn: conn}
+	from, in, err := t.acceptHandshake(conn, body)
+	t.mu.Lock()
+	t.sources.handshakeDone(source)
+	handshaking = false
+	t.mu.Unlock()
 	if err != nil {
-		t.log.Warn("rejecting raft connection: bad handshake", "remote", remote, "err", err)
-		if errors.Is(err, errBadHandshake) {
-			_, _ = conn.Write([]byte{handshakeBad})
+		if t.ctx.Err() == nil && t.limiter.allow("handshake "+source) {
+			t.log.Warn("rejecting raft connection", "remote", conn.RemoteAddr().String(), "err", err)
 		}
 		return
 	}
-	if h.ClusterName != t.cfg.ClusterName {
-		t.log.Warn("rejecting raft connection from another cluster", "remote", remote,
-			"remote_cluster", h.ClusterName, "remote_node", h.NodeID, "cluster", t.cfg.ClusterName)
-		_, _ = conn.Write([]byte{handshakeWrongCluster})
-		return
-	}
-	if h.NodeID == 0 || h.NodeID == t.cfg.NodeID {
-		t.log.Warn("rejecting raft connection: bad sender id", "remote", remote, "remote_node", h.NodeID)
-		_, _ = conn.Write([]byte{handshakeBad})
-		return
-	}
-	if _, err := conn.Write([]byte{handshakeAccepted}); err != nil {
-		return
-	}
+	t.claim(from.ID, conn)
+	defer t.unclaim(from.ID, conn)
 	_ = conn.SetDeadline(time.Time{})
-	t.learn(h.NodeID, h.Addr)
+	body.idle = idleTimeout // from now on, every read must come within idleTimeout
 	var buf []byte
 	for {
 		var (
 			kind    byte
 			payload []byte
 		)
-		kind, payload, buf, err = readFrame(r, buf)
+		kind, payload, buf, err = readFrame(in, buf)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && t.ctx.Err() == nil {
-				t.log.Debug("raft connection ended", "remote_node", h.NodeID, "err", err)
+				t.log.Debug("raft connection ended", "remote_node", from.ID, "err", err)
 			}
 			return
 		}
-		if !t.dispatch(h.NodeID, kind, payload) {
+		if !t.dispatch(from, kind, payload) {
 			return
 		}
 	}
 }
 
+// acceptHandshake runs the acceptor's side of the TLS and protocol
+// handshakes and returns the authenticated sender and the reader for its
+// frames. body reads the (TLS-decrypted) connection.
+func (t *tcpTransport) acceptHandshake(conn net.Conn, body *idleReader) (Sender, *bufio.Reader, error) {
+	var identity *pki.Identity
+	if t.cfg.TLS != nil {
+		tc := tls.Server(conn, t.cfg.TLS.PeerServerConfig())
+		if err := tc.HandshakeContext(t.ctx); err != nil {
+			return Sender{}, nil, fmt.Errorf("TLS handshake: %w", err)
+		}
+		id, err := t.cfg.TLS.PeerIdentity(tc.ConnectionState(), x509.ExtKeyUsageClientAuth)
+		if err != nil {
+			return Sender{}, nil, err
+		}
+		identity = &id
+		body.conn = tc
+	}
+	in := bufio.NewReader(body)
+	reply := func(code byte) { _, _ = body.conn.Write([]byte{code}) }
+	h, err := readHandshake(in)
+	if err != nil {
+		if errors.Is(err, errBadHandshake) {
+			reply(handshakeBad)
+		}
+		return Sender{}, nil, fmt.Errorf("bad handshake: %w", err)
+	}
+	if h.ClusterName != t.cfg.ClusterName || (identity != nil && identity.Cluster != t.cfg.ClusterName) {
+		reply(handshakeWrongCluster)
+		return Sender{}, nil, fmt.Errorf("node %d of another cluster %q (this is %q)", h.NodeID, h.ClusterName, t.cfg.ClusterName)
+	}
+	if h.NodeID == 0 || h.NodeID == t.cfg.NodeID {
+		reply(handshakeBad)
+		return Sender{}, nil, fmt.Errorf("bad sender id %d", h.NodeID)
+	}
+	from := Sender{ID: h.NodeID, Role: PeerUnverified}
+	if identity != nil {
+		if !identity.Covers(h.NodeID) {
+			reply(handshakeBad)
+			return Sender{}, nil, fmt.Errorf("claims node id %d but its certificate is %s", h.NodeID, identity)
+		}
+		from.Role = PeerVoter
+		if identity.Role == pki.RoleLearner {
+			from.Role = PeerLearner
+		}
+	}
+	if _, err := body.conn.Write([]byte{handshakeAccepted}); err != nil {
+		return Sender{}, nil, err
+	}
+	t.learn(h.NodeID, h.Addr)
+	return from, in, nil
+}
+
+// claim makes conn the one inbound connection of node id, closing an older
+// one: a node keeps one connection to each peer, so an older one is stale.
+func (t *tcpTransport) claim(id uint64, conn net.Conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if old, ok := t.byNode[id]; ok && old != conn {
+		_ = old.Close()
+	}
+	t.byNode[id] = conn
+}
+
+func (t *tcpTransport) unclaim(id uint64, conn net.Conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.byNode[id] == conn {
+		delete(t.byNode, id)
+	}
+}
+
 // dispatch hands one inbound frame to the inbox; false means the stream is
-// corrupt and the connection must close.
-func (t *tcpTransport) dispatch(from uint64, kind byte, payload []byte) bool {
+// corrupt or forged and the connection must close.
+func (t *tcpTransport) dispatch(from Sender, kind byte, payload []byte) bool {
 	switch kind {
 	case frameRaft:
 		m := &raftpb.Message{}
 		if err := proto.Unmarshal(payload, m); err != nil {
-			t.log.Warn("closing raft connection: undecodable message", "remote_node", from, "err", err)
+			t.log.Warn("closing raft connection: undecodable message", "remote_node", from.ID, "err", err)
 			return false
 		}
-		if m.GetFrom() != from {
-			t.log.Warn("dropping raft message with a forged sender", "remote_node", from, "claimed", m.GetFrom())
-			return true
+		if m.GetFrom() != from.ID {
+			t.log.Warn("closing raft connection: message with a forged sender", "remote_node", from.ID,
+				"claimed", m.GetFrom(), "type", m.GetType().String())
+			return false
 		}
-		t.inbox.Deliver(m)
+		t.inbox.Deliver(from, m)
 	case frameJoin:
 		req, err := decodeJoin(payload)
 		if err != nil {
-			t.log.Warn("closing raft connection: bad join request", "remote_node", from, "err", err)
+			t.log.Warn("closing raft connection: bad join request", "remote_node", from.ID, "err", err)
 			return false
 		}
-		if req.NodeID != from && !req.Forwarded {
-			t.log.Warn("dropping join request for another node", "remote_node", from, "claimed", req.NodeID)
-			return true
-		}
-		t.inbox.DeliverJoin(req)
+		t.inbox.DeliverJoin(from, req)
 	case frameRemoved:
 		t.inbox.DeliverRemoved(from)
+	case frameKeepalive:
 	default:
-		t.log.Warn("closing raft connection: unknown frame kind", "remote_node", from, "kind", kind)
+		t.log.Warn("closing raft connection: unknown frame kind", "remote_node", from.ID, "kind", kind)
 		return false
 	}
 	return true
+}
+
+// idleReader reads a connection; once idle is set, every read must return
+// within idle.
+type idleReader struct {
+	conn net.Conn
+	idle time.Duration
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	if r.idle > 0 {
+		if err := r.conn.SetReadDeadline(time.Now().Add(r.idle)); err != nil {
+			return 0, err
+		}
+	}
+	return r.conn.Read(p)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

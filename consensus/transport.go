@@ -1,9 +1,13 @@
 package consensus
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
 
 	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/pgquorum/pgquorum/pki"
 )
 
 // Transport carries Raft messages, join requests and removal notices between
@@ -37,16 +41,17 @@ type JoinRequest struct {
 	Forwarded bool
 }
 
-// Inbox is where a Transport hands over what it receives. Every method
-// returns immediately: the Node queues the item for the Raft loop or drops it
-// when the queue is full (Raft tolerates lost messages).
+// Inbox is where a Transport hands over what it receives, each item with its
+// authenticated sender. Every method returns immediately: the Node queues the
+// item for the Raft loop or drops it when the queue is full (Raft tolerates
+// lost messages). The Node decides what the sender may do (peerauth.go).
 type Inbox interface {
 	// Deliver hands over a Raft message received from a peer.
-	Deliver(m *raftpb.Message)
+	Deliver(from Sender, m *raftpb.Message)
 	// DeliverJoin hands over a join request.
-	DeliverJoin(req JoinRequest)
+	DeliverJoin(from Sender, req JoinRequest)
 	// DeliverRemoved says peer `from` told this node it was removed.
-	DeliverRemoved(from uint64)
+	DeliverRemoved(from Sender)
 	// ReportUnreachable says a message to id could not be sent.
 	ReportUnreachable(id uint64)
 	// ReportSnapshot says whether a MsgSnap to id was sent (ok) or not.
@@ -60,6 +65,24 @@ type TransportConfig struct {
 	ListenAddr    string
 	AdvertiseAddr string // "" = the actual listen address
 	Logger        *slog.Logger
+	// TLS authenticates peers with mutual TLS 1.3. Required by the TCP
+	// transport unless Plaintext is set.
+	TLS PeerTLS
+	// Plaintext allows a TCP transport without TLS: peers are not
+	// authenticated (security.insecure, loopback only; tests).
+	Plaintext bool
+}
+
+// PeerTLS is the mutual TLS of the peer transport (*pki.Credentials).
+type PeerTLS interface {
+	// PeerServerConfig is the acceptor's configuration: it requires and
+	// verifies the dialer's certificate.
+	PeerServerConfig() *tls.Config
+	// PeerClientConfig is the dialer's configuration: it presents this node's
+	// certificate and verifies the acceptor's chain.
+	PeerClientConfig() *tls.Config
+	// PeerIdentity returns the verified identity of the other side.
+	PeerIdentity(cs tls.ConnectionState, usage x509.ExtKeyUsage) (pki.Identity, error)
 }
 
 // TransportFactory builds the transport of one node. The default is
@@ -69,23 +92,35 @@ type TransportFactory func(cfg TransportConfig, inbox Inbox) (Transport, error)
 // nodeInbox adapts the Node's loop channels to Inbox.
 type nodeInbox struct{ n *Node }
 
-func (in nodeInbox) Deliver(m *raftpb.Message) {
+// inboundMessage is a Raft message with its authenticated sender.
+type inboundMessage struct {
+	from Sender
+	m    *raftpb.Message
+}
+
+// inboundJoin is a join request with its authenticated sender.
+type inboundJoin struct {
+	from Sender
+	req  JoinRequest
+}
+
+func (in nodeInbox) Deliver(from Sender, m *raftpb.Message) {
 	select {
-	case in.n.incoming <- m:
+	case in.n.incoming <- inboundMessage{from: from, m: m}:
 	default:
 		in.n.log.Debug("raft inbox full, dropping message", "from", m.GetFrom(), "type", m.GetType().String())
 	}
 }
 
-func (in nodeInbox) DeliverJoin(req JoinRequest) {
+func (in nodeInbox) DeliverJoin(from Sender, req JoinRequest) {
 	select {
-	case in.n.joins <- req:
+	case in.n.joins <- inboundJoin{from: from, req: req}:
 	default:
 	}
 }
 
-func (in nodeInbox) DeliverRemoved(from uint64) {
-	in.report(transportReport{kind: reportRemoved, id: from})
+func (in nodeInbox) DeliverRemoved(from Sender) {
+	in.report(transportReport{kind: reportRemoved, id: from.ID, role: from.Role})
 }
 
 func (in nodeInbox) ReportUnreachable(id uint64) {
@@ -108,6 +143,7 @@ type transportReport struct {
 	kind reportKind
 	id   uint64
 	ok   bool
+	role PeerRole // reportRemoved: the sender's role
 }
 
 type reportKind int
