@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"errors"
 	"fmt"
 
 	"go.etcd.io/raft/v3/raftpb"
@@ -18,7 +19,9 @@ func (n *Node) applyEntries(entries []*raftpb.Entry) error {
 		}
 		switch e.GetType() {
 		case raftpb.EntryNormal:
-			n.applyNormal(e)
+			if err := n.applyNormal(e); err != nil {
+				return err
+			}
 		case raftpb.EntryConfChange:
 			cc := &raftpb.ConfChange{}
 			if err := proto.Unmarshal(e.GetData(), cc); err != nil {
@@ -39,29 +42,43 @@ func (n *Node) applyEntries(entries []*raftpb.Entry) error {
 	return nil
 }
 
+// haltingError is a StateMachine.Apply error that must stop the node instead
+// of skipping the entry: the entry is valid for the other nodes (it needs a
+// newer version, say), so applying anything after it here would diverge.
+type haltingError interface {
+	HaltApply() bool
+}
+
 // applyNormal hands one normal entry to the state machine and its result to
-// the local proposer, if it is waiting.
-func (n *Node) applyNormal(e *raftpb.Entry) {
+// the local proposer, if it is waiting. It returns an error only when the
+// state machine cannot apply the entry and the node must stop.
+func (n *Node) applyNormal(e *raftpb.Entry) error {
 	if len(e.GetData()) == 0 {
-		return // the empty entry a new leader appends
+		return nil // the empty entry a new leader appends
 	}
 	id, payload, err := decodeEnvelope(e.GetData())
 	if err != nil {
 		n.log.Warn("skipping undecodable entry", "index", e.GetIndex(), "err", err)
-		return
+		return nil
 	}
 	result, applyErr := n.sm.Apply(e.GetIndex(), payload)
+	var halt haltingError
+	if errors.As(applyErr, &halt) && halt.HaltApply() {
+		n.log.Error("cannot apply a committed entry: stopping (this node no longer routes)", "index", e.GetIndex(), "err", applyErr)
+		return fmt.Errorf("%w: entry %d: %w", ErrCannotApply, e.GetIndex(), applyErr)
+	}
 	if applyErr != nil {
 		n.log.Warn("state machine rejected entry", "index", e.GetIndex(), "err", applyErr)
 		applyErr = fmt.Errorf("consensus: entry %d rejected by the state machine: %w", e.GetIndex(), applyErr)
 	}
 	if id.Proposer != n.cfg.NodeID {
-		return
+		return nil
 	}
 	if w, ok := n.waiters[id.Seq]; ok {
 		delete(n.waiters, id.Seq)
 		w.result <- proposeResult{data: result, err: applyErr}
 	}
+	return nil
 }
 
 // applyConfChange applies a membership change to raft and the address book.

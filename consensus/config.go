@@ -12,7 +12,10 @@ import (
 type StateMachine interface {
 	// Apply applies one committed normal entry. Deterministic. err means the
 	// entry was undecodable (logged and skipped on every node alike), never an
-	// I/O failure. result is returned to the local proposer, if any.
+	// I/O failure, unless err has a method HaltApply() bool that returns true:
+	// then this node cannot apply an entry the others do (it needs a newer
+	// version), and the node stops with ErrCannotApply instead of skipping it.
+	// result is returned to the local proposer, if any.
 	Apply(index uint64, data []byte) (result []byte, err error)
 	// Snapshot returns the whole state as bytes.
 	Snapshot() ([]byte, error)

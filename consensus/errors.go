@@ -23,6 +23,10 @@ var (
 	ErrTooLarge = errors.New("consensus: proposal too large")
 	// ErrUnknownMember means the member id is not part of the cluster.
 	ErrUnknownMember = errors.New("consensus: unknown member")
+	// ErrCannotApply means the node stopped because the state machine cannot
+	// apply a committed entry that the other nodes apply (it needs a newer
+	// version): the node fails closed rather than diverge.
+	ErrCannotApply = errors.New("consensus: cannot apply a committed entry")
 	// ErrMemberRemoved means the id was removed before; ids are never reused.
 	ErrMemberRemoved = errors.New("consensus: member id was removed and cannot be reused")
 )

@@ -49,12 +49,23 @@ func (m *kvMachine) Apply(index uint64, data []byte) ([]byte, error) {
 		m.violations = append(m.violations, fmt.Sprintf("index %d applied after %d", index, m.lastIndex))
 	}
 	m.lastIndex = index
+	if v, ok := strings.CutPrefix(string(data), "needs-version:"); ok {
+		m.lastIndex = index - 1 // not applied
+		return nil, haltError(v)
+	}
 	if !strings.Contains(string(data), "=") {
 		return nil, fmt.Errorf("payload %q is not key=value", data)
 	}
 	m.values = append(m.values, string(data))
 	return []byte(strconv.Itoa(len(m.values))), nil
 }
+
+// haltError is what a state machine returns for an entry of a version it
+// does not know.
+type haltError string
+
+func (e haltError) Error() string   { return "entry needs version " + string(e) }
+func (e haltError) HaltApply() bool { return true }
 
 type kvSnapshot struct {
 	Values    []string `json:"values"`

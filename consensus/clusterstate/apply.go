@@ -16,6 +16,9 @@ func Apply(s State, c Command) (State, Result) {
 	if _, err := c.Type(); err != nil {
 		return notApplied(s, Rejected, "%v", err)
 	}
+	if err := s.Allows(c); err != nil {
+		return notApplied(s, Rejected, "%v", err)
+	}
 	switch {
 	case c.Bootstrap != nil:
 		return applyBootstrap(s, *c.Bootstrap)
@@ -37,6 +40,10 @@ func Apply(s State, c Command) (State, Result) {
 		return applyForceFailover(s, *c.ForceFailover)
 	case c.AbortFailover != nil:
 		return applyAbortFailover(s, *c.AbortFailover)
+	case c.ReportVersion != nil:
+		return applyReportVersion(s, *c.ReportVersion)
+	case c.RaiseClusterVersion != nil:
+		return applyRaiseClusterVersion(s, *c.RaiseClusterVersion)
 	default: // c.Type() guarantees this is the only one left
 		return applyCompleteFailover(s, *c.CompleteFailover)
 	}
@@ -147,6 +154,7 @@ func applyForgetProxy(s State, c ForgetProxy) (State, Result) {
 	if !s.Bootstrapped() {
 		return notApplied(s, Rejected, "forget proxy: not bootstrapped")
 	}
+	versions, forgotVersion := forgetVersion(s.Versions, c.Proxy)
 	var nodes []NodeState
 	for i, n := range s.Nodes {
 		j, ok := observationIndex(n.Observations, c.Proxy)
@@ -161,12 +169,15 @@ func applyForgetProxy(s State, c ForgetProxy) (State, Result) {
 			nodes[i].Observations = nil
 		}
 	}
-	if nodes == nil {
+	if nodes == nil && !forgotVersion {
 		return notApplied(s, Duplicate, "proxy %d has no observations", c.Proxy)
 	}
 	next := s
-	next.Nodes = nodes
-	return applied(next, "observations of proxy %d dropped", c.Proxy)
+	if nodes != nil {
+		next.Nodes = nodes
+	}
+	next.Versions = versions
+	return applied(next, "observations and version report of proxy %d dropped", c.Proxy)
 }
 
 func applySetPaused(s State, c SetPaused) (State, Result) {

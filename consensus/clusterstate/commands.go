@@ -24,23 +24,28 @@ type Command struct {
 	ForceFailover    *ForceFailover    `json:"force_failover,omitempty"`
 	AbortFailover    *AbortFailover    `json:"abort_failover,omitempty"`
 	CompleteFailover *CompleteFailover `json:"complete_failover,omitempty"`
+	// Versions (versions.go).
+	ReportVersion       *ReportVersion       `json:"report_version,omitempty"`
+	RaiseClusterVersion *RaiseClusterVersion `json:"raise_cluster_version,omitempty"`
 }
 
 // CommandType names the set field of a Command; it is the "type" of the encoding.
 type CommandType string
 
 const (
-	TypeBootstrap        CommandType = "bootstrap"
-	TypeReportHealth     CommandType = "report_health"
-	TypeForgetProxy      CommandType = "forget_proxy"
-	TypeSetPaused        CommandType = "set_paused"
-	TypeUnfence          CommandType = "unfence"
-	TypeBeginFailover    CommandType = "begin_failover"
-	TypeRecordStep       CommandType = "record_step"
-	TypeBlockFailover    CommandType = "block_failover"
-	TypeForceFailover    CommandType = "force_failover"
-	TypeAbortFailover    CommandType = "abort_failover"
-	TypeCompleteFailover CommandType = "complete_failover"
+	TypeBootstrap           CommandType = "bootstrap"
+	TypeReportHealth        CommandType = "report_health"
+	TypeForgetProxy         CommandType = "forget_proxy"
+	TypeSetPaused           CommandType = "set_paused"
+	TypeUnfence             CommandType = "unfence"
+	TypeBeginFailover       CommandType = "begin_failover"
+	TypeRecordStep          CommandType = "record_step"
+	TypeBlockFailover       CommandType = "block_failover"
+	TypeForceFailover       CommandType = "force_failover"
+	TypeAbortFailover       CommandType = "abort_failover"
+	TypeCompleteFailover    CommandType = "complete_failover"
+	TypeReportVersion       CommandType = "report_version"
+	TypeRaiseClusterVersion CommandType = "raise_cluster_version"
 )
 
 // Type returns which command c holds, or an error unless exactly one field is set.
@@ -62,6 +67,8 @@ func (c Command) Type() (CommandType, error) {
 	add(c.ForceFailover != nil, TypeForceFailover)
 	add(c.AbortFailover != nil, TypeAbortFailover)
 	add(c.CompleteFailover != nil, TypeCompleteFailover)
+	add(c.ReportVersion != nil, TypeReportVersion)
+	add(c.RaiseClusterVersion != nil, TypeRaiseClusterVersion)
 	switch len(found) {
 	case 1:
 		return found[0], nil

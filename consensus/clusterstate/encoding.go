@@ -8,10 +8,6 @@ import (
 	"io"
 )
 
-// Version is the encoding version of commands and snapshots. Decode and Restore
-// refuse any other version, so a node never half-understands a newer command.
-const Version = 1
-
 // MaxCommandBytes bounds an encoded command; Decode refuses longer input.
 const MaxCommandBytes = 1 << 20
 
@@ -21,10 +17,18 @@ const MaxSnapshotBytes = 64 << 20
 // wireCommand is the JSON form of a Command:
 //
 //	{"version":1,"type":"begin_failover","begin_failover":{...}}
+//
+// version is the command version of the type (CommandVersion, versions.go).
 type wireCommand struct {
-	Version  int         `json:"version"`
+	Version  uint32      `json:"version"`
 	TypeName CommandType `json:"type"`
 	Command
+}
+
+// wireVersion is read first, leniently: a newer version may have fields this
+// build does not know.
+type wireVersion struct {
+	Version uint32 `json:"version"`
 }
 
 // Encode returns the JSON encoding of c, which must hold exactly one command.
@@ -33,7 +37,7 @@ func Encode(c Command) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode command: %w", err)
 	}
-	data, err := json.Marshal(wireCommand{Version: Version, TypeName: t, Command: c})
+	data, err := json.Marshal(wireCommand{Version: CommandVersion(t), TypeName: t, Command: c})
 	if err != nil {
 		return nil, fmt.Errorf("encode %s command: %w", t, err)
 	}
@@ -41,19 +45,22 @@ func Encode(c Command) ([]byte, error) {
 }
 
 // Decode parses an encoded command. It returns an error, never panics, for anything
-// but exactly one JSON object of the current Version with no unknown fields and
-// exactly one payload matching its "type". It does not check that the command makes
+// but exactly one JSON object with no unknown fields, exactly one payload matching
+// its "type", and the version of that type. A command of a version above MaxVersion
+// (or a RaiseClusterVersion beyond it) is an *UnsupportedVersionError: this build
+// must stop applying, not skip it. Decode does not check that the command makes
 // sense; Apply does that against the state.
 func Decode(data []byte) (Command, error) {
 	if len(data) > MaxCommandBytes {
 		return Command{}, fmt.Errorf("decode command: %d bytes exceeds the limit of %d", len(data), MaxCommandBytes)
 	}
+	var v wireVersion
+	if err := json.Unmarshal(data, &v); err == nil && v.Version > MaxVersion {
+		return Command{}, &UnsupportedVersionError{Version: v.Version, What: "command"}
+	}
 	var w wireCommand
 	if err := decodeStrict(data, &w); err != nil {
 		return Command{}, fmt.Errorf("decode command: %w", err)
-	}
-	if w.Version != Version {
-		return Command{}, fmt.Errorf("decode command: version %d, want %d", w.Version, Version)
 	}
 	t, err := w.Command.Type()
 	if err != nil {
@@ -61,6 +68,12 @@ func Decode(data []byte) (Command, error) {
 	}
 	if t != w.TypeName {
 		return Command{}, fmt.Errorf("decode command: type %q but payload is %s", w.TypeName, t)
+	}
+	if want := CommandVersion(t); w.Version != want {
+		return Command{}, fmt.Errorf("decode command: %s is a version %d command, the entry says version %d", t, want, w.Version)
+	}
+	if r := w.RaiseClusterVersion; r != nil && r.Version > MaxVersion {
+		return Command{}, &UnsupportedVersionError{Version: r.Version, What: "cluster version"}
 	}
 	return w.Command, nil
 }
@@ -103,15 +116,17 @@ func DecodeResult(data []byte) (Result, error) {
 	}
 }
 
-// wireSnapshot is the JSON form of a Machine snapshot.
+// wireSnapshot is the JSON form of a Machine snapshot. Its version is the
+// state's agreed cluster version: a snapshot never holds what the cluster has
+// not agreed to understand.
 type wireSnapshot struct {
-	Version      int    `json:"version"`
+	Version      uint32 `json:"version"`
 	AppliedIndex uint64 `json:"applied_index"`
 	State        State  `json:"state"`
 }
 
 func encodeSnapshot(appliedIndex uint64, s State) ([]byte, error) {
-	data, err := json.Marshal(wireSnapshot{Version: Version, AppliedIndex: appliedIndex, State: s})
+	data, err := json.Marshal(wireSnapshot{Version: s.AgreedVersion(), AppliedIndex: appliedIndex, State: s})
 	if err != nil {
 		return nil, fmt.Errorf("encode snapshot: %w", err)
 	}
@@ -122,12 +137,16 @@ func decodeSnapshot(data []byte) (appliedIndex uint64, s State, err error) {
 	if len(data) > MaxSnapshotBytes {
 		return 0, State{}, fmt.Errorf("decode snapshot: %d bytes exceeds the limit of %d", len(data), MaxSnapshotBytes)
 	}
+	var v wireVersion
+	if err := json.Unmarshal(data, &v); err == nil && v.Version > MaxVersion {
+		return 0, State{}, &UnsupportedVersionError{Version: v.Version, What: "snapshot"}
+	}
 	var w wireSnapshot
 	if err := decodeStrict(data, &w); err != nil {
 		return 0, State{}, fmt.Errorf("decode snapshot: %w", err)
 	}
-	if w.Version != Version {
-		return 0, State{}, fmt.Errorf("decode snapshot: version %d, want %d", w.Version, Version)
+	if w.Version != w.State.AgreedVersion() {
+		return 0, State{}, fmt.Errorf("decode snapshot: version %d but the state's cluster version is %d", w.Version, w.State.AgreedVersion())
 	}
 	if err := w.State.Validate(); err != nil {
 		return 0, State{}, fmt.Errorf("decode snapshot: %w", err)

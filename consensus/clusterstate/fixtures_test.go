@@ -186,6 +186,8 @@ func sampleCommands() []Command {
 		abortCmd(2),
 		completeCmd(2, "pg2"),
 		completeCmd(2, "pg3"),
+		{ReportVersion: &ReportVersion{Proxy: 1, MaxVersion: 1}},
+		{RaiseClusterVersion: &RaiseClusterVersion{Version: 1, Voters: []uint64{1, 2, 3}}},
 	}
 }
 

@@ -1,6 +1,7 @@
 package clusterstate
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -22,8 +23,11 @@ type Machine struct {
 func NewMachine() *Machine { return &Machine{} }
 
 // Apply decodes one committed log entry and applies it. It returns the JSON-encoded
-// Result (see DecodeResult) for the proposer. err is non-nil only when data is not a
-// valid command; the state is then unchanged on every node alike.
+// Result (see DecodeResult) for the proposer. err is non-nil when data is not a
+// valid command; the state is then unchanged on every node alike. An
+// *UnsupportedVersionError is different: the entry is valid but needs a newer
+// pgquorum, so the entry is not counted as applied and the caller must stop
+// applying (its HaltApply method says so).
 //
 // An entry whose non-zero index is not above the last applied index (a replay after
 // a snapshot that already contains it) is not applied again; the result is Stale.
@@ -38,10 +42,14 @@ func (m *Machine) Apply(index uint64, data []byte) (result []byte, err error) {
 			Epoch:  m.state.Epoch,
 		}), nil
 	}
+	cmd, err := Decode(data)
+	var unsupported *UnsupportedVersionError
+	if errors.As(err, &unsupported) {
+		return nil, fmt.Errorf("entry %d: %w", index, err) // not applied: this node stops here
+	}
 	if index != 0 {
 		m.applied = index // an undecodable entry counts as handled too
 	}
-	cmd, err := Decode(data)
 	if err != nil {
 		return nil, fmt.Errorf("entry %d: %w", index, err)
 	}

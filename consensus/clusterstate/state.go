@@ -40,6 +40,12 @@ type State struct {
 	// Fenced are old primaries that must never be routed to until Unfence (after
 	// `pgquorum rejoin`). Sorted; never contains Primary.
 	Fenced []string `json:"fenced,omitempty"`
+	// ClusterVersion is the command version every voter understands, agreed
+	// through RaiseClusterVersion; 0 means 1 (see AgreedVersion, versions.go).
+	ClusterVersion uint32 `json:"cluster_version,omitempty"`
+	// Versions are the proxies' version reports, sorted by Proxy. Unlike the
+	// rest, they may exist before Bootstrap.
+	Versions []ProxyVersion `json:"versions,omitempty"`
 }
 
 // NodeState is one PostgreSQL node as the cluster agreed on it.
@@ -237,6 +243,7 @@ func (s State) Clone() State {
 		}
 	}
 	c.Fenced = slices.Clone(s.Fenced)
+	c.Versions = slices.Clone(s.Versions)
 	return c
 }
 

@@ -17,7 +17,12 @@ import (
 //     valid Next for its kind, a candidate exactly when one has been chosen, and a
 //     bounded, increasing step record.
 //   - History holds at most MaxHistory entries; text fields at most MaxTextBytes.
+//   - Version reports sorted by proxy, distinct, non-zero (they may exist at
+//     epoch 0).
 func (s State) Validate() error {
+	if err := validateVersions(s); err != nil {
+		return err
+	}
 	if !s.Bootstrapped() {
 		if s.Primary != "" || s.Nodes != nil || s.Paused || s.Failover != nil || s.History != nil || s.Fenced != nil {
 			return fmt.Errorf("state at epoch 0 must be empty")
