@@ -25,7 +25,9 @@ type Config struct {
 	Hold        Hold       `yaml:"hold"`
 	Health      Health     `yaml:"health"`
 	Failover    Failover   `yaml:"failover"`
+	PeerTLS     *PeerTLS   `yaml:"peer_tls"`
 	Admin       Admin      `yaml:"admin"`
+	Security    Security   `yaml:"security"`
 	Log         Log        `yaml:"log"`
 }
 
@@ -99,12 +101,38 @@ type Failover struct {
 	MinInterval Duration `yaml:"min_interval"` // flap guard between automatic failovers; default 60s
 }
 
+// PeerTLS is the mutual TLS between proxies (SPEC §3.4): PEM files made by
+// `pgquorum cert` (or any CA that writes pgquorum identities).
+type PeerTLS struct {
+	CA   string `yaml:"ca"`   // the cluster CA (a bundle while rotating the CA)
+	Cert string `yaml:"cert"` // this node's certificate: its id and role
+	Key  string `yaml:"key"`
+}
+
 // Admin configures the admin HTTP API.
 type Admin struct {
-	TokenFile string `yaml:"token_file"` // optional bearer token for mutating calls
+	TokenFile string    `yaml:"token_file"` // the operators' bearer token for mutating calls
+	TLS       *AdminTLS `yaml:"tls"`        // serve HTTPS; accept operators' client certificates
 
 	// Token is read from TokenFile by Load; never from YAML.
 	Token string `yaml:"-"`
+}
+
+// AdminTLS makes the admin API serve HTTPS.
+type AdminTLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// ClientCA verifies operators' client certificates (`pgquorum cert
+	// client`); default peer_tls.ca.
+	ClientCA string `yaml:"client_ca"`
+}
+
+// Security holds the one switch that turns security off.
+type Security struct {
+	// Insecure allows plaintext peers (no peer_tls) and an admin API without
+	// authentication (no admin.token_file or admin.tls), only when every
+	// address is on loopback.
+	Insecure bool `yaml:"insecure"`
 }
 
 // Log configures logging.

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgquorum/pgquorum/pki"
 )
 
 const validYAML = `
@@ -32,6 +34,8 @@ hold:
   timeout: 20s
 health:
   interval: 250ms
+peer_tls: {ca: certs/ca.pem, cert: certs/node-1.pem, key: certs/node-1-key.pem}
+admin: {token_file: admin-token}
 `
 
 func TestParseValidConfigFillsDefaults(t *testing.T) {
@@ -116,6 +120,7 @@ func TestSinglePeerIsValid(t *testing.T) {
 
 func TestLoadReadsSecretsAndEnv(t *testing.T) {
 	dir := t.TempDir()
+	writeSecurityFiles(t, dir, pki.RoleVoter, 1)
 	if err := os.WriteFile(filepath.Join(dir, "pw"), []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -147,6 +152,7 @@ func TestLoadReadsSecretsAndEnv(t *testing.T) {
 
 func TestLoadMissingSecretFile(t *testing.T) {
 	dir := t.TempDir()
+	writeSecurityFiles(t, dir, pki.RoleVoter, 1)
 	doc := strings.Replace(validYAML, "query_user: pgquorum", "query_user: pgquorum\n  query_password_file: nope", 1)
 	path := filepath.Join(dir, "c.yaml")
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
@@ -157,21 +163,77 @@ func TestLoadMissingSecretFile(t *testing.T) {
 	}
 }
 
-// TestExampleConfigsLoad keeps the documented examples in configs/ valid.
+// TestExampleConfigsLoad keeps the documented examples in configs/ valid: it
+// copies them, makes the certificates and the admin token as
+// configs/README.md says, and loads each one.
 func TestExampleConfigsLoad(t *testing.T) {
 	files, err := filepath.Glob("../configs/*.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	more, _ := filepath.Glob("../configs/loopback/*.yaml")
+	more, _ := filepath.Glob("../configs/loopback/*")
 	files = append(files, more...)
-	if len(files) < 4 {
+	if len(files) < 5 {
 		t.Fatalf("expected the example configs, found %v", files)
 	}
+	root := t.TempDir()
 	for _, f := range files {
-		if _, err := Load(f); err != nil {
+		rel, _ := filepath.Rel("../configs", f)
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(rel)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, rel), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	loopback := filepath.Join(root, "loopback")
+	ca := writeSecurityFiles(t, loopback, pki.RoleVoter, 1, 2, 3)
+	writeNodeCert(t, ca, filepath.Join(loopback, "certs"), pki.RoleLearner, 101)
+	for _, f := range files {
+		rel, _ := filepath.Rel("../configs", f)
+		if !strings.HasSuffix(f, ".yaml") {
+			continue
+		}
+		if _, err := Load(filepath.Join(root, rel)); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
+	}
+}
+
+// writeSecurityFiles makes dir/certs (a CA for cluster "demo" and node
+// certificates for ids) and dir/admin-token, as configs/README.md says.
+func writeSecurityFiles(t *testing.T, dir string, role pki.Role, ids ...uint64) *pki.CA {
+	t.Helper()
+	ca, err := pki.NewCA("demo", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs := filepath.Join(dir, "certs")
+	if _, _, err := pki.WriteCA(certs, ca, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		writeNodeCert(t, ca, certs, role, id)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "admin-token"), []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+func writeNodeCert(t *testing.T, ca *pki.CA, dir string, role pki.Role, id uint64) {
+	t.Helper()
+	kp, err := ca.IssueNode(id, id, role, []string{"127.0.0.1"}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key := pki.NodeFiles(dir, pki.NodeIdentity("demo", id, role))
+	if err := pki.WriteKeyPair(cert, key, kp.CertPEM, kp.KeyPEM, true); err != nil {
+		t.Fatal(err)
 	}
 }
 

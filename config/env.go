@@ -35,8 +35,19 @@ var EnvOverrides = []struct {
 	{"PGQUORUM_LISTEN_RAFT", "listen.raft", func(c *Config, v string) error { c.Listen.Raft = v; return nil }},
 	{"PGQUORUM_AUTH_QUERY_PASSWORD_FILE", "auth.query_password_file", func(c *Config, v string) error { c.Auth.QueryPasswordFile = v; return nil }},
 	{"PGQUORUM_ADMIN_TOKEN_FILE", "admin.token_file", func(c *Config, v string) error { c.Admin.TokenFile = v; return nil }},
+	{"PGQUORUM_PEER_TLS_CA", "peer_tls.ca", func(c *Config, v string) error { peerTLS(c).CA = v; return nil }},
+	{"PGQUORUM_PEER_TLS_CERT", "peer_tls.cert", func(c *Config, v string) error { peerTLS(c).Cert = v; return nil }},
+	{"PGQUORUM_PEER_TLS_KEY", "peer_tls.key", func(c *Config, v string) error { peerTLS(c).Key = v; return nil }},
 	{"PGQUORUM_LOG_FORMAT", "log.format", func(c *Config, v string) error { c.Log.Format = v; return nil }},
 	{"PGQUORUM_LOG_LEVEL", "log.level", func(c *Config, v string) error { c.Log.Level = v; return nil }},
+}
+
+// peerTLS returns c.PeerTLS, creating it for an override.
+func peerTLS(c *Config) *PeerTLS {
+	if c.PeerTLS == nil {
+		c.PeerTLS = &PeerTLS{}
+	}
+	return c.PeerTLS
 }
 
 // ApplyEnv applies the EnvOverrides that lookup finds (os.LookupEnv in production).

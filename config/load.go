@@ -23,8 +23,10 @@ const (
 	DefaultQueryDatabase      = "postgres"
 )
 
-// Load reads, checks and validates the configuration file at path, then applies
-// environment overrides (ApplyEnv) and reads the secret files it names.
+// Load reads, checks and validates the configuration file at path, applies
+// environment overrides (ApplyEnv), reads the secret files it names and checks
+// the certificates. A file that is not valid YAML or has unknown keys fails
+// at once; otherwise the error is a *Problems with every problem found.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -37,16 +39,26 @@ func Load(path string) (*Config, error) {
 	if err := ApplyEnv(cfg, os.LookupEnv); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	if err := cfg.resolvePaths(filepath.Dir(path)); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+	cfg.resolvePaths(filepath.Dir(path))
+	p := Problems{File: path}
+	cfg.validate(&p)
+	cfg.readSecrets(&p)
+	if len(p.List) == 0 {
+		// Only a valid configuration says which certificate to expect.
+		cfg.checkCredentials(&p)
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	if err := cfg.readSecrets(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+	if err := p.Err(); err != nil {
+		return nil, err
 	}
 	return cfg, nil
+}
+
+// checkCredentials loads the certificates the configuration names.
+func (c *Config) checkCredentials(p *Problems) {
+	_, err := c.PeerCredentials()
+	p.AddErr(err)
+	_, err = c.AdminCredentials()
+	p.AddErr(err)
 }
 
 // Parse decodes YAML into a Config with defaults filled in. Unknown keys are an
@@ -106,7 +118,7 @@ func (c *Config) applyDefaults() {
 }
 
 // resolvePaths makes relative file paths relative to the config file's directory.
-func (c *Config) resolvePaths(dir string) error {
+func (c *Config) resolvePaths(dir string) {
 	abs := func(p *string) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
@@ -119,32 +131,44 @@ func (c *Config) resolvePaths(dir string) error {
 		abs(&c.TLS.Cert)
 		abs(&c.TLS.Key)
 	}
-	return nil
+	if c.PeerTLS != nil {
+		abs(&c.PeerTLS.CA)
+		abs(&c.PeerTLS.Cert)
+		abs(&c.PeerTLS.Key)
+	}
+	if c.Admin.TLS != nil {
+		abs(&c.Admin.TLS.Cert)
+		abs(&c.Admin.TLS.Key)
+		abs(&c.Admin.TLS.ClientCA)
+	}
 }
 
-func (c *Config) readSecrets() error {
-	read := func(key, path string) (string, error) {
+// MinTokenBytes is the shortest admin token accepted: a token is a password
+// that every operator tool sends, so it must not be guessable.
+const MinTokenBytes = 16
+
+func (c *Config) readSecrets(p *Problems) {
+	read := func(key, path string) string {
 		if path == "" {
-			return "", nil
+			return ""
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", key, err)
+			p.Add(key, "%v", err)
+			return ""
 		}
 		s := strings.TrimRight(string(b), "\r\n")
 		if s == "" {
-			return "", fmt.Errorf("%s: file %s is empty", key, path)
+			p.Add(key, "file %s is empty", path)
 		}
-		return s, nil
+		return s
 	}
-	var err error
-	if c.Auth.QueryPassword, err = read("auth.query_password_file", c.Auth.QueryPasswordFile); err != nil {
-		return err
+	c.Auth.QueryPassword = read("auth.query_password_file", c.Auth.QueryPasswordFile)
+	c.Admin.Token = read("admin.token_file", c.Admin.TokenFile)
+	if n := len(c.Admin.Token); n > 0 && n < MinTokenBytes {
+		p.Add("admin.token_file", "the token in %s has %d bytes; use at least %d random ones (`head -c 32 /dev/urandom | base64`)",
+			c.Admin.TokenFile, n, MinTokenBytes)
 	}
-	if c.Admin.Token, err = read("admin.token_file", c.Admin.TokenFile); err != nil {
-		return err
-	}
-	return nil
 }
 
 // UnmarshalYAML reads a duration such as "500ms" or "30s".

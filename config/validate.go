@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"regexp"
@@ -16,141 +15,153 @@ var (
 	backendNamePattern = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 )
 
-// Validate checks every key and returns the first problem found, naming the key.
+// Validate checks every key and returns every problem found (a *Problems),
+// each naming its key; nil when the configuration is valid. It reads no files.
 func (c *Config) Validate() error {
+	var p Problems
+	c.validate(&p)
+	return p.Err()
+}
+
+func (c *Config) validate(p *Problems) {
 	if !clusterNamePattern.MatchString(c.ClusterName) {
 		if c.ClusterName == "" {
-			return errors.New("cluster_name: required")
+			p.Add("cluster_name", "required")
+		} else {
+			p.Add("cluster_name", "%q must be 1-63 letters, digits, '_', '.' or '-'", c.ClusterName)
 		}
-		return fmt.Errorf("cluster_name: %q must be 1-63 letters, digits, '_', '.' or '-'", c.ClusterName)
 	}
 	if c.Node.ID == 0 {
-		return errors.New("node.id: required and must be non-zero")
+		p.Add("node.id", "required and must be non-zero")
 	}
 	if c.Node.DataDir == "" {
-		return errors.New("node.data_dir: required")
+		p.Add("node.data_dir", "required")
 	}
-	for key, addr := range map[string]string{
-		"listen.postgres": c.Listen.Postgres,
-		"listen.admin":    c.Listen.Admin,
-		"listen.raft":     c.Listen.Raft,
-	} {
-		if err := checkHostPort(addr); err != nil {
-			return fmt.Errorf("%s: %w", key, err)
+	for _, l := range c.listenAddrs() {
+		if err := checkHostPort(l.addr); err != nil {
+			p.Add(l.key, "%v", err)
 		}
 	}
-	if err := c.validatePeers(); err != nil {
-		return err
-	}
-	if err := c.validateBackends(); err != nil {
-		return err
-	}
+	c.validatePeers(p)
+	c.validateBackends(p)
 	switch c.Auth.Method {
 	case "trust", "md5", "scram-sha-256":
 	case "":
-		return errors.New("auth.method: required (trust, md5 or scram-sha-256)")
+		p.Add("auth.method", "required (trust, md5 or scram-sha-256)")
 	default:
-		return fmt.Errorf("auth.method: %q is not one of trust, md5, scram-sha-256", c.Auth.Method)
+		p.Add("auth.method", "%q is not one of trust, md5, scram-sha-256", c.Auth.Method)
 	}
 	if c.Auth.QueryUser == "" {
-		return errors.New("auth.query_user: required (the role that reads password verifiers and runs health probes)")
+		p.Add("auth.query_user", "required (the role that reads password verifiers and runs health probes)")
 	}
 	if c.TLS != nil && (c.TLS.Cert == "" || c.TLS.Key == "") {
-		return errors.New("tls: both cert and key are required")
+		p.Add("tls", "both cert and key are required")
 	}
 	switch c.Backend.SSLMode {
 	case "disable":
 	default:
-		return fmt.Errorf("backend.sslmode: %q is not supported yet (only disable; run the proxy next to PostgreSQL or on a trusted network)", c.Backend.SSLMode)
+		p.Add("backend.sslmode", "%q is not supported yet (only disable; run the proxy next to PostgreSQL or on a trusted network)", c.Backend.SSLMode)
 	}
 	if c.Hold.Timeout.Duration < 10*time.Millisecond {
-		return fmt.Errorf("hold.timeout: %s is too short (minimum 10ms)", c.Hold.Timeout)
+		p.Add("hold.timeout", "%s is too short (minimum 10ms)", c.Hold.Timeout)
 	}
 	if c.Hold.MaxHeld < 1 {
-		return fmt.Errorf("hold.max_held: %d must be at least 1", c.Hold.MaxHeld)
+		p.Add("hold.max_held", "%d must be at least 1", c.Hold.MaxHeld)
 	}
 	if c.Hold.ReleaseConcurrency < 1 {
-		return fmt.Errorf("hold.release_concurrency: %d must be at least 1", c.Hold.ReleaseConcurrency)
+		p.Add("hold.release_concurrency", "%d must be at least 1", c.Hold.ReleaseConcurrency)
 	}
 	if c.Health.Interval.Duration < 10*time.Millisecond {
-		return fmt.Errorf("health.interval: %s is too short (minimum 10ms)", c.Health.Interval)
+		p.Add("health.interval", "%s is too short (minimum 10ms)", c.Health.Interval)
 	}
 	if c.Health.Timeout.Duration < 10*time.Millisecond {
-		return fmt.Errorf("health.timeout: %s is too short (minimum 10ms)", c.Health.Timeout)
+		p.Add("health.timeout", "%s is too short (minimum 10ms)", c.Health.Timeout)
 	}
+	c.validateSecurity(p)
 	switch c.Log.Format {
 	case "text", "json":
 	default:
-		return fmt.Errorf("log.format: %q is not one of text, json", c.Log.Format)
+		p.Add("log.format", "%q is not one of text, json", c.Log.Format)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		return fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+		p.Add("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
 	}
-	return nil
 }
 
-func (c *Config) validatePeers() error {
+// keyedAddr is an address with the key it comes from.
+type keyedAddr struct{ key, addr string }
+
+func (c *Config) listenAddrs() []keyedAddr {
+	return []keyedAddr{
+		{"listen.postgres", c.Listen.Postgres},
+		{"listen.admin", c.Listen.Admin},
+		{"listen.raft", c.Listen.Raft},
+	}
+}
+
+func (c *Config) validatePeers(p *Problems) {
 	if len(c.Peers) == 0 {
-		return errors.New("peers: at least one voter is required")
+		p.Add("peers", "at least one voter is required")
+		return
 	}
 	seen := map[uint64]bool{}
 	self := false
-	for i, p := range c.Peers {
+	for i, peer := range c.Peers {
 		key := fmt.Sprintf("peers[%d]", i)
-		if p.ID == 0 {
-			return fmt.Errorf("%s.id: required and must be non-zero", key)
+		if peer.ID == 0 {
+			p.Add(key+".id", "required and must be non-zero")
+		} else if seen[peer.ID] {
+			p.Add(key+".id", "%d appears twice", peer.ID)
 		}
-		if seen[p.ID] {
-			return fmt.Errorf("%s.id: %d appears twice", key, p.ID)
+		seen[peer.ID] = true
+		if err := checkHostPort(peer.Raft); err != nil {
+			p.Add(key+".raft", "%v", err)
 		}
-		seen[p.ID] = true
-		if err := checkHostPort(p.Raft); err != nil {
-			return fmt.Errorf("%s.raft: %w", key, err)
-		}
-		if p.ID == c.Node.ID {
+		if peer.ID == c.Node.ID {
 			self = true
 		}
 	}
+	if c.Node.ID == 0 {
+		return
+	}
 	if c.Node.IsVoter() && !self {
-		return fmt.Errorf("peers: node.id %d is a voter but is not listed in peers (set node.voter: false for a learner)", c.Node.ID)
+		p.Add("peers", "node.id %d is a voter but is not listed in peers (set node.voter: false for a learner)", c.Node.ID)
 	}
 	if !c.Node.IsVoter() && self {
-		return fmt.Errorf("node.voter: node %d is listed in peers, so it cannot be a learner", c.Node.ID)
+		p.Add("node.voter", "node %d is listed in peers, so it cannot be a learner", c.Node.ID)
 	}
-	return nil
 }
 
-func (c *Config) validateBackends() error {
+func (c *Config) validateBackends(p *Problems) {
 	if len(c.Backends) == 0 {
-		return errors.New("backends: at least one PostgreSQL node is required")
+		p.Add("backends", "at least one PostgreSQL node is required")
+		return
 	}
 	names := map[string]bool{}
 	addrs := map[string]bool{}
 	for i, b := range c.Backends {
 		key := fmt.Sprintf("backends[%d]", i)
-		if !backendNamePattern.MatchString(b.Name) {
-			return fmt.Errorf("%s.name: %q must be a lower-case identifier (it is the node's application_name)", key, b.Name)
-		}
-		if names[b.Name] {
-			return fmt.Errorf("%s.name: %q appears twice", key, b.Name)
+		switch {
+		case !backendNamePattern.MatchString(b.Name):
+			p.Add(key+".name", "%q must be a lower-case identifier (it is the node's application_name)", b.Name)
+		case names[b.Name]:
+			p.Add(key+".name", "%q appears twice", b.Name)
 		}
 		names[b.Name] = true
 		if err := checkHostPort(b.Address); err != nil {
-			return fmt.Errorf("%s.address: %w", key, err)
-		}
-		if addrs[b.Address] {
-			return fmt.Errorf("%s.address: %q appears twice", key, b.Address)
+			p.Add(key+".address", "%v", err)
+		} else if addrs[b.Address] {
+			p.Add(key+".address", "%q appears twice", b.Address)
 		}
 		addrs[b.Address] = true
 	}
-	return nil
 }
 
 func checkHostPort(addr string) error {
 	if addr == "" {
-		return errors.New("required (host:port)")
+		return fmt.Errorf("required (host:port)")
 	}
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
