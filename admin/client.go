@@ -3,31 +3,101 @@ package admin
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pgquorum/pgquorum/consensus/clusterstate"
+	"github.com/pgquorum/pgquorum/pki"
 )
 
 // Client calls a node's admin API; the pgquorum CLI uses it.
 type Client struct {
-	BaseURL string // e.g. http://127.0.0.1:8008
+	BaseURL string // e.g. http://127.0.0.1:8008 or https://...
 	Token   string // bearer token for mutating calls; "" = none
 	HTTP    *http.Client
 }
 
-// NewClient returns a client for the admin API at baseURL ("host:port" or a URL).
+// ClientOptions say how to reach and authenticate to the admin API.
+type ClientOptions struct {
+	// Token is the operators' bearer token for mutating calls; "" = none.
+	Token string
+	// TLS, if set, is used for https:// URLs, and a base URL without a
+	// scheme becomes https://. It holds the CA that verifies the API's
+	// certificate and, optionally, the operator's client certificate (see
+	// ClientCredentials).
+	TLS *tls.Config
+	// Timeout bounds one call; zero means 30s.
+	Timeout time.Duration
+}
+
+// NewClient returns a client for the admin API at baseURL ("host:port" or a
+// URL) that sends token on mutating calls.
 func NewClient(baseURL, token string) *Client {
+	return NewClientWithOptions(baseURL, ClientOptions{Token: token})
+}
+
+// NewClientWithOptions returns a client for the admin API at baseURL
+// ("host:port" or a URL).
+func NewClientWithOptions(baseURL string, o ClientOptions) *Client {
 	if !strings.Contains(baseURL, "://") {
-		baseURL = "http://" + baseURL
+		scheme := "http://"
+		if o.TLS != nil {
+			scheme = "https://"
+		}
+		baseURL = scheme + baseURL
 	}
-	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), Token: token, HTTP: &http.Client{Timeout: 30 * time.Second}}
+	timeout := o.Timeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	hc := &http.Client{Timeout: timeout}
+	if o.TLS != nil {
+		transport := http.DefaultTransport.(*http.Transport).Clone()
+		transport.TLSClientConfig = o.TLS
+		hc.Transport = transport
+	}
+	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), Token: o.Token, HTTP: hc}
+}
+
+// ClientCredentials are an operator tool's ways to authenticate to the admin
+// API, as given on its command line (pgquorum's --token, --token-file, --ca,
+// --client-cert, --client-key).
+type ClientCredentials struct {
+	Token     string // the bearer token itself
+	TokenFile string // or a file holding it (wins over Token)
+	CAFile    string // verifies an HTTPS API's certificate; "" = the system's roots
+	CertFile  string // an operator's client certificate (`pgquorum cert client`)
+	KeyFile   string
+}
+
+// Options reads the files and returns the client options.
+func (c ClientCredentials) Options() (ClientOptions, error) {
+	o := ClientOptions{Token: c.Token}
+	if c.TokenFile != "" {
+		b, err := os.ReadFile(c.TokenFile)
+		if err != nil {
+			return ClientOptions{}, fmt.Errorf("token file: %w", err)
+		}
+		if o.Token = strings.TrimRight(string(b), "\r\n"); o.Token == "" {
+			return ClientOptions{}, fmt.Errorf("token file %s is empty", c.TokenFile)
+		}
+	}
+	if c.CAFile != "" || c.CertFile != "" || c.KeyFile != "" {
+		cfg, err := pki.HTTPSClientConfig(c.CAFile, c.CertFile, c.KeyFile)
+		if err != nil {
+			return ClientOptions{}, fmt.Errorf("admin API TLS: %w", err)
+		}
+		o.TLS = cfg
+	}
+	return o, nil
 }
 
 // APIError is an error answer of the admin API.
@@ -75,8 +145,8 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	if err != nil {
 		return fmt.Errorf("admin API %s: %w", c.BaseURL, err)
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if body != nil || method != http.MethodGet {
+		req.Header.Set("Content-Type", "application/json") // the API takes nothing else on mutating calls
 	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)

@@ -149,6 +149,7 @@ func TestRejoinEndpoint(t *testing.T) {
 		mux.HandleFunc("POST /rejoin/{node}", s.mutating(handler))
 		req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/rejoin/"+node, nil)
 		req.Header.Set("Authorization", "Bearer tok")
+		req.Header.Set("Content-Type", "application/json")
 		rec := httptest.NewRecorder()
 		mux.ServeHTTP(rec, req)
 		return rec.Code, rec.Body.String()
@@ -172,7 +173,7 @@ func TestRejoinEndpoint(t *testing.T) {
 	})
 	t.Run("refuses without fresh evidence", func(t *testing.T) {
 		raft := &unfenceRaft{st: st}
-		s := &Server{Backends: backends, State: raft}
+		s := &Server{Backends: backends, State: raft, Token: "tok"}
 		// Probes taken before the request: never fresh enough.
 		code, body := post(t, s, s.rejoin(probeView{streamingProbes()}, raft), "pg1", 300*time.Millisecond)
 		if code != http.StatusConflict || !strings.Contains(body, "fresh probe") {
@@ -184,7 +185,7 @@ func TestRejoinEndpoint(t *testing.T) {
 	})
 	t.Run("refuses a node that does not stream", func(t *testing.T) {
 		raft := &unfenceRaft{st: st}
-		s := &Server{Backends: backends, State: raft}
+		s := &Server{Backends: backends, State: raft, Token: "tok"}
 		probes := freshProbes()
 		p := probes["pg2"]
 		p.Replication = nil
@@ -240,7 +241,7 @@ func TestRejoinEndpoint(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			raft := &unfenceRaft{st: st}
-			s := &Server{Backends: backends, State: raft}
+			s := &Server{Backends: backends, State: raft, Token: "tok"}
 			code, body := post(t, s, s.rejoin(tc.health, raft), tc.node, time.Second)
 			if code != tc.want {
 				t.Fatalf("got %d %s, want %d", code, body, tc.want)

@@ -2,9 +2,14 @@
 // routing readiness for Kubernetes probes, and membership changes. Responses
 // are JSON; errors are JSON objects {"error": "..."} with a fitting status code.
 //
-// Read-only calls are open; mutating calls (POST, DELETE) require
-// "Authorization: Bearer <token>" when a token is configured. The listener
-// should stay on loopback or a private network.
+// Read-only calls are open. Mutating calls (POST, DELETE) must be
+// authenticated (auth.go): by the operators' bearer token
+// ("Authorization: Bearer <token>", admin.token_file) or, over HTTPS, by an
+// operator's client certificate signed by the cluster CA. A node without a
+// token refuses them unless it runs with security.insecure; a learner refuses
+// them always (operators use a voter's API). They take JSON bodies only
+// ("Content-Type: application/json"), so a browser cannot be tricked into
+// sending one with a plain form. The API serves HTTPS when TLS is set.
 //
 // The package only reads state and forwards requests to the Raft member; it
 // decides nothing itself.
@@ -12,7 +17,7 @@ package admin
 
 import (
 	"context"
-	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -66,14 +71,27 @@ type Server struct {
 	Health HealthView
 	// Metrics serves GET /metrics (Prometheus); nil answers 404.
 	Metrics http.Handler
-	// Token, if not empty, is required as a bearer token on mutating calls.
-	// SetToken replaces it while serving (configuration reload).
-	Token  string
-	Logger *slog.Logger
+	// Token, if not empty, is the operators' bearer token for mutating
+	// calls. SetToken replaces it while serving (configuration reload).
+	Token string
+	// Operators, if set, verifies operators' client certificates (HTTPS
+	// only): a certificate of role client for ClusterName authenticates a
+	// mutating call without the token. *pki.Credentials implements it.
+	Operators CertificateVerifier
+	// TLS, if set, makes the API serve HTTPS.
+	TLS *tls.Config
+	// Insecure lets mutating calls through without authentication while no
+	// token is set (security.insecure, loopback only).
+	Insecure bool
+	// Refused, if set, is called for every mutating call refused for want of
+	// authentication (401) or JSON (415), with the reason (metrics).
+	Refused func(reason string)
+	Logger  *slog.Logger
 
 	httpServer *http.Server
 	listener   net.Listener
 	token      atomic.Pointer[string] // set by SetToken; overrides Token
+	refusals   refusalLog
 }
 
 // SetToken replaces the bearer token required on mutating calls ("" = none).
@@ -136,6 +154,14 @@ func (s *Server) Listen(addr string) error {
 // Addr is the bound address.
 func (s *Server) Addr() net.Addr { return s.listener.Addr() }
 
+// URL is the API's base URL (https:// when TLS is set).
+func (s *Server) URL() string {
+	if s.TLS != nil {
+		return "https://" + s.Addr().String()
+	}
+	return "http://" + s.Addr().String()
+}
+
 // Serve serves until ctx ends, then shuts down within 5 s.
 func (s *Server) Serve(ctx context.Context) error {
 	s.httpServer = &http.Server{
@@ -145,9 +171,15 @@ func (s *Server) Serve(ctx context.Context) error {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    64 << 10,
+		// TLS handshake failures (scanners, clients without the CA) at debug.
+		ErrorLog: slog.NewLogLogger(s.logger().Handler(), slog.LevelDebug),
+	}
+	listener := s.listener
+	if s.TLS != nil {
+		listener = tls.NewListener(listener, s.TLS)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- s.httpServer.Serve(s.listener) }()
+	go func() { errc <- s.httpServer.Serve(listener) }()
 	select {
 	case err := <-errc:
 		return err
@@ -160,22 +192,6 @@ func (s *Server) Serve(ctx context.Context) error {
 		return err
 	}
 	return nil
-}
-
-// mutating wraps a handler that changes the cluster with the token check.
-func (s *Server) mutating(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if token := s.currentToken(); token != "" {
-			want := "Bearer " + token
-			got := r.Header.Get("Authorization")
-			if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="pgquorum"`)
-				writeError(w, http.StatusUnauthorized, "this call changes the cluster and needs a valid bearer token (admin.token_file)")
-				return
-			}
-		}
-		h(w, r)
-	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -25,10 +25,13 @@ type fakeRaft struct {
 	mu      sync.Mutex
 	members []consensus.Member
 	err     error
+	learner bool
 }
 
 func (f *fakeRaft) Status() consensus.Status {
-	return consensus.Status{ID: 1, Leader: 1, Term: 3, IsLeader: true, Voter: true}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return consensus.Status{ID: 1, Leader: 1, Term: 3, IsLeader: !f.learner, Voter: !f.learner}
 }
 func (f *fakeRaft) Members() []consensus.Member {
 	f.mu.Lock()
@@ -83,6 +86,8 @@ func (f *fakeOperator) Switchover(_ context.Context, to string) (clusterstate.Hi
 func (f *fakeOperator) SetPaused(_ context.Context, p bool) error { f.paused = &p; return f.err }
 func (f *fakeOperator) Safety() coordinator.Safety                { return coordinator.Safety{Safe: true} }
 
+// newTestServer serves a fake cluster. An empty token means security.insecure
+// (mutating calls without authentication).
 func newTestServer(t *testing.T, token string, routingOK bool) (*httptest.Server, *fakeRaft, *fakeOperator) {
 	t.Helper()
 	raft := &fakeRaft{members: []consensus.Member{{ID: 1, Addr: "127.0.0.1:7001", Voter: true, Reachable: true}}}
@@ -99,14 +104,25 @@ func newTestServer(t *testing.T, token string, routingOK bool) (*httptest.Server
 	s := &Server{
 		ClusterName: "test", NodeID: 1,
 		Backends: []Backend{{"pg1", "127.0.0.1:5432"}, {"pg2", "127.0.0.1:5433"}, {"pg3", "127.0.0.1:5434"}},
-		Raft:     raft, State: fakeState{st}, Routing: fakeRouting{v}, Operator: op, Token: token,
+		Raft:     raft, State: fakeState{st}, Routing: fakeRouting{v}, Operator: op, Token: token, Insecure: token == "",
 	}
 	ts := httptest.NewServer(s.Handler())
 	t.Cleanup(ts.Close)
 	return ts, raft, op
 }
 
+// call sends a request as the pgquorum CLI does (JSON on every call that is
+// not a GET).
 func call(t *testing.T, method, url, token, body string) (int, string) {
+	t.Helper()
+	contentType := "application/json"
+	if method == http.MethodGet {
+		contentType = ""
+	}
+	return callAs(t, http.DefaultClient, method, url, token, contentType, body)
+}
+
+func callAs(t *testing.T, client *http.Client, method, url, token, contentType, body string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
@@ -115,7 +131,10 @@ func call(t *testing.T, method, url, token, body string) (int, string) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +158,7 @@ func TestMutatingCallsNeedTheToken(t *testing.T) {
 	} {
 		for _, token := range []string{"", "wrong"} {
 			code, body := call(t, c.method, ts.URL+c.path, token, c.body)
-			if code != http.StatusUnauthorized || !strings.Contains(body, "bearer token") {
+			if code != http.StatusUnauthorized || !strings.Contains(body, "token") {
 				t.Errorf("%s %s with token %q: %d %s, want 401", c.method, c.path, token, code, body)
 			}
 		}

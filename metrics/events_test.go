@@ -35,6 +35,10 @@ func TestEventsAreCounted(t *testing.T) {
 	m.SessionMoved()
 	m.SessionMoved()
 
+	m.AdminRefused("unauthorized")
+	m.AdminRefused("unauthorized")
+	m.AdminRefused("unsupported_media_type")
+
 	m.FailoverFinished("automatic", "completed")
 	m.FailoverFinished("switchover", "completed")
 	m.FailoverFinished("automatic", "blocked")
@@ -81,6 +85,8 @@ pgquorum_failover_phase_duration_seconds_count{phase="promote"} 1
 pgquorum_failover_phase_duration_seconds_sum{phase="promote"} 0
 pgquorum_failover_phase_duration_seconds_count{phase="reroute"} 0
 pgquorum_failover_phase_duration_seconds_sum{phase="reroute"} 0
+pgquorum_admin_refused_requests_total{reason="unauthorized"} 2
+pgquorum_admin_refused_requests_total{reason="unsupported_media_type"} 1
 `)
 	checkLines(t, want, sampleLines(families))
 

@@ -51,6 +51,7 @@ type Metrics struct {
 	registry *prometheus.Registry
 	handler  http.Handler
 	events   events
+	admin    adminEvents
 }
 
 // New returns the metrics of one node with the event metrics registered and no
@@ -63,6 +64,8 @@ func New(opts Options) *Metrics {
 	m := &Metrics{registry: prometheus.NewRegistry()}
 	m.events = newEvents()
 	m.registry.MustRegister(m.events.collectors()...)
+	m.admin = newAdminEvents()
+	m.registry.MustRegister(m.admin.refused)
 	m.registry.MustRegister(infoCollector(opts))
 	if !opts.NoRuntimeMetrics {
 		m.registry.MustRegister(

@@ -84,6 +84,7 @@ var wantTypes = map[string]dto.MetricType{
 	"pgquorum_proxy_hold_duration_seconds":             dto.MetricType_HISTOGRAM,
 	"pgquorum_proxy_sessions_moved_total":              dto.MetricType_COUNTER,
 	"pgquorum_failovers_total":                         dto.MetricType_COUNTER,
+	"pgquorum_admin_refused_requests_total":            dto.MetricType_COUNTER,
 	"pgquorum_failover_phase_duration_seconds":         dto.MetricType_HISTOGRAM,
 	"pgquorum_raft_term":                               dto.MetricType_GAUGE,
 	"pgquorum_raft_leader_id":                          dto.MetricType_GAUGE,
@@ -259,6 +260,9 @@ pgquorum_routing_ready 1
 pgquorum_routing_target{node="pg1"} 1
 
 pgquorum_failover_safe{reason="walsender app1 is not a configured backend"} 0
+
+pgquorum_admin_refused_requests_total{reason="unauthorized"} 0
+pgquorum_admin_refused_requests_total{reason="unsupported_media_type"} 0
 `)
 	checkLines(t, want, sampleLines(families))
 }
