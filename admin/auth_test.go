@@ -125,7 +125,7 @@ func TestOperatorCertificatesOverHTTPS(t *testing.T) {
 	}
 	otherCert, otherKey := write(otherKP, "mallory")
 
-	creds, err := pki.LoadCredentials(pki.Files{CA: caFile, Cert: nodeCert, Key: nodeKey})
+	creds, err := pki.LoadCredentials(pki.Files{CA: caFile, Cert: nodeCert, Key: nodeKey}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,8 +20,9 @@ import (
 
 // Client calls a node's admin API; the pgquorum CLI uses it.
 type Client struct {
-	BaseURL string // e.g. http://127.0.0.1:8008 or https://...
-	Token   string // bearer token for mutating calls; "" = none
+	BaseURL string      // e.g. http://127.0.0.1:8008 or https://...
+	Token   string      // bearer token for mutating calls; "" = none
+	TLS     *tls.Config // what HTTP uses for https:// (ClientOptions.TLS); nil = the defaults
 	HTTP    *http.Client
 }
 
@@ -64,7 +65,7 @@ func NewClientWithOptions(baseURL string, o ClientOptions) *Client {
 		transport.TLSClientConfig = o.TLS
 		hc.Transport = transport
 	}
-	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), Token: o.Token, HTTP: hc}
+	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), Token: o.Token, TLS: o.TLS, HTTP: hc}
 }
 
 // ClientCredentials are an operator tool's ways to authenticate to the admin

@@ -118,30 +118,26 @@ func (c *Config) PeerCredentials() (*pki.Credentials, error) {
 	if c.PeerTLS == nil {
 		return nil, nil
 	}
-	creds, err := pki.LoadCredentials(pki.Files{CA: c.PeerTLS.CA, Cert: c.PeerTLS.Cert, Key: c.PeerTLS.Key})
+	creds, err := pki.LoadCredentials(pki.Files{CA: c.PeerTLS.CA, Cert: c.PeerTLS.Cert, Key: c.PeerTLS.Key}, c.checkPeerCertificate)
 	if err != nil {
 		return nil, fmt.Errorf("peer_tls: %w", err)
-	}
-	if err := c.CheckPeerCertificate(creds); err != nil {
-		return nil, err
 	}
 	return creds, nil
 }
 
-// CheckPeerCertificate checks that creds (peer_tls, also after a reload) hold
-// this node's certificate.
-func (c *Config) CheckPeerCertificate(creds *pki.Credentials) error {
-	id, err := creds.Identity()
+// checkPeerCertificate checks that peer_tls holds this node's certificate (on
+// every reload too).
+func (c *Config) checkPeerCertificate(id pki.Identity, err error) error {
 	if err != nil {
-		return fmt.Errorf("peer_tls.cert: %w (make one with `pgquorum cert node`)", err)
+		return fmt.Errorf("%w (make one with `pgquorum cert node`)", err)
 	}
 	switch {
 	case id.Cluster != c.ClusterName:
-		return fmt.Errorf("peer_tls.cert: the certificate is for cluster %q, this is %q", id.Cluster, c.ClusterName)
+		return fmt.Errorf("the certificate is for cluster %q, this is %q", id.Cluster, c.ClusterName)
 	case !id.Covers(c.Node.ID):
-		return fmt.Errorf("peer_tls.cert: the certificate is %s, not node %d's", id, c.Node.ID)
+		return fmt.Errorf("the certificate is %s, not node %d's", id, c.Node.ID)
 	case c.Node.IsVoter() && id.Role != pki.RoleVoter:
-		return fmt.Errorf("peer_tls.cert: node %d is a voter but its certificate is a %s's (make one without --learner)", c.Node.ID, id.Role)
+		return fmt.Errorf("node %d is a voter but its certificate is a %s's (make one without --learner)", c.Node.ID, id.Role)
 	}
 	return nil
 }
@@ -157,7 +153,7 @@ func (c *Config) AdminCredentials() (*pki.Credentials, error) {
 	if ca == "" && c.PeerTLS != nil {
 		ca = c.PeerTLS.CA
 	}
-	creds, err := pki.LoadCredentials(pki.Files{CA: ca, Cert: t.Cert, Key: t.Key})
+	creds, err := pki.LoadCredentials(pki.Files{CA: ca, Cert: t.Cert, Key: t.Key}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("admin.tls: %w", err)
 	}

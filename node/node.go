@@ -51,6 +51,7 @@ type Node struct {
 	// calls (failover, switchover, pause) work from any node.
 	coordinator *coordinator.Coordinator
 	metrics     *metrics.Metrics
+	security    security
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -66,12 +67,21 @@ type Options struct {
 	NoRuntimeMetrics bool
 }
 
-// Start starts every component of the node and returns once the listeners are bound.
+// Start starts every component of the node and returns once the listeners are
+// bound. cfg must be valid (config.Load; Start validates it again, so a
+// configuration built in code is held to the same rules, secure by default).
 func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Options) (*Node, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	n := &Node{cfg: cfg, logger: logger, machine: clusterstate.NewMachine()}
+	var err error
+	if n.security, err = loadSecurity(cfg, logger); err != nil {
+		return nil, err
+	}
 
 	var tlsConfig *tls.Config
 	if cfg.TLS != nil {
@@ -95,6 +105,10 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		Peers:        peers,
 		StateMachine: n.machine,
 		Logger:       logger,
+		PeerTLS:      n.security.consensusTLS(),
+		Plaintext:    n.security.peer == nil, // validated: only with security.insecure on loopback
+		// A sidecar's certificate lets it report, not steer the cluster.
+		LearnerProposals: clusterstate.LearnerMayPropose,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("raft: %w", err)
@@ -204,9 +218,10 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		Routing:     n.router,
 		Operator:    n.coordinator,
 		Health:      monitor,
-		Token:       cfg.Admin.Token,
+		Refused:     n.metrics.AdminRefused,
 		Logger:      logger.With("component", "admin"),
 	}
+	n.security.adminServer(n.admin, cfg)
 	if err := n.admin.Listen(cfg.Listen.Admin); err != nil {
 		n.proxy.Shutdown(context.Background())
 		raft.Close()
@@ -219,6 +234,8 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 	n.goRun("health", func() error { return monitor.Run(runCtx) })
 	n.goRun("health-reporter", func() error { return reporter.Run(runCtx) })
 	n.goRun("coordinator", func() error { n.coordinator.Run(runCtx); return nil })
+	versions := &coordinator.VersionAgreement{Raft: raft, State: n.machine, Proxy: cfg.Node.ID, Logger: logger.With("component", "versions")}
+	n.goRun("versions", func() error { return versions.Run(runCtx) })
 	n.goRun("admin", func() error { return n.admin.Serve(runCtx) })
 	n.goRun("proxy", func() error {
 		if err := n.proxy.Serve(runCtx); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
@@ -227,7 +244,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		return nil
 	})
 	logger.Info("pgquorum node started", "cluster", cfg.ClusterName, "node", cfg.Node.ID, "voter", cfg.Node.IsVoter(),
-		"postgres", n.proxy.Addr().String(), "admin", n.admin.Addr().String(), "raft", raft.Addr())
+		"postgres", n.proxy.Addr().String(), "admin", n.admin.URL(), "raft", raft.Addr(), "peer_tls", n.security.peer != nil)
 	return n, nil
 }
 
@@ -290,9 +307,12 @@ func (n *Node) Routing() routing.View { return n.router.Current() }
 func (n *Node) State() clusterstate.State { return n.machine.State() }
 
 // Reload applies what can change while running from a newly loaded
-// configuration (today: the admin token) and returns the keys that changed
-// but need a restart to take effect.
-func (n *Node) Reload(cfg *config.Config) (needRestart []string) {
+// configuration: the admin token and the certificate files (re-read at their
+// paths). It returns the keys that changed but need a restart to take effect,
+// and an error when the certificates could not be reloaded (the previous
+// ones stay in use).
+func (n *Node) Reload(cfg *config.Config) (needRestart []string, err error) {
+	err = n.security.reload(n.logger)
 	n.admin.SetToken(cfg.Admin.Token)
 	old := n.cfg
 	check := func(key string, changed bool) {
@@ -310,5 +330,8 @@ func (n *Node) Reload(cfg *config.Config) (needRestart []string) {
 	check("hold", old.Hold != cfg.Hold)
 	check("health", old.Health != cfg.Health)
 	check("failover", old.Failover != cfg.Failover)
-	return needRestart
+	check("peer_tls", fmt.Sprint(old.PeerTLS) != fmt.Sprint(cfg.PeerTLS))
+	check("admin.tls", fmt.Sprint(old.Admin.TLS) != fmt.Sprint(cfg.Admin.TLS))
+	check("security", old.Security != cfg.Security)
+	return needRestart, err
 }

@@ -27,6 +27,7 @@ type Files struct {
 // use; the current credentials are an immutable value swapped atomically.
 type Credentials struct {
 	files   Files // "" when made in memory by NewCredentials
+	check   func(Identity, error) error
 	current atomic.Pointer[loadedCredentials]
 }
 
@@ -37,9 +38,11 @@ type loadedCredentials struct {
 	roots       *x509.CertPool // nil = no CA
 }
 
-// LoadCredentials reads f.
-func LoadCredentials(f Files) (*Credentials, error) {
-	c := &Credentials{files: f}
+// LoadCredentials reads f. check, if set, vets the certificate's identity
+// (or the error reading it) on the first load and on every Reload; a
+// certificate it refuses is never used.
+func LoadCredentials(f Files, check func(Identity, error) error) (*Credentials, error) {
+	c := &Credentials{files: f, check: check}
 	if err := c.Reload(); err != nil {
 		return nil, err
 	}
@@ -81,6 +84,11 @@ func (c *Credentials) Reload() error {
 	l, err := parseCredentials(caPEM, certPEM, keyPEM)
 	if err != nil {
 		return fmt.Errorf("%s, %s: %w", c.files.Cert, c.files.Key, err)
+	}
+	if c.check != nil {
+		if err := c.check(l.identity, l.identityErr); err != nil {
+			return err
+		}
 	}
 	c.current.Store(l)
 	return nil

@@ -237,11 +237,11 @@ func TestPeerTLSIsMutualAndReloadable(t *testing.T) {
 		}
 		return Files{CA: filepath.Join(dir, CACertFile), Cert: cert, Key: key}
 	}
-	server, err := LoadCredentials(write(ca, 1))
+	server, err := LoadCredentials(write(ca, 1), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := LoadCredentials(write(ca, 2))
+	client, err := LoadCredentials(write(ca, 2), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

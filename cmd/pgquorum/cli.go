@@ -17,11 +17,31 @@ import (
 
 const defaultAdmin = "127.0.0.1:8008"
 
-// adminFlags adds --admin and --token to fs and returns a function that builds the client.
-func adminFlags(fs *flag.FlagSet) func() *admin.Client {
-	addr := fs.String("admin", defaultAdmin, "admin API address of any pgquorum node (env PGQUORUM_ADMIN)")
-	token := fs.String("token", "", "bearer token for mutating calls (env PGQUORUM_TOKEN)")
-	return func() *admin.Client { return admin.NewClient(*addr, *token) }
+// adminFlags adds --admin and the credentials flags to fs and returns a
+// function that builds the client once the flags are parsed.
+func adminFlags(fs *flag.FlagSet) func() (*admin.Client, error) {
+	addr := fs.String("admin", defaultAdmin, "admin API address of any pgquorum node: host:port or URL (env PGQUORUM_ADMIN)")
+	var creds admin.ClientCredentials
+	fs.StringVar(&creds.Token, "token", "", "the operators' bearer token for calls that change the cluster (env PGQUORUM_TOKEN; prefer --token-file)")
+	fs.StringVar(&creds.TokenFile, "token-file", "", "file holding the bearer token (env PGQUORUM_TOKEN_FILE)")
+	fs.StringVar(&creds.CAFile, "ca", "", "CA certificate that verifies an HTTPS admin API (admin.tls); makes host:port https:// (env PGQUORUM_CA)")
+	fs.StringVar(&creds.CertFile, "client-cert", "", "an operator's client certificate (`pgquorum cert client`) instead of the token (env PGQUORUM_CLIENT_CERT)")
+	fs.StringVar(&creds.KeyFile, "client-key", "", "the client certificate's key (env PGQUORUM_CLIENT_KEY)")
+	return func() (*admin.Client, error) {
+		o, err := creds.Options()
+		if err != nil {
+			return nil, err
+		}
+		return admin.NewClientWithOptions(*addr, o), nil
+	}
+}
+
+// unauthorizedHint adds what to do to an admin API 401.
+func unauthorizedHint(err error) error {
+	if admin.IsUnauthorized(err) {
+		return fmt.Errorf("%w\n(pass --token-file FILE, --token or --client-cert/--client-key, or set PGQUORUM_TOKEN_FILE)", err)
+	}
+	return err
 }
 
 func listCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -30,9 +50,13 @@ func listCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	c, err := client()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	v, err := client().Cluster(ctx)
+	v, err := c.Cluster(ctx)
 	if err != nil {
 		return err
 	}
@@ -149,17 +173,20 @@ func membersCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	pos = append(pos, fs.Args()...)
+	c, err := client()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 
 	var members []admin.MemberView
-	var err error
 	switch sub {
 	case "list":
 		if len(pos) != 0 {
 			return fmt.Errorf("%w: members list takes no arguments", errUsage)
 		}
-		members, err = client().Members(ctx)
+		members, err = c.Members(ctx)
 	case "add":
 		if len(pos) != 2 {
 			return fmt.Errorf("%w: members add ID ADDR [--learner]", errUsage)
@@ -168,7 +195,7 @@ func membersCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		if perr != nil || id == 0 {
 			return fmt.Errorf("%w: ID %q is not a positive integer", errUsage, pos[0])
 		}
-		members, err = client().AddMember(ctx, admin.AddMemberRequest{ID: id, Addr: pos[1], Learner: learner})
+		members, err = c.AddMember(ctx, admin.AddMemberRequest{ID: id, Addr: pos[1], Learner: learner})
 	case "remove":
 		if len(pos) != 1 {
 			return fmt.Errorf("%w: members remove ID", errUsage)
@@ -177,15 +204,12 @@ func membersCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		if perr != nil || id == 0 {
 			return fmt.Errorf("%w: ID %q is not a positive integer", errUsage, pos[0])
 		}
-		members, err = client().RemoveMember(ctx, id)
+		members, err = c.RemoveMember(ctx, id)
 	default:
 		return fmt.Errorf("%w: unknown members command %q (list, add, remove)", errUsage, sub)
 	}
 	if err != nil {
-		if admin.IsUnauthorized(err) {
-			return fmt.Errorf("%w\n(pass --token or set PGQUORUM_TOKEN)", err)
-		}
-		return err
+		return unauthorizedHint(err)
 	}
 	return printMembers(stdout, members)
 }

@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -138,5 +141,114 @@ func TestDangerousCommandsAskForConfirmation(t *testing.T) {
 	code, _, errOut := runCLI("switchover", "--to", "pg3", "--admin", ts.URL)
 	if code != exitUsage || !strings.Contains(errOut, "not confirmed") || len(*calls) != 0 {
 		t.Fatalf("unconfirmed switchover: exit %d %s, calls %v", code, errOut, *calls)
+	}
+}
+
+func TestConfirmationsAreNeverReadFromTheEnvironment(t *testing.T) {
+	ts, calls := fakeAdmin(t, "")
+	t.Setenv("PGQUORUM_YES", "true")
+	t.Setenv("PGQUORUM_FORCE", "true")
+	t.Setenv("PGQUORUM_ALLOW_DATA_LOSS", "true")
+	code, _, errOut := runCLI("switchover", "--to", "pg3", "--admin", ts.URL)
+	if code != exitUsage || !strings.Contains(errOut, "not confirmed") || len(*calls) != 0 {
+		t.Fatalf("PGQUORUM_YES confirmed a switchover: exit %d %s, calls %v", code, errOut, *calls)
+	}
+	code, _, errOut = runCLI("failover", "--admin", ts.URL, "--force")
+	if code != exitUsage || !strings.Contains(errOut, "go together") {
+		t.Fatalf("PGQUORUM_ALLOW_DATA_LOSS completed --force: exit %d %s", code, errOut)
+	}
+}
+
+func TestTokenFileFlag(t *testing.T) {
+	ts, calls := fakeAdmin(t, "from-a-file")
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("from-a-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := runCLI("pause", "--admin", ts.URL, "--token-file", file); code != exitOK || len(*calls) != 1 {
+		t.Fatalf("pause --token-file: exit %d %s", code, errOut)
+	}
+	t.Setenv("PGQUORUM_TOKEN_FILE", file)
+	if code, _, errOut := runCLI("pause", "--admin", ts.URL); code != exitOK || len(*calls) != 2 {
+		t.Fatalf("pause with PGQUORUM_TOKEN_FILE: exit %d %s", code, errOut)
+	}
+	if code, _, errOut := runCLI("pause", "--admin", ts.URL, "--token-file", file+".missing"); code != exitFailed || !strings.Contains(errOut, "token file") {
+		t.Fatalf("missing token file: exit %d %s", code, errOut)
+	}
+}
+
+// TestCertAndCheckInTwoCommands makes a CA and node certificates as the
+// docs say and checks a configuration that uses them.
+func TestCertAndCheckInTwoCommands(t *testing.T) {
+	dir := t.TempDir()
+	certs := filepath.Join(dir, "certs")
+	if code, out, errOut := runCLI("cert", "ca", "--dir", certs, "--cluster", "demo"); code != exitOK || !strings.Contains(out, "ca-key.pem") {
+		t.Fatalf("cert ca: exit %d %s %s", code, out, errOut)
+	}
+	if code, out, errOut := runCLI("cert", "node", "--dir", certs, "--id", "1,2,3", "--hosts", "127.0.0.1"); code != exitOK || strings.Count(out, "wrote") != 3 {
+		t.Fatalf("cert node: exit %d %s %s", code, out, errOut)
+	}
+	if code, _, errOut := runCLI("cert", "node", "--dir", certs, "--id", "1000-1999", "--learner"); code != exitOK {
+		t.Fatalf("cert node for a block of learners: exit %d %s", code, errOut)
+	}
+	if code, _, errOut := runCLI("cert", "client", "--dir", certs, "--name", "alice"); code != exitOK {
+		t.Fatalf("cert client: exit %d %s", code, errOut)
+	}
+	for file, mode := range map[string]os.FileMode{"ca-key.pem": 0o600, "node-1-key.pem": 0o600, "client-alice-key.pem": 0o600, "node-1.pem": 0o644} {
+		st, err := os.Stat(filepath.Join(certs, file))
+		if err != nil || st.Mode().Perm() != mode {
+			t.Errorf("%s: %v, mode %v; want %v", file, err, st.Mode().Perm(), mode)
+		}
+	}
+	// Never silently replaced; a block of voter ids makes no sense.
+	if code, _, errOut := runCLI("cert", "node", "--dir", certs, "--id", "2"); code != exitFailed || !strings.Contains(errOut, "--force") {
+		t.Fatalf("cert node over an existing file: exit %d %s", code, errOut)
+	}
+	t.Setenv("PGQUORUM_FORCE", "true")
+	if code, _, _ := runCLI("cert", "ca", "--dir", certs, "--cluster", "demo"); code != exitFailed {
+		t.Fatal("PGQUORUM_FORCE replaced the CA")
+	}
+	if code, _, errOut := runCLI("cert", "node", "--dir", certs, "--id", "5-7"); code != exitUsage || !strings.Contains(errOut, "learners only") {
+		t.Fatalf("a block of voter ids: exit %d %s", code, errOut)
+	}
+	if code, _, _ := runCLI("cert", "frob", "--dir", certs); code != exitUsage {
+		t.Fatal("unknown cert command accepted")
+	}
+
+	token := filepath.Join(dir, "admin-token")
+	if err := os.WriteFile(token, []byte("0123456789abcdef0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	config := func(id int, extra string) string {
+		path := filepath.Join(dir, fmt.Sprintf("proxy-%d.yaml", id))
+		doc := fmt.Sprintf(`cluster_name: demo
+node: {id: %d, data_dir: data}
+listen: {postgres: "127.0.0.1:6432", admin: "127.0.0.1:8008", raft: "127.0.0.1:7001"}
+peers: [{id: 1, raft: "127.0.0.1:7001"}, {id: 2, raft: "127.0.0.1:7002"}, {id: 3, raft: "127.0.0.1:7003"}]
+backends: [{name: pg1, address: "127.0.0.1:5432"}]
+auth: {method: scram-sha-256, query_user: pgquorum}
+%s`, id, extra)
+		if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	good := config(1, "peer_tls: {ca: certs/ca.pem, cert: certs/node-1.pem, key: certs/node-1-key.pem}\nadmin: {token_file: admin-token}\n")
+	if code, out, errOut := runCLI("check", "--config", good); code != exitOK || !strings.Contains(out, "OK") {
+		t.Fatalf("check of a good config: exit %d %s %s", code, out, errOut)
+	}
+	bad := config(2, "peer_tls: {ca: certs/ca.pem, cert: certs/node-1.pem, key: certs/node-1-key.pem}\nlog: {level: loud}\n")
+	code, _, errOut := runCLI("check", "--config", bad)
+	if code != exitFailed {
+		t.Fatalf("check of a bad config: exit %d", code)
+	}
+	for _, want := range []string{"admin.token_file: required", "log.level", "2 problems"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("check output lacks %q:\n%s", want, errOut)
+		}
+	}
+	code, _, errOut = runCLI("check", "--config", config(3, "peer_tls: {ca: certs/ca.pem, cert: certs/node-1.pem, key: certs/node-1-key.pem}\nadmin: {token_file: admin-token}\n"))
+	if code != exitFailed || !strings.Contains(errOut, "not node 3's") {
+		t.Fatalf("check with another node's certificate: exit %d %s", code, errOut)
 	}
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +17,7 @@ import (
 	"github.com/pgquorum/pgquorum/config"
 	"github.com/pgquorum/pgquorum/localcluster"
 	"github.com/pgquorum/pgquorum/node"
+	"github.com/pgquorum/pgquorum/pki"
 )
 
 // demoProxies is the number of voting proxies the demo runs.
@@ -70,7 +73,11 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	defer cluster.Close()
 
 	fmt.Fprintf(stdout, "Starting %d pgquorum proxies ...\n", demoProxies)
-	configs := demoConfigs(root, cluster, *port)
+	secrets, err := makeDemoSecrets(root)
+	if err != nil {
+		return fmt.Errorf("demo certificates: %w", err)
+	}
+	configs := demoConfigs(root, cluster, *port, secrets)
 	var nodes []*node.Node
 	defer func() {
 		for _, n := range nodes {
@@ -92,7 +99,7 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	printDemoHelp(stdout, cluster, nodes)
+	printDemoHelp(stdout, cluster, nodes, secrets)
 
 	select {
 	case <-ctx.Done():
@@ -117,9 +124,46 @@ func waitRouting(ctx context.Context, nodes []*node.Node) error {
 	return nil
 }
 
+// demoSecrets are the demo's throwaway CA directory and operator token: the
+// demo runs secure, like production.
+type demoSecrets struct {
+	certs     string // ca.pem, node-N.pem, ...
+	tokenFile string
+	token     string
+}
+
+// makeDemoSecrets makes a CA and a voter certificate per proxy in
+// root/certs, and a random admin token in root/admin-token.
+func makeDemoSecrets(root string) (demoSecrets, error) {
+	s := demoSecrets{certs: filepath.Join(root, "certs"), tokenFile: filepath.Join(root, "admin-token")}
+	ca, err := pki.NewCA("demo", 1)
+	if err != nil {
+		return s, err
+	}
+	if _, _, err := pki.WriteCA(s.certs, ca, true); err != nil {
+		return s, err
+	}
+	for i := uint64(1); i <= demoProxies; i++ {
+		kp, err := ca.IssueNode(i, i, pki.RoleVoter, []string{"127.0.0.1", "localhost"}, 1)
+		if err != nil {
+			return s, err
+		}
+		cert, key := pki.NodeFiles(s.certs, pki.NodeIdentity("demo", i, pki.RoleVoter))
+		if err := pki.WriteKeyPair(cert, key, kp.CertPEM, kp.KeyPEM, true); err != nil {
+			return s, err
+		}
+	}
+	random := make([]byte, 24)
+	if _, err := rand.Read(random); err != nil {
+		return s, err
+	}
+	s.token = base64.RawURLEncoding.EncodeToString(random)
+	return s, os.WriteFile(s.tokenFile, []byte(s.token+"\n"), 0o600)
+}
+
 // demoConfigs returns the configurations of the demo's proxies: the layout of
 // configs/loopback, on free ports.
-func demoConfigs(root string, cluster *localcluster.Cluster, firstPort int) []*config.Config {
+func demoConfigs(root string, cluster *localcluster.Cluster, firstPort int, secrets demoSecrets) []*config.Config {
 	var peers []config.Peer
 	var configs []*config.Config
 	for i := 1; i <= demoProxies; i++ {
@@ -143,7 +187,10 @@ func demoConfigs(root string, cluster *localcluster.Cluster, firstPort int) []*c
 			Failover: config.Failover{MinInterval: config.Duration{Duration: 10 * time.Second}},
 			Backend:  config.BackendTLS{SSLMode: "disable"},
 			Log:      config.Log{Format: "text", Level: "info"},
+			Admin:    config.Admin{TokenFile: secrets.tokenFile, Token: secrets.token},
 		}
+		cert, key := pki.NodeFiles(secrets.certs, pki.NodeIdentity("demo", uint64(i), pki.RoleVoter))
+		cfg.PeerTLS = &config.PeerTLS{CA: filepath.Join(secrets.certs, pki.CACertFile), Cert: cert, Key: key}
 		for _, n := range cluster.Nodes {
 			cfg.Backends = append(cfg.Backends, config.Backend{Name: n.Name, Address: n.Address()})
 		}
@@ -170,7 +217,7 @@ func freeAddr(port int) string {
 	return "127.0.0.1:0"
 }
 
-func printDemoHelp(w io.Writer, cluster *localcluster.Cluster, nodes []*node.Node) {
+func printDemoHelp(w io.Writer, cluster *localcluster.Cluster, nodes []*node.Node, secrets demoSecrets) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "PostgreSQL nodes (synchronous_standby_names = '"+cluster.SyncStandbyNames()+"' on the primary):")
 	for i, n := range cluster.Nodes {
@@ -193,7 +240,9 @@ func printDemoHelp(w io.Writer, cluster *localcluster.Cluster, nodes []*node.Nod
 	fmt.Fprintf(w, "  psql 'host=%s port=%s user=%s password=%s dbname=postgres' -c 'select inet_server_port(), pg_is_in_recovery()'\n",
 		host, port, localcluster.QueryUser, localcluster.QueryPassword)
 	fmt.Fprintf(w, "  go run ./cmd/pgquorum list --admin %s\n", nodes[0].AdminAddr())
+	fmt.Fprintf(w, "  go run ./cmd/pgquorum switchover --to pg2 --admin %s --token-file %s\n", nodes[0].AdminAddr(), secrets.tokenFile)
 	fmt.Fprintf(w, "  kill -9 $(head -1 %s/postmaster.pid)    # kill the primary and watch `pgquorum list`\n", cluster.Nodes[0].DataDir)
 	fmt.Fprintln(w)
+	fmt.Fprintf(w, "The proxies talk over mutual TLS (CA and certificates in %s); calls that change the cluster need the token in %s.\n", secrets.certs, secrets.tokenFile)
 	fmt.Fprintln(w, "Press Ctrl-C to stop everything and remove the demo's files.")
 }

@@ -47,6 +47,8 @@ func commands() []command {
 		{"rejoin", "on a database host: rewind a former primary (or --reclone it) and start it as a standby: rejoin --pgdata DIR", rejoinCommand},
 		{"agent", "beside each PostgreSQL node: keep it running and in the cluster: agent --pgdata DIR --admin ADDR[,ADDR...]", agentCommand},
 		{"members", "list | add ID ADDR [--learner] | remove ID: the proxies of the Raft cluster", membersCommand},
+		{"check", "validate a configuration, every problem at once: check --config FILE", checkCommand},
+		{"cert", "make the cluster's CA and certificates: cert ca|node|client --dir DIR ...", certCommand},
 		{"version", "print the version", versionCommand},
 	}
 }
@@ -104,12 +106,20 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// confirmationFlags confirm something that cannot be undone: they must be
+// typed on the command line, never inherited from the environment.
+var confirmationFlags = map[string]bool{"yes": true, "force": true, "allow-data-loss": true}
+
 // parseFlags parses args and wraps a bad flag as a usage error. Every flag can
 // also come from the environment: --admin from PGQUORUM_ADMIN, --config from
-// PGQUORUM_CONFIG, and so on (upper case, '-' becomes '_').
+// PGQUORUM_CONFIG, and so on (upper case, '-' becomes '_'), except the
+// confirmationFlags.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
+		if confirmationFlags[f.Name] {
+			return
+		}
 		name := "PGQUORUM_" + envName(f.Name)
 		if v, ok := os.LookupEnv(name); ok {
 			if err := f.Value.Set(v); err != nil && envErr == nil {

@@ -33,7 +33,7 @@ func switchoverCommand(ctx context.Context, args []string, stdout, stderr io.Wri
 	fs := newFlagSet("switchover", stderr)
 	client := adminFlags(fs)
 	to := fs.String("to", "", "the standby to promote (required)")
-	yes := fs.Bool("yes", false, "do not ask for confirmation")
+	yes := fs.Bool("yes", false, "do not ask for confirmation (never read from the environment)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -43,11 +43,15 @@ func switchoverCommand(ctx context.Context, args []string, stdout, stderr io.Wri
 	if err := confirm(stderr, *yes, fmt.Sprintf("Switch the primary over to %s? New transactions are held until it is done.", *to)); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	entry, err := client().Switchover(ctx, *to)
+	c, err := client()
 	if err != nil {
 		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	entry, err := c.Switchover(ctx, *to)
+	if err != nil {
+		return unauthorizedHint(err)
 	}
 	printOutcome(stdout, entry)
 	return nil
@@ -57,9 +61,9 @@ func failoverCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	fs := newFlagSet("failover", stderr)
 	client := adminFlags(fs)
 	to := fs.String("to", "", "the standby to promote (default: the most up-to-date one)")
-	force := fs.Bool("force", false, "promote even when it cannot be proven that no acknowledged commit is lost (needs --allow-data-loss)")
-	allowLoss := fs.Bool("allow-data-loss", false, "acknowledge that --force may lose acknowledged commits")
-	yes := fs.Bool("yes", false, "do not ask for confirmation")
+	force := fs.Bool("force", false, "promote even when it cannot be proven that no acknowledged commit is lost (needs --allow-data-loss; never read from the environment)")
+	allowLoss := fs.Bool("allow-data-loss", false, "acknowledge that --force may lose acknowledged commits (never read from the environment)")
+	yes := fs.Bool("yes", false, "do not ask for confirmation (never read from the environment)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -73,11 +77,15 @@ func failoverCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	if err := confirm(stderr, *yes, question); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	entry, err := client().Failover(ctx, admin.FailoverRequestBody{To: *to, Force: *force, AllowDataLoss: *allowLoss})
+	c, err := client()
 	if err != nil {
 		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	entry, err := c.Failover(ctx, admin.FailoverRequestBody{To: *to, Force: *force, AllowDataLoss: *allowLoss})
+	if err != nil {
+		return unauthorizedHint(err)
 	}
 	printOutcome(stdout, entry)
 	return nil
@@ -97,10 +105,14 @@ func setPausedCommand(ctx context.Context, name string, paused bool, args []stri
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	c, err := client()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := client().SetPaused(ctx, paused); err != nil {
-		return err
+	if err := c.SetPaused(ctx, paused); err != nil {
+		return unauthorizedHint(err)
 	}
 	if paused {
 		fmt.Fprintln(stdout, "Automatic failover is paused (maintenance). Switchover and manual failover still work.")
@@ -116,9 +128,13 @@ func historyCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	c, err := client()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	entries, err := client().History(ctx)
+	entries, err := c.History(ctx)
 	if err != nil {
 		return err
 	}

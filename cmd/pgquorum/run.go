@@ -39,15 +39,20 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	logger := newLogger(stderr, cfg.Log, level)
 	return runNode(ctx, cfg, logger, func(n *node.Node) {
 		// SIGHUP: reload what can change while running (log level, admin
-		// token) and say which changed keys need a restart.
+		// token, certificates) and say which changed keys need a restart.
 		next, err := config.Load(*configPath)
 		if err != nil {
 			logger.Error("configuration reload failed; keeping the running configuration", "err", err)
 			return
 		}
 		_ = level.UnmarshalText([]byte(next.Log.Level))
-		for _, key := range n.Reload(next) {
+		needRestart, err := n.Reload(next)
+		for _, key := range needRestart {
 			logger.Warn("configuration key changed but needs a restart to take effect", "key", key)
+		}
+		if err != nil {
+			logger.Error("certificates not reloaded; the previous ones stay in use", "err", err)
+			return
 		}
 		logger.Info("configuration reloaded", "log.level", next.Log.Level)
 	})

@@ -1,0 +1,36 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/pgquorum/pgquorum/config"
+)
+
+// checkCommand is `pgquorum check --config FILE`: it loads the configuration
+// as `pgquorum run` would (keys, values, secret files, certificates) and
+// reports every problem at once. It starts nothing.
+func checkCommand(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("check", stderr)
+	configPath := fs.String("config", "", "path to the YAML configuration file (env PGQUORUM_CONFIG)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *configPath == "" {
+		return fmt.Errorf("%w: --config FILE is required", errUsage)
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		return err
+	}
+	role := "voter"
+	if !cfg.Node.IsVoter() {
+		role = "learner"
+	}
+	fmt.Fprintf(stdout, "%s: OK (cluster %s, node %d, %s)\n", *configPath, cfg.ClusterName, cfg.Node.ID, role)
+	for _, part := range cfg.InsecureParts() {
+		fmt.Fprintf(stdout, "warning: security.insecure: %s\n", part)
+	}
+	return nil
+}
