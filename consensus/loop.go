@@ -116,7 +116,7 @@ func (n *Node) tick(now time.Time) {
 	n.rn.Tick()
 	n.renewReads(now)
 	n.lease.prune(now)
-	if !isMember(n.confState, n.cfg.NodeID) && (n.ticks-1)%joinEveryTicks == 0 {
+	if !n.cfg.Voter && !isMember(n.confState, n.cfg.NodeID) && (n.ticks-1)%joinEveryTicks == 0 {
 		n.sendJoins()
 	}
 	for seq, w := range n.waiters {

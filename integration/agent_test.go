@@ -186,7 +186,7 @@ func startAgents(t *testing.T, pg *localcluster.Cluster, proxies *ProxyCluster, 
 	agents := map[string]*agentProcess{}
 	for _, n := range pg.Nodes {
 		a := &agentProcess{node: n.Name, bin: PgquorumBinary(t), log: filepath.Join(dir, "agent-"+n.Name+".log"),
-			args: []string{"agent", "--pgdata", n.DataDir, "--admin", strings.Join(admins, ","), "--sslmode", "disable",
+			args: []string{"agent", "--pgdata", n.DataDir, "--admin", strings.Join(admins, ","), "--token-file", proxies.TokenFile, "--sslmode", "disable",
 				"--bin-dir", binDir, "--log", n.LogFile, "--interval", "500ms", "--primary-start-delay", "30s", "--stream-timeout", "30s"}}
 		agents[n.Name] = a
 		a.start(t)

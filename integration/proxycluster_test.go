@@ -2,11 +2,15 @@ package integration
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,11 +23,18 @@ import (
 
 // ProxyCluster is a set of pgquorum proxy processes (`pgquorum run`) on loopback in
 // front of a localcluster, as an operator would run them: one process per proxy,
-// each with its own YAML file and data directory.
+// each with its own YAML file and data directory. It runs secure, as production
+// does: the harness makes a cluster CA with `pgquorum cert` (mutual TLS between
+// the proxies) and an operators' token, unless ProxyOptions.Insecure.
 type ProxyCluster struct {
 	Proxies []*ProxyProcess
-	binary  string
-	dir     string
+	// Certs holds ca.pem, ca-key.pem, node-N.pem and an operator's client
+	// certificate (client-itest-operator.pem); TokenFile the operators' token.
+	Certs     string
+	TokenFile string
+	Token     string
+	binary    string
+	dir       string
 }
 
 // ProxyProcess is one `pgquorum run` process.
@@ -34,6 +45,8 @@ type ProxyProcess struct {
 	Postgres   string // client address
 	Admin      string // admin API address
 	Raft       string
+	// Admin API credentials as an operator has them.
+	adminOptions admin.ClientOptions
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -46,7 +59,19 @@ type ProxyOptions struct {
 	AuthMethod  string // default scram-sha-256
 	HoldTimeout string // default 30s
 	Extra       string // extra YAML appended to every config
+	// Insecure runs with security.insecure: true (no peer TLS, no token), for
+	// tests about that mode only.
+	Insecure bool
+	// AdminHTTPS serves every admin API over HTTPS with the node's
+	// certificate, accepting the operator's client certificate.
+	AdminHTTPS bool
+	// WithoutToken lists proxies configured without admin.token_file (they
+	// need AdminHTTPS: only an operator certificate can authorize them).
+	WithoutToken []uint64
 }
+
+// operatorName is the harness's operator client certificate.
+const operatorName = "itest-operator"
 
 var buildOnce struct {
 	sync.Once
@@ -93,6 +118,9 @@ func StartProxies(t testing.TB, pg *localcluster.Cluster, opts ProxyOptions) *Pr
 	if err := os.WriteFile(pwFile, []byte(localcluster.QueryPassword), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if !opts.Insecure {
+		pc.makeSecrets(t, opts.Proxies)
+	}
 	var peers strings.Builder
 	for i := 1; i <= opts.Proxies; i++ {
 		p := &ProxyProcess{ID: uint64(i), Postgres: FreeAddr(t), Admin: FreeAddr(t), Raft: FreeAddr(t)}
@@ -112,8 +140,9 @@ peers:
 %sauth: {method: %s, query_user: %s, query_password_file: %q}
 hold: {timeout: %s}
 log: {level: debug}
-%s`, p.ID, filepath.Join(pc.dir, fmt.Sprintf("data-%d", p.ID)), p.Postgres, p.Admin, p.Raft,
-			peers.String(), backends.String(), opts.AuthMethod, localcluster.QueryUser, pwFile, opts.HoldTimeout, opts.Extra)
+%s%s`, p.ID, filepath.Join(pc.dir, fmt.Sprintf("data-%d", p.ID)), p.Postgres, p.Admin, p.Raft,
+			peers.String(), backends.String(), opts.AuthMethod, localcluster.QueryUser, pwFile, opts.HoldTimeout,
+			pc.securityYAML(t, p, opts), opts.Extra)
 		p.ConfigPath = filepath.Join(pc.dir, fmt.Sprintf("proxy-%d.yaml", p.ID))
 		p.LogPath = filepath.Join(pc.dir, fmt.Sprintf("proxy-%d.log", p.ID))
 		if err := os.WriteFile(p.ConfigPath, []byte(yaml), 0o600); err != nil {
@@ -143,6 +172,78 @@ log: {level: debug}
 		}
 	}
 	return pc
+}
+
+// makeSecrets makes the cluster's CA, a voter certificate per proxy and an
+// operator's client certificate with `pgquorum cert` (as the docs tell an
+// operator to), and the operators' token.
+func (pc *ProxyCluster) makeSecrets(t testing.TB, proxies int) {
+	t.Helper()
+	pc.Certs = filepath.Join(pc.dir, "certs")
+	ids := make([]string, proxies)
+	for i := range ids {
+		ids[i] = strconv.Itoa(i + 1)
+	}
+	pc.Cert(t, "ca", "--cluster", "itest")
+	pc.Cert(t, "node", "--id", strings.Join(ids, ","), "--hosts", "127.0.0.1,localhost")
+	pc.Cert(t, "client", "--name", operatorName)
+	random := make([]byte, 24)
+	if _, err := rand.Read(random); err != nil {
+		t.Fatal(err)
+	}
+	pc.Token = hex.EncodeToString(random)
+	pc.TokenFile = filepath.Join(pc.dir, "admin-token")
+	if err := os.WriteFile(pc.TokenFile, []byte(pc.Token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Cert runs `pgquorum cert KIND --dir Certs ARGS...` (for example a learner
+// certificate: Cert(t, "node", "--id", "100-119", "--learner")).
+func (pc *ProxyCluster) Cert(t testing.TB, kind string, args ...string) {
+	t.Helper()
+	args = append([]string{"cert", kind, "--dir", pc.Certs}, args...)
+	if out, err := exec.Command(pc.binary, args...).CombinedOutput(); err != nil {
+		t.Fatalf("pgquorum %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// securityYAML is p's peer_tls, admin and security configuration, and sets
+// the credentials its admin client uses.
+func (pc *ProxyCluster) securityYAML(t testing.TB, p *ProxyProcess, opts ProxyOptions) string {
+	t.Helper()
+	if opts.Insecure {
+		return "security: {insecure: true}\n"
+	}
+	node := func(suffix string) string { return filepath.Join(pc.Certs, fmt.Sprintf("node-%d%s.pem", p.ID, suffix)) }
+	yaml := fmt.Sprintf("peer_tls: {ca: %q, cert: %q, key: %q}\n", filepath.Join(pc.Certs, "ca.pem"), node(""), node("-key"))
+	admin := ""
+	if !slices.Contains(opts.WithoutToken, p.ID) {
+		admin = fmt.Sprintf("token_file: %q", pc.TokenFile)
+		p.adminOptions.Token = pc.Token
+	}
+	if opts.AdminHTTPS {
+		if admin != "" {
+			admin += ", "
+		}
+		admin += fmt.Sprintf("tls: {cert: %q, key: %q}", node(""), node("-key"))
+		creds := adminCredentials(pc.Certs)
+		o, err := creds.Options()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.adminOptions.TLS = o.TLS
+	}
+	return yaml + "admin: {" + admin + "}\n"
+}
+
+// adminCredentials are the operator's CA and client certificate in certs.
+func adminCredentials(certs string) admin.ClientCredentials {
+	return admin.ClientCredentials{
+		CAFile:   filepath.Join(certs, "ca.pem"),
+		CertFile: filepath.Join(certs, "client-"+operatorName+".pem"),
+		KeyFile:  filepath.Join(certs, "client-"+operatorName+"-key.pem"),
+	}
 }
 
 // handedOut remembers every address FreeAddr returned in this test binary: the
@@ -235,12 +336,15 @@ func (p *ProxyProcess) wait() {
 	}
 }
 
-// Client returns an admin API client for p.
+// Client returns an admin API client for p with the operators' credentials.
 func (p *ProxyProcess) Client() *admin.Client {
-	c := admin.NewClient(p.Admin, "")
-	c.HTTP.Timeout = 2 * time.Second
-	return c
+	o := p.adminOptions
+	o.Timeout = 2 * time.Second
+	return admin.NewClientWithOptions(p.Admin, o)
 }
+
+// AdminOptions are the operators' credentials for p's admin API.
+func (p *ProxyProcess) AdminOptions() admin.ClientOptions { return p.adminOptions }
 
 // Cluster returns p's GET /cluster.
 func (p *ProxyProcess) Cluster(ctx context.Context) (admin.ClusterView, error) {

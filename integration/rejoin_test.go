@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -194,12 +193,8 @@ func TestRejoinRewindImpossibleThenReclone(t *testing.T) {
 // the switchover left, so that a switchover back to it gives a writable primary.
 func TestRejoinAfterSwitchover(t *testing.T) {
 	pg := StartCluster(t, localcluster.Options{})
-	const token = "rejoin-test-token"
-	tokenFile := filepath.Join(t.TempDir(), "admin-token")
-	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	proxies := StartProxies(t, pg, ProxyOptions{Extra: rejoinProxyOptions.Extra + fmt.Sprintf("admin: {token_file: %q}\n", tokenFile)})
+	proxies := StartProxies(t, pg, rejoinProxyOptions) // the harness gives the admin API a token
+	tokenFile := proxies.TokenFile
 	ctx, cancel := context.WithTimeout(t.Context(), 6*time.Minute)
 	defer cancel()
 	execThrough(ctx, t, proxies.Proxies[0], "CREATE TABLE rejoin_acked (id int PRIMARY KEY, cycle int NOT NULL)")
@@ -207,7 +202,6 @@ func TestRejoinAfterSwitchover(t *testing.T) {
 
 	old, target := pg.Nodes[0], pg.Nodes[1]
 	client := proxies.Proxies[0].Client()
-	client.Token = token
 	client.HTTP.Timeout = 2 * time.Minute
 	if _, err := client.Switchover(ctx, target.Name); err != nil {
 		t.Fatalf("switchover to %s: %v", target.Name, err)
@@ -220,6 +214,7 @@ func TestRejoinAfterSwitchover(t *testing.T) {
 
 	// Without the token: refused before anything is stopped.
 	opts := rejoinOptions(t, proxies.Proxies[2], old, false)
+	opts.Token = ""
 	if _, err := rejoin.Run(ctx, opts); !errors.Is(err, rejoin.ErrAdmin) || !strings.Contains(err.Error(), "token") ||
 		!strings.Contains(err.Error(), "nothing was changed") {
 		t.Fatalf("rejoin without the token: got %v, want a refusal naming the token", err)
@@ -289,6 +284,7 @@ func rejoinOptions(t *testing.T, proxy *ProxyProcess, node *localcluster.Node, r
 	return rejoin.Options{
 		PGData:        node.DataDir,
 		Admin:         []string{proxy.Admin},
+		Token:         proxy.AdminOptions().Token,
 		Reclone:       reclone,
 		SSLMode:       "disable",
 		ServerLog:     node.LogFile,
