@@ -321,7 +321,13 @@ func (t *tcpTransport) serveInbound(conn net.Conn, source string) {
 	handshaking = false
 	t.mu.Unlock()
 	if err != nil {
-		if t.ctx.Err() == nil && t.limiter.allow("handshake "+source) {
+		// At most one line per source and kind of failure every 10 s: a TLS
+		// failure is an unauthenticated stranger, the others a known peer.
+		kind := "protocol"
+		if errors.Is(err, errTLSHandshake) {
+			kind = "tls"
+		}
+		if t.ctx.Err() == nil && t.limiter.allow("handshake "+kind+" "+source) {
 			t.log.Warn("rejecting raft connection", "remote", conn.RemoteAddr().String(), "err", err)
 		}
 		return
@@ -349,6 +355,10 @@ func (t *tcpTransport) serveInbound(conn net.Conn, source string) {
 	}
 }
 
+// errTLSHandshake marks a connection refused in the TLS handshake: no
+// certificate of the cluster CA.
+var errTLSHandshake = errors.New("TLS handshake")
+
 // acceptHandshake runs the acceptor's side of the TLS and protocol
 // handshakes and returns the authenticated sender and the reader for its
 // frames. body reads the (TLS-decrypted) connection.
@@ -357,11 +367,11 @@ func (t *tcpTransport) acceptHandshake(conn net.Conn, body *idleReader) (Sender,
 	if t.cfg.TLS != nil {
 		tc := tls.Server(conn, t.cfg.TLS.PeerServerConfig())
 		if err := tc.HandshakeContext(t.ctx); err != nil {
-			return Sender{}, nil, fmt.Errorf("TLS handshake: %w", err)
+			return Sender{}, nil, fmt.Errorf("%w: %w", errTLSHandshake, err)
 		}
 		id, err := t.cfg.TLS.PeerIdentity(tc.ConnectionState(), x509.ExtKeyUsageClientAuth)
 		if err != nil {
-			return Sender{}, nil, err
+			return Sender{}, nil, fmt.Errorf("%w: %w", errTLSHandshake, err)
 		}
 		identity = &id
 		body.conn = tc
