@@ -26,6 +26,9 @@ type ClusterView struct {
 	// FailoverSafety says whether an automatic failover would be safe if the
 	// primary failed now, and why not.
 	FailoverSafety coordinator.Safety `json:"failover_safety"`
+	// ClusterVersion is the command version every voter understands; each
+	// member's own is in Members (clusterstate/versions.go).
+	ClusterVersion uint32 `json:"cluster_version"`
 }
 
 // RaftView is this proxy's view of the Raft cluster.
@@ -46,6 +49,9 @@ type MemberView struct {
 	Voter     bool   `json:"voter"`
 	Reachable bool   `json:"reachable"`
 	Leader    bool   `json:"leader"`
+	// MaxVersion is the highest command version the member reported it
+	// understands; 0 = not reported yet.
+	MaxVersion uint32 `json:"max_version,omitempty"`
 }
 
 // RoutingInfo says whether this proxy routes, where, and if not, why.
@@ -115,6 +121,8 @@ func (s *Server) clusterView() ClusterView {
 		Fenced:   st.Fenced,
 		Routing:  routingInfo(v.Routing, v.Target.Name, v.Target.Address, v.Epoch, v.Reason),
 		Failover: st.Failover,
+
+		ClusterVersion: st.AgreedVersion(),
 	}
 	if s.Operator != nil {
 		view.FailoverSafety = s.Operator.Safety()

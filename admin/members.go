@@ -24,9 +24,11 @@ const membershipTimeout = 10 * time.Second
 
 func (s *Server) memberViews() []MemberView {
 	leader := s.Raft.Status().Leader
+	st := s.State.State()
 	var out []MemberView
 	for _, m := range s.Raft.Members() {
-		out = append(out, MemberView{ID: m.ID, Addr: m.Addr, Voter: m.Voter, Reachable: m.Reachable, Leader: m.ID == leader})
+		out = append(out, MemberView{ID: m.ID, Addr: m.Addr, Voter: m.Voter, Reachable: m.Reachable, Leader: m.ID == leader,
+			MaxVersion: st.ReportedVersion(m.ID)})
 	}
 	return out
 }

@@ -252,3 +252,30 @@ auth: {method: scram-sha-256, query_user: pgquorum}
 		t.Fatalf("check with another node's certificate: exit %d %s", code, errOut)
 	}
 }
+
+func TestCheckAcceptsInsecureOnlyOnLoopback(t *testing.T) {
+	dir := t.TempDir()
+	write := func(raft string) string {
+		path := filepath.Join(dir, "insecure.yaml")
+		doc := fmt.Sprintf(`cluster_name: demo
+node: {id: 1, data_dir: data}
+listen: {postgres: "127.0.0.1:6432", admin: "127.0.0.1:8008", raft: %q}
+peers: [{id: 1, raft: %q}]
+backends: [{name: pg1, address: "127.0.0.1:5432"}]
+auth: {method: scram-sha-256, query_user: pgquorum}
+security: {insecure: true}
+`, raft, raft)
+		if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	code, out, errOut := runCLI("check", "--config", write("127.0.0.1:7001"))
+	if code != exitOK || !strings.Contains(out, "warning: security.insecure: Raft peers in plaintext") {
+		t.Fatalf("insecure on loopback: exit %d %s %s", code, out, errOut)
+	}
+	code, _, errOut = runCLI("check", "--config", write("10.0.0.1:7001"))
+	if code != exitFailed || !strings.Contains(errOut, "security.insecure: only allowed when every address is on loopback, and listen.raft") {
+		t.Fatalf("insecure off loopback: exit %d %s", code, errOut)
+	}
+}
