@@ -234,6 +234,9 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 	n.goRun("health", func() error { return monitor.Run(runCtx) })
 	n.goRun("health-reporter", func() error { return reporter.Run(runCtx) })
 	n.goRun("coordinator", func() error { n.coordinator.Run(runCtx); return nil })
+	n.goRun("certificates", func() error {
+		return n.security.watch(runCtx, logger.With("component", "certificates"), certificateCheck)
+	})
 	versions := &coordinator.VersionAgreement{Raft: raft, State: n.machine, Proxy: cfg.Node.ID, Logger: logger.With("component", "versions")}
 	n.goRun("versions", func() error { return versions.Run(runCtx) })
 	n.goRun("admin", func() error { return n.admin.Serve(runCtx) })

@@ -1,9 +1,11 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -15,6 +17,11 @@ import (
 
 // expiryWarning is how long before a certificate expires the node warns.
 const expiryWarning = 30 * 24 * time.Hour
+
+// certificateCheck is how often the node looks whether its certificate files
+// changed (cert-manager renewing them in a mounted Secret, say), and reloads
+// them if so. SIGHUP reloads at once.
+const certificateCheck = 30 * time.Second
 
 // security is a node's TLS credentials (SPEC §3.4). Each is nil when not
 // configured. Owner: the node; the credentials reload themselves atomically.
@@ -79,6 +86,51 @@ func (sec security) reload(logger *slog.Logger) error {
 	}
 	sec.warnExpiry(logger)
 	return errors.Join(errs...)
+}
+
+// watch reloads the credentials whenever their files change (checked every
+// interval), until ctx ends.
+func (sec security) watch(ctx context.Context, logger *slog.Logger, interval time.Duration) error {
+	last := sec.fingerprint()
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+		now := sec.fingerprint()
+		if now == last {
+			continue
+		}
+		last = now
+		if err := sec.reload(logger); err != nil {
+			logger.Error("certificate files changed but did not load; the previous ones stay in use", "err", err)
+			continue
+		}
+		logger.Info("certificate files changed: reloaded")
+	}
+}
+
+// fingerprint sums up the size and modification time of every certificate
+// file (through symbolic links, as Kubernetes mounts Secrets).
+func (sec security) fingerprint() string {
+	var b strings.Builder
+	for _, c := range []*pki.Credentials{sec.peer, sec.admin} {
+		if c == nil {
+			continue
+		}
+		f := c.Files()
+		for _, path := range []string{f.CA, f.Cert, f.Key} {
+			if st, err := os.Stat(path); err == nil {
+				fmt.Fprintf(&b, "%s:%d:%d;", path, st.Size(), st.ModTime().UnixNano())
+			} else {
+				fmt.Fprintf(&b, "%s:missing;", path)
+			}
+		}
+	}
+	return b.String()
 }
 
 func (sec security) warnExpiry(logger *slog.Logger) {

@@ -114,6 +114,10 @@ func parseCredentials(caPEM, certPEM, keyPEM []byte) (*loadedCredentials, error)
 	return l, nil
 }
 
+// Files are the files the credentials are read from (zero when made in
+// memory).
+func (c *Credentials) Files() Files { return c.files }
+
 // Identity is the identity of this side's own certificate (ErrNoIdentity for
 // a certificate the cluster CA did not make, e.g. an admin HTTPS certificate).
 func (c *Credentials) Identity() (Identity, error) {
