@@ -124,7 +124,38 @@ type volume struct {
 		Name string `yaml:"name"`
 	} `yaml:"configMap"`
 	Secret *struct {
-		SecretName string `yaml:"secretName"`
+		SecretName string      `yaml:"secretName"`
+		Items      []keyToPath `yaml:"items"`
 	} `yaml:"secret"`
+	Projected *struct {
+		Sources []struct {
+			Secret *struct {
+				Name  string      `yaml:"name"`
+				Items []keyToPath `yaml:"items"`
+			} `yaml:"secret"`
+		} `yaml:"sources"`
+	} `yaml:"projected"`
 	EmptyDir *struct{} `yaml:"emptyDir"`
+}
+
+type keyToPath struct {
+	Key  string `yaml:"key"`
+	Path string `yaml:"path"`
+}
+
+// certificate is a cert-manager Certificate.
+type certificate struct {
+	Spec struct {
+		SecretName string `yaml:"secretName"`
+		IssuerRef  struct {
+			Kind string `yaml:"kind"`
+			Name string `yaml:"name"`
+		} `yaml:"issuerRef"`
+		URIs       []string `yaml:"uris"`
+		Usages     []string `yaml:"usages"`
+		PrivateKey struct {
+			Algorithm string `yaml:"algorithm"`
+			Size      int    `yaml:"size"`
+		} `yaml:"privateKey"`
+	} `yaml:"spec"`
 }

@@ -79,6 +79,9 @@ func find(t *testing.T, all []manifest, file, kind, name string) manifest {
 	return manifest{}
 }
 
+// clusterScoped are the kinds without a namespace.
+var clusterScoped = map[string]bool{"Namespace": true, "ClusterIssuer": true, "Kustomization": true}
+
 // TestManifestsAreWellFormed: every document names its API version, kind,
 // name and (unless cluster-scoped) namespace, and kustomization.yaml lists
 // every voter manifest.
@@ -95,7 +98,7 @@ func TestManifestsAreWellFormed(t *testing.T) {
 		if m.Metadata.Name == "" {
 			t.Errorf("%s: %s without metadata.name", m.file, m.Kind)
 		}
-		if m.Kind != "Namespace" && m.Metadata.Namespace == "" {
+		if !clusterScoped[m.Kind] && m.Metadata.Namespace == "" {
 			t.Errorf("%s: %s %s without metadata.namespace", m.file, m.Kind, m.Metadata.Name)
 		}
 	}
@@ -108,7 +111,9 @@ func TestManifestsAreWellFormed(t *testing.T) {
 	files, _ := filepath.Glob("*.yaml")
 	var want []string
 	for _, f := range files {
-		if f != "kustomization.yaml" && f != "sidecar.yaml" && f != "postgres.yaml" {
+		// The sidecar belongs to applications, postgres.yaml to the database;
+		// the ClusterIssuer is cluster-scoped and applied on its own.
+		if f != "kustomization.yaml" && f != "sidecar.yaml" && f != "postgres.yaml" && f != "clusterissuer.yaml" {
 			want = append(want, f)
 		}
 	}
@@ -117,7 +122,7 @@ func TestManifestsAreWellFormed(t *testing.T) {
 		t.Errorf("kustomization.yaml resources %v, want %v", got, want)
 	}
 	for _, m := range all {
-		if m.file != "sidecar.yaml" && m.Metadata.Namespace != "" && m.Metadata.Namespace != kustomization.Namespace {
+		if m.file != "sidecar.yaml" && !clusterScoped[m.Kind] && m.Metadata.Namespace != kustomization.Namespace {
 			t.Errorf("%s: %s in namespace %q, kustomization says %q", m.file, m.Kind, m.Metadata.Namespace, kustomization.Namespace)
 		}
 	}
@@ -208,6 +213,7 @@ func TestVoters(t *testing.T) {
 		checkListenPort(t, podName, c, "listen.raft", cfg.Listen.Raft, "raft")
 		checkProbes(t, podName, c, "admin")
 		checkFiles(t, podName, pod, claimNames(sts), c, cfg, secrets)
+		checkPeerTLS(t, podName, all, "certificates.yaml", pod, c, cfg)
 		if first == nil {
 			first = cfg
 		}
@@ -320,6 +326,10 @@ func TestSidecar(t *testing.T) {
 		checkListenPort(t, podName, sidecar, "listen.admin", cfg.Listen.Admin, "pgq-admin")
 		checkProbes(t, podName, sidecar, "pgq-admin")
 		checkFiles(t, podName, pod, claimNames(sts), sidecar, cfg, secrets)
+		checkPeerTLS(t, podName, all, "sidecar.yaml", pod, sidecar, cfg)
+		if cfg.Admin.TokenFile != "" {
+			t.Errorf("%s: a sidecar needs no admin token (its admin API refuses calls that change the cluster)", podName)
+		}
 		if cfg.ClusterName != voters.ClusterName || !slices.Equal(cfg.Peers, voters.Peers) || !slices.Equal(cfg.Backends, voters.Backends) {
 			t.Errorf("%s: cluster_name, peers or backends differ from the voters' configuration", podName)
 		}

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/pgquorum/pgquorum/config"
+	"github.com/pgquorum/pgquorum/pki"
 )
 
 // podFacts are what the downward API would give a pod.
@@ -250,10 +251,11 @@ func checkFiles(t *testing.T, podName string, pod podSpec, claims []string, c co
 	} else if !slices.Contains(claims, dataVolume) {
 		t.Errorf("%s: node.data_dir is on volume %s, not a volumeClaimTemplate: the Raft log would die with the pod", podName, dataVolume)
 	}
-	for key, path := range map[string]string{
-		"auth.query_password_file": cfg.Auth.QueryPasswordFile,
-		"admin.token_file":         cfg.Admin.TokenFile,
-	} {
+	secretFiles := map[string]string{"auth.query_password_file": cfg.Auth.QueryPasswordFile}
+	if cfg.Node.IsVoter() {
+		secretFiles["admin.token_file"] = cfg.Admin.TokenFile
+	}
+	for key, path := range secretFiles {
 		if path == "" {
 			t.Errorf("%s: %s not set", podName, key)
 			continue
@@ -267,6 +269,114 @@ func checkFiles(t *testing.T, podName string, pod podSpec, claims []string, c co
 			t.Errorf("%s: %s: Secret has no key %s", podName, key, filepath.Base(path))
 		}
 	}
+}
+
+// checkPeerTLS: the peer_tls files come from the Secrets of cert-manager
+// Certificates (in certFile) issued by the ClusterIssuer of
+// clusterissuer.yaml, and the certificate is this node's: its URI SAN is a
+// pgquorum identity of the cluster that covers node.id with the node's role.
+func checkPeerTLS(t *testing.T, podName string, all []manifest, certFile string, pod podSpec, c container, cfg *config.Config) {
+	t.Helper()
+	if cfg.PeerTLS == nil {
+		t.Errorf("%s: no peer_tls (the proxies must talk over mutual TLS)", podName)
+		return
+	}
+	var issuerName string
+	for _, m := range all {
+		if m.file == "clusterissuer.yaml" && m.Kind == "ClusterIssuer" {
+			issuerName = m.Metadata.Name
+		}
+	}
+	source := map[string][2]string{} // which Secret and key each file comes from
+	for key, path := range map[string]string{"ca": cfg.PeerTLS.CA, "cert": cfg.PeerTLS.Cert, "key": cfg.PeerTLS.Key} {
+		secretName, secretKey := secretFile(t, pod, mountFor(t, c, filepath.Dir(path)), filepath.Base(path))
+		if secretName == "" {
+			t.Errorf("%s: peer_tls.%s %s is in no Secret", podName, key, path)
+			return
+		}
+		source[key] = [2]string{secretName, secretKey}
+	}
+	want := map[string]string{"ca": "ca.crt", "cert": "tls.crt", "key": "tls.key"}
+	for key, k := range want {
+		if source[key][1] != k {
+			t.Errorf("%s: peer_tls.%s is the Secret's key %q, want cert-manager's %q", podName, key, source[key][1], k)
+		}
+	}
+	if source["cert"][0] != source["key"][0] {
+		t.Errorf("%s: peer_tls.cert and key come from different Secrets", podName)
+	}
+	var cert certificate
+	found := false
+	for _, m := range all {
+		if m.file == certFile && m.Kind == "Certificate" {
+			var c certificate
+			m.decode(t, &c)
+			if c.Spec.SecretName == source["cert"][0] {
+				cert, found = c, true
+			}
+		}
+	}
+	if !found {
+		t.Errorf("%s: no Certificate in %s writes Secret %s", podName, certFile, source["cert"][0])
+		return
+	}
+	if cert.Spec.IssuerRef.Kind != "ClusterIssuer" || cert.Spec.IssuerRef.Name != issuerName || issuerName == "" {
+		t.Errorf("%s: Certificate issuer %+v, want the ClusterIssuer %q of clusterissuer.yaml", podName, cert.Spec.IssuerRef, issuerName)
+	}
+	if len(cert.Spec.URIs) != 1 {
+		t.Errorf("%s: Certificate URIs %v, want one pgquorum identity", podName, cert.Spec.URIs)
+		return
+	}
+	id, err := pki.ParseIdentity(cert.Spec.URIs[0])
+	role := pki.RoleLearner
+	if cfg.Node.IsVoter() {
+		role = pki.RoleVoter
+	}
+	switch {
+	case err != nil:
+		t.Errorf("%s: %v", podName, err)
+	case id.Cluster != cfg.ClusterName || !id.Covers(cfg.Node.ID) || id.Role != role:
+		t.Errorf("%s: certificate identity %s is not node %d (%s) of cluster %q", podName, id, cfg.Node.ID, role, cfg.ClusterName)
+	}
+	for _, usage := range []string{"server auth", "client auth"} {
+		if !slices.Contains(cert.Spec.Usages, usage) {
+			t.Errorf("%s: Certificate usages %v lack %q (peers are servers and clients)", podName, cert.Spec.Usages, usage)
+		}
+	}
+	if cert.Spec.PrivateKey.Algorithm != "ECDSA" {
+		t.Errorf("%s: Certificate key algorithm %q, want ECDSA", podName, cert.Spec.PrivateKey.Algorithm)
+	}
+}
+
+// secretFile says which Secret and key file lands as in the volume named
+// volumeName ("" when the volume holds no Secrets).
+func secretFile(t *testing.T, pod podSpec, volumeName, file string) (secretName, key string) {
+	t.Helper()
+	v := volumeByName(t, pod, volumeName)
+	lookup := func(name string, items []keyToPath) bool {
+		if len(items) == 0 {
+			secretName, key = name, file // every key, under its own name
+			return true
+		}
+		for _, it := range items {
+			if it.Path == file {
+				secretName, key = name, it.Key
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case v.Secret != nil:
+		lookup(v.Secret.SecretName, v.Secret.Items)
+	case v.Projected != nil:
+		for _, s := range v.Projected.Sources {
+			if s.Secret != nil && lookup(s.Secret.Name, s.Secret.Items) {
+				break
+			}
+		}
+	}
+	return secretName, key
 }
 
 // checkSelects: every selector label is on the pods.

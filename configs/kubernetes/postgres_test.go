@@ -87,7 +87,7 @@ func TestPostgresWithAgents(t *testing.T) {
 
 	secrets := map[string]secret{}
 	for _, m := range all {
-		if m.Kind == "Secret" {
+		if m.Kind == "Secret" && m.Metadata.Namespace == ns { // sidecar.yaml has a Secret of that name in the application's namespace
 			var s secret
 			m.decode(t, &s)
 			secrets[m.Metadata.Name] = s
