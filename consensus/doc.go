@@ -1,6 +1,6 @@
 // Package consensus runs one pgquorum proxy's Raft member: the etcd raft
-// RawNode, its durable log in bbolt, the TCP transport between proxies,
-// membership (voters and learners) and routing leases.
+// RawNode, its durable log in bbolt, the mutual-TLS transport between
+// proxies, membership (voters and learners) and routing leases.
 //
 // # What it owns
 //
@@ -45,8 +45,23 @@
 // learner, then promote it with AddMember(id, addr, false). Membership changes
 // are queued and proposed one at a time, retried until applied. Removed ids are
 // remembered (in the replicated address book) and never re-added; a removed
-// node stops with ErrRemoved, either when it applies its own removal or when a
-// member tells it (it keeps sending to members that no longer answer it).
+// node stops with ErrRemoved when it applies its own removal, or when the
+// leader or a majority of its voters tell it (it keeps sending to members that
+// no longer answer it); one other peer's word is not enough.
+//
+// # Peers and what they may do
+//
+// The TCP transport (tcp_*.go) speaks mutual TLS 1.3 with Config.PeerTLS: a
+// peer's node id and role (voter or learner) come from its certificate, the
+// handshake's claimed id must be covered by it, and a frame whose sender is not
+// the authenticated node closes the connection. Every item reaches the loop
+// with its Sender; peerauth.go decides what a sender may do: a learner
+// certificate may acknowledge, renew its lease, propose what
+// Config.LearnerProposals admits and join as itself, never vote, append, lead,
+// propose a membership change or speak for a voter's id. Frames are bounded
+// before authentication (the handshake) and after (maxFrameSize, read as the
+// bytes arrive), connections are capped per source address, idle ones closed.
+// Config.Plaintext (security.insecure) takes peers at their word instead.
 //
 // # Leases
 //
@@ -60,9 +75,11 @@
 //
 // # Failure
 //
-// A storage error, an undecodable snapshot or a panic inside raft (a broken
-// invariant, e.g. a log lost behind raft's back) stops the node: Done is
-// closed, Err says why, the lease is gone, so the proxy fails closed. Close
+// A storage error, an undecodable snapshot, a panic inside raft (a broken
+// invariant, e.g. a log lost behind raft's back) or a committed entry the state
+// machine cannot apply although the others do (ErrCannotApply: it needs a newer
+// version) stops the node: Done is closed, Err says why, the lease is gone, so
+// the proxy fails closed. Close
 // stops it deliberately, after handing leadership to another voter.
 //
 // # What it must not do
