@@ -42,6 +42,18 @@
 // reported. MajorityDown decides "a majority of voting proxies observe the node down"
 // from them; Raft membership is not part of this state, so the voters are an argument.
 //
+// # Versions
+//
+// Every command type belongs to a command version (versions.go). A node that
+// meets a command (or a snapshot, or a cluster version) newer than MaxVersion
+// does not skip it: Decode returns an *UnsupportedVersionError and the node
+// stops applying, failing closed. New command versions are used only once the
+// cluster agreed on them: proxies report what they understand (ReportVersion),
+// the leader raises the cluster version to the lowest among the voters
+// (RaiseClusterVersion, checked against the reports), proposers ask
+// State.Allows, and Apply rejects a command of a version not agreed yet.
+// LearnerMayPropose says which commands a learner (sidecar) may propose.
+//
 // # What this package must not do
 //
 // It does not decide when to fail over, talk to PostgreSQL, read clocks or know Raft
