@@ -18,6 +18,7 @@ import (
 	"github.com/pgquorum/pgquorum/health"
 	"github.com/pgquorum/pgquorum/integration"
 	"github.com/pgquorum/pgquorum/localcluster"
+	"github.com/pgquorum/pgquorum/pki"
 )
 
 // End-to-end tests of the coordinator: a real PostgreSQL 15 quorum cluster and
@@ -40,6 +41,20 @@ type e2e struct {
 	t       *testing.T
 	pg      *localcluster.Cluster
 	proxies []*proxy
+}
+
+// e2eCredentials issues voter id a certificate of ca.
+func e2eCredentials(t *testing.T, ca *pki.CA, id uint64) *pki.Credentials {
+	t.Helper()
+	kp, err := ca.IssueNode(id, id, pki.RoleVoter, nil, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := pki.NewCredentials(ca.CertPEM(), kp.CertPEM, kp.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return creds
 }
 
 func startE2E(t *testing.T) *e2e {
@@ -75,6 +90,10 @@ func startE2E(t *testing.T) *e2e {
 	})
 	base := slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	dataDir := t.TempDir()
+	ca, err := pki.NewCA("coordinator-e2e", 1) // the proxies talk over mutual TLS, as in production
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i, ln := range listeners {
 		id := uint64(i + 1)
 		logger := base.With("proxy", id)
@@ -87,6 +106,7 @@ func startE2E(t *testing.T) *e2e {
 			Peers:        peers,
 			StateMachine: machine,
 			Transport:    consensus.TCPTransportOn(ln),
+			PeerTLS:      e2eCredentials(t, ca, id),
 			Logger:       slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})).With("proxy", id),
 		})
 		if err != nil {
