@@ -8,6 +8,8 @@ package benchenv
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -19,6 +21,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pgquorum/pgquorum/pki"
 )
 
 // FreePort returns a free loopback TCP port.
@@ -215,7 +219,8 @@ type PgquorumNode struct {
 	AuthMethod    string
 	QueryUser     string
 	QueryPassword string
-	AdminPort     int // set by WriteConfig
+	AdminPort     int    // set by WriteConfig
+	AdminToken    string // set by WriteConfig: the operators' token for calls that change the cluster
 }
 
 // WriteConfig writes the node's YAML configuration and returns its path.
@@ -244,7 +249,44 @@ func (n *PgquorumNode) WriteConfig() (string, error) {
 		}
 		fmt.Fprintf(&b, "  query_password_file: %s\n", pw)
 	}
+	if err := n.writeSecurity(&b); err != nil {
+		return "", err
+	}
 	fmt.Fprintf(&b, "log: {level: warn}\n")
 	path := filepath.Join(n.Dir, "pgquorum.yaml")
 	return path, os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+// writeSecurity makes a throwaway CA, the node's certificate and a token in
+// n.Dir and adds peer_tls and admin to the configuration: benchmarks run
+// pgquorum as production does.
+func (n *PgquorumNode) writeSecurity(b *strings.Builder) error {
+	ca, err := pki.NewCA("bench", 1)
+	if err != nil {
+		return err
+	}
+	certs := filepath.Join(n.Dir, "certs")
+	caFile, _, err := pki.WriteCA(certs, ca, true)
+	if err != nil {
+		return err
+	}
+	kp, err := ca.IssueNode(1, 1, pki.RoleVoter, []string{"127.0.0.1"}, 1)
+	if err != nil {
+		return err
+	}
+	cert, key := pki.NodeFiles(certs, pki.NodeIdentity("bench", 1, pki.RoleVoter))
+	if err := pki.WriteKeyPair(cert, key, kp.CertPEM, kp.KeyPEM, true); err != nil {
+		return err
+	}
+	random := make([]byte, 24)
+	if _, err := rand.Read(random); err != nil {
+		return err
+	}
+	n.AdminToken = hex.EncodeToString(random)
+	tokenFile := filepath.Join(n.Dir, "admin-token")
+	if err := os.WriteFile(tokenFile, []byte(n.AdminToken), 0o600); err != nil {
+		return err
+	}
+	fmt.Fprintf(b, "peer_tls: {ca: %q, cert: %q, key: %q}\nadmin: {token_file: %q}\n", caFile, cert, key, tokenFile)
+	return nil
 }

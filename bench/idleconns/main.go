@@ -95,7 +95,7 @@ func run(n int, settle time.Duration) error {
 	err = benchenv.WaitPort(wctx, adminAddr)
 	for err == nil {
 		// The first calls may find no Raft leader yet.
-		if err = admin.NewClient(adminAddr, "").SetPaused(wctx, true); err == nil || wctx.Err() != nil {
+		if err = admin.NewClient(adminAddr, node.AdminToken).SetPaused(wctx, true); err == nil || wctx.Err() != nil {
 			break
 		}
 		err = nil
