@@ -4,10 +4,12 @@
 #
 #   docker build --build-arg VERSION=$(git describe --tags --always) -t pgquorum .
 #   docker run --rm -v $PWD/pgquorum.yaml:/etc/pgquorum/pgquorum.yaml:ro \
+#       -v $PWD/certs:/etc/pgquorum/certs:ro \
 #       -p 6432:6432 -p 8008:8008 -p 7001:7001 pgquorum
 #
 # The default command reads /etc/pgquorum/pgquorum.yaml (mount it; see
-# configs/README.md). Listen addresses in that file must not be 127.0.0.1 to be
+# configs/README.md), with its peer_tls certificates and admin token (made with
+# `pgquorum cert`; the proxies refuse to run without them). Listen addresses in that file must not be 127.0.0.1 to be
 # reachable from outside the container. Keep node.data_dir on a volume: the
 # Raft log must survive restarts (configs/kubernetes uses a PersistentVolume).
 
