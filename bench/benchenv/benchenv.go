@@ -75,11 +75,23 @@ type Process struct {
 // Start runs name with args, its output in logPath; asUser, if not empty and we
 // are root, runs it as that OS user.
 func Start(name string, args []string, logPath, asUser string) (*Process, error) {
+	return start(name, args, logPath, asUser, nil)
+}
+
+// StartEnv is Start with extra environment variables (KEY=VALUE) for the process.
+func StartEnv(name string, args []string, logPath string, env []string) (*Process, error) {
+	return start(name, args, logPath, "", env)
+}
+
+func start(name string, args []string, logPath, asUser string, env []string) (*Process, error) {
 	out, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(name, args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if asUser != "" && os.Geteuid() == 0 {
@@ -289,4 +301,51 @@ func (n *PgquorumNode) writeSecurity(b *strings.Builder) error {
 	}
 	fmt.Fprintf(b, "peer_tls: {ca: %q, cert: %q, key: %q}\nadmin: {token_file: %q}\n", caFile, cert, key, tokenFile)
 	return nil
+}
+
+// HAProxyConfig writes a tcp-mode HAProxy configuration in dir that forwards
+// 127.0.0.1:port to backend (host:port), and returns its path. Run it with
+// `haproxy -db -f PATH` (foreground, one process).
+func HAProxyConfig(dir string, port int, backend string, maxConns int) (string, error) {
+	cfg := fmt.Sprintf(`global
+    maxconn %d
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+
+listen postgres
+    bind 127.0.0.1:%d
+    server primary %s
+`, maxConns, port, backend)
+	path := filepath.Join(dir, "haproxy.cfg")
+	return path, os.WriteFile(path, []byte(cfg), 0o644)
+}
+
+// CPUTime returns the user+system CPU time pid has used so far (its own
+// threads, not its children), from /proc/PID/stat.
+func CPUTime(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces; fields after its closing
+	// parenthesis are space-separated. utime and stime are fields 14 and 15.
+	end := strings.LastIndexByte(string(data), ')')
+	if end < 0 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	fields := strings.Fields(string(data[end+1:]))
+	if len(fields) < 13 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("malformed /proc stat times")
+	}
+	const ticksPerSecond = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
 }

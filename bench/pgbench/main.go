@@ -1,16 +1,31 @@
-// Command pgbench compares select-only throughput and latency of a real
-// PostgreSQL 15 primary reached directly, through PgBouncer (session mode, from
-// Debian's package) and through pgquorum, interleaved in one run so that all
-// three see the same machine state. It prints a Markdown table with ratios.
+// Command pgbench compares a real PostgreSQL 15 primary reached directly, through
+// PgBouncer (session mode, Debian's package), through HAProxy (tcp mode, Debian's
+// package) and through pgquorum, interleaved in one run so that all of them see
+// the same machine state. It measures two things per client count:
 //
-// Run from the repository root (needs PostgreSQL 15, pgbench and pgbouncer):
+//   - throughput: `pgbench -S` select-only at full speed (tps, and the median
+//     per-transaction latency at 1 client);
+//   - work per transaction: `pgbench -S -R RATE` at a fixed rate, and the proxy
+//     process's own CPU time (utime+stime from /proc/PID/stat) divided by the
+//     transactions done. This is much steadier than tps on a shared machine,
+//     because it does not depend on how much CPU the other processes leave.
+//
+// It prints Markdown tables with ratios against PgBouncer, HAProxy and direct.
+//
+// Run from the repository root (needs PostgreSQL 15, pgbench, pgbouncer, haproxy):
 //
 //	go run ./bench/pgbench -clients 1,8,64 -duration 10s -rounds 3
+//
+// To compare two builds of pgquorum (before/after a change) on a noisy machine,
+// pass -base-bin OLD: the old binary runs as a fifth target, "pgquorum-base",
+// interleaved with the rest. -perf DIR records a perf profile of pgquorum during
+// each fixed-rate run (perf record -g), for `perf report -i`.
 package main
 
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -28,31 +43,67 @@ import (
 	"github.com/pgquorum/pgquorum/localcluster"
 )
 
+// target is one way to reach the primary.
 type target struct {
 	name string
 	port int
+	proc *benchenv.Process // the proxy process (nil for direct)
+}
+
+type options struct {
+	clients     []int
+	duration    time.Duration
+	rounds      int
+	scale       int
+	rate        int    // fixed rate of the CPU measure; 0 skips it
+	throughput  bool   // run the full-speed measure
+	targets     []string
+	bin         string // prebuilt pgquorum ("" builds ./cmd/pgquorum)
+	baseBin     string // a second pgquorum build, measured as pgquorum-base
+	pgquorumEnv []string
+	baseEnv     []string
+	perfDir     string
 }
 
 func main() {
+	var o options
 	clientsFlag := flag.String("clients", "1,8,64", "comma-separated client counts")
-	duration := flag.Duration("duration", 10*time.Second, "length of one pgbench run")
-	rounds := flag.Int("rounds", 3, "interleaved rounds; the median is reported")
-	scale := flag.Int("scale", 10, "pgbench scale factor")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of one pgbench run")
+	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds; the median is reported")
+	flag.IntVar(&o.scale, "scale", 10, "pgbench scale factor")
+	flag.IntVar(&o.rate, "rate", 3000, "transactions per second of the CPU-per-transaction measure (0: skip it)")
+	flag.BoolVar(&o.throughput, "tps", true, "measure full-speed throughput")
+	targetsFlag := flag.String("targets", "direct,pgbouncer,haproxy,pgquorum", "what to measure")
+	flag.StringVar(&o.bin, "bin", "", "pgquorum binary to measure (default: build ./cmd/pgquorum)")
+	flag.StringVar(&o.baseBin, "base-bin", "", "a second pgquorum binary, measured as pgquorum-base")
+	envFlag := flag.String("pgquorum-env", "", "comma-separated KEY=VALUE for the pgquorum processes (e.g. GOMAXPROCS=1)")
+	baseEnvFlag := flag.String("base-env", "", "comma-separated KEY=VALUE for pgquorum-base (default: as -pgquorum-env)")
+	flag.StringVar(&o.perfDir, "perf", "", "directory for perf profiles of pgquorum during the fixed-rate runs")
 	flag.Parse()
-	var clients []int
 	for _, s := range strings.Split(*clientsFlag, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 {
 			log.Fatalf("bad -clients %q", *clientsFlag)
 		}
-		clients = append(clients, n)
+		o.clients = append(o.clients, n)
 	}
-	if err := run(clients, *duration, *rounds, *scale); err != nil {
+	o.targets = strings.Split(*targetsFlag, ",")
+	if o.baseBin != "" {
+		o.targets = append(o.targets, "pgquorum-base")
+	}
+	if *envFlag != "" {
+		o.pgquorumEnv = strings.Split(*envFlag, ",")
+	}
+	o.baseEnv = o.pgquorumEnv
+	if *baseEnvFlag != "" {
+		o.baseEnv = strings.Split(*baseEnvFlag, ",")
+	}
+	if err := run(o); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(clients []int, duration time.Duration, rounds, scale int) error {
+func run(o options) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if _, err := benchenv.RaiseFileLimit(65536); err != nil {
@@ -69,7 +120,7 @@ func run(clients []int, duration time.Duration, rounds, scale int) error {
 
 	log.Printf("starting the PostgreSQL quorum cluster")
 	cluster, err := localcluster.Start(ctx, localcluster.Options{Dir: filepath.Join(dir, "pg"),
-		ExtraConf: map[string]string{"max_connections": "300"}})
+		ExtraConf: map[string]string{"max_connections": "400"}})
 	if err != nil {
 		return err
 	}
@@ -77,114 +128,262 @@ func run(clients []int, duration time.Duration, rounds, scale int) error {
 	primary := cluster.Nodes[0]
 
 	env := append(os.Environ(), "PGPASSWORD="+localcluster.QueryPassword)
-	log.Printf("pgbench -i -s %d", scale)
-	initCmd := exec.CommandContext(ctx, "pgbench", "-i", "-q", "-s", strconv.Itoa(scale),
+	log.Printf("pgbench -i -s %d", o.scale)
+	initCmd := exec.CommandContext(ctx, "pgbench", "-i", "-q", "-s", strconv.Itoa(o.scale),
 		"-h", "127.0.0.1", "-p", strconv.Itoa(primary.Port), "-U", localcluster.QueryUser, "postgres")
 	initCmd.Env = env
 	if out, err := initCmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("pgbench -i: %w\n%s", err, out)
 	}
 
-	bin, err := benchenv.BuildPgquorum(ctx, dir)
-	if err != nil {
-		return err
-	}
-	qPort, _ := benchenv.FreePort()
-	qDir := filepath.Join(dir, "proxy")
-	if err := os.MkdirAll(qDir, 0o755); err != nil {
-		return err
-	}
-	node := benchenv.PgquorumNode{Dir: qDir, ClientPort: qPort, AuthMethod: "scram-sha-256",
-		QueryUser: localcluster.QueryUser, QueryPassword: localcluster.QueryPassword}
-	for _, n := range cluster.Nodes {
-		node.Backends = append(node.Backends, [2]string{n.Name, n.Address()})
-	}
-	cfgPath, err := node.WriteConfig()
-	if err != nil {
-		return err
-	}
-	pq, err := benchenv.Start(bin, []string{"run", "--config", cfgPath}, filepath.Join(qDir, "pgquorum.log"), "")
-	if err != nil {
-		return err
-	}
-	defer pq.Stop()
-
-	bDir := filepath.Join(dir, "pgbouncer")
-	if err := os.MkdirAll(bDir, 0o755); err != nil {
-		return err
-	}
-	bPort, _ := benchenv.FreePort()
-	ini, err := benchenv.PgBouncerConfig(bDir, bPort, "127.0.0.1", primary.Port,
-		map[string]string{localcluster.QueryUser: localcluster.QueryPassword}, 200)
-	if err != nil {
-		return err
-	}
-	if err := benchenv.ChownToPostgres(bDir); err != nil {
-		return err
-	}
-	pb, err := benchenv.Start("pgbouncer", []string{ini}, filepath.Join(bDir, "stdout.log"), "postgres")
-	if err != nil {
-		return err
-	}
-	defer pb.Stop()
-
-	targets := []target{{"direct", primary.Port}, {"pgbouncer", bPort}, {"pgquorum", qPort}}
-	for _, t := range targets {
+	var targets []target
+	for _, name := range o.targets {
+		t, err := startTarget(ctx, o, name, dir, cluster)
+		if err != nil {
+			return fmt.Errorf("start %s: %w", name, err)
+		}
+		if t.proc != nil {
+			defer t.proc.Stop()
+		}
 		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
-		err := benchenv.WaitPort(wctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(t.port)))
+		err = benchenv.WaitPort(wctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(t.port)))
 		wcancel()
 		if err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
+		targets = append(targets, t)
 	}
 
 	tps := map[string]map[int][]float64{}
-	lat := map[string][]float64{} // median per-transaction latency at 1 client, µs, per round
+	cpu := map[string]map[int][]float64{} // µs of proxy CPU per transaction
+	lat := map[string][]float64{}         // median per-transaction latency at 1 client, µs, per round
 	for _, t := range targets {
-		tps[t.name] = map[int][]float64{}
+		tps[t.name], cpu[t.name] = map[int][]float64{}, map[int][]float64{}
 	}
-	for r := range rounds {
-		for _, c := range clients {
-			order := slices.Clone(targets)
+	logDir := filepath.Join(dir, "logs")
+	for r := range o.rounds {
+		for _, c := range o.clients {
 			// Rotate the order each round so no target always runs first.
+			order := slices.Clone(targets)
 			order = append(order[r%len(order):], order[:r%len(order)]...)
 			for _, t := range order {
-				res, err := pgbench(ctx, env, filepath.Join(dir, "logs"), t, c, duration)
-				if err != nil {
-					return err
+				if o.throughput {
+					res, err := pgbench(ctx, env, logDir, t, c, o.duration, 0)
+					if err != nil {
+						return err
+					}
+					log.Printf("round %d clients %d %-13s tps %.0f median latency %.1f µs", r+1, c, t.name, res.tps, res.medianUS)
+					tps[t.name][c] = append(tps[t.name][c], res.tps)
+					if c == 1 {
+						lat[t.name] = append(lat[t.name], res.medianUS)
+					}
 				}
-				log.Printf("round %d clients %d %-9s tps %.0f median latency %.1f µs", r+1, c, t.name, res.tps, res.medianUS)
-				tps[t.name][c] = append(tps[t.name][c], res.tps)
-				if c == 1 {
-					lat[t.name] = append(lat[t.name], res.medianUS)
+				if o.rate > 0 && t.proc != nil {
+					us, err := cpuPerTransaction(ctx, env, logDir, o, t, c, r)
+					if err != nil {
+						return err
+					}
+					log.Printf("round %d clients %d %-13s at %d tps: %.1f µs CPU per transaction", r+1, c, t.name, o.rate, us)
+					cpu[t.name][c] = append(cpu[t.name][c], us)
 				}
 			}
 		}
 	}
-
-	fmt.Printf("\n`pgbench -S` select-only, %s per run, median of %d interleaved rounds, scale %d\n\n", duration, rounds, scale)
-	fmt.Printf("| clients | direct tps | PgBouncer tps | pgquorum tps | pgquorum / PgBouncer | pgquorum / direct |\n")
-	fmt.Printf("| ---: | ---: | ---: | ---: | ---: | ---: |\n")
-	for _, c := range clients {
-		d, b, q := median(tps["direct"][c]), median(tps["pgbouncer"][c]), median(tps["pgquorum"][c])
-		fmt.Printf("| %d | %.0f | %.0f | %.0f | %.2f | %.2f |\n", c, d, b, q, q/b, q/d)
-	}
-	if len(lat["direct"]) > 0 {
-		d, b, q := median(lat["direct"]), median(lat["pgbouncer"]), median(lat["pgquorum"])
-		fmt.Printf("\nMedian per-transaction latency at 1 client: direct %.1f µs, PgBouncer %.1f µs (+%.1f), pgquorum %.1f µs (+%.1f)\n",
-			d, b, b-d, q, q-d)
-	}
+	printTables(o, targets, tps, cpu, lat)
 	return nil
 }
 
-type result struct {
-	tps      float64
-	medianUS float64
+// startTarget starts the proxy called name (nothing for "direct").
+func startTarget(ctx context.Context, o options, name, dir string, cluster *localcluster.Cluster) (target, error) {
+	primary := cluster.Nodes[0]
+	port, err := benchenv.FreePort()
+	if err != nil {
+		return target{}, err
+	}
+	sub := filepath.Join(dir, name)
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		return target{}, err
+	}
+	switch name {
+	case "direct":
+		return target{name: name, port: primary.Port}, nil
+	case "pgbouncer":
+		ini, err := benchenv.PgBouncerConfig(sub, port, "127.0.0.1", primary.Port,
+			map[string]string{localcluster.QueryUser: localcluster.QueryPassword}, 200)
+		if err != nil {
+			return target{}, err
+		}
+		if err := benchenv.ChownToPostgres(sub); err != nil {
+			return target{}, err
+		}
+		p, err := benchenv.Start("pgbouncer", []string{ini}, filepath.Join(sub, "stdout.log"), "postgres")
+		return target{name: name, port: port, proc: p}, err
+	case "haproxy":
+		cfg, err := benchenv.HAProxyConfig(sub, port, primary.Address(), 1000)
+		if err != nil {
+			return target{}, err
+		}
+		p, err := benchenv.Start("haproxy", []string{"-db", "-f", cfg}, filepath.Join(sub, "stdout.log"), "")
+		return target{name: name, port: port, proc: p}, err
+	case "pgquorum", "pgquorum-base":
+		bin, env := o.bin, o.pgquorumEnv
+		if name == "pgquorum-base" {
+			bin, env = o.baseBin, o.baseEnv
+		}
+		if bin == "" {
+			if bin, err = benchenv.BuildPgquorum(ctx, dir); err != nil {
+				return target{}, err
+			}
+		}
+		node := benchenv.PgquorumNode{Dir: sub, ClientPort: port, AuthMethod: "scram-sha-256",
+			QueryUser: localcluster.QueryUser, QueryPassword: localcluster.QueryPassword}
+		for _, n := range cluster.Nodes {
+			node.Backends = append(node.Backends, [2]string{n.Name, n.Address()})
+		}
+		cfgPath, err := node.WriteConfig()
+		if err != nil {
+			return target{}, err
+		}
+		p, err := benchenv.StartEnv(bin, []string{"run", "--config", cfgPath}, filepath.Join(sub, "pgquorum.log"), env)
+		return target{name: name, port: port, proc: p}, err
+	}
+	return target{}, fmt.Errorf("unknown target %q (want direct, pgbouncer, haproxy or pgquorum)", name)
 }
 
-var tpsLine = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+// cpuPerTransaction runs pgbench at the fixed rate against t and returns the proxy process's
+// CPU time per transaction in µs.
+func cpuPerTransaction(ctx context.Context, env []string, logDir string, o options, t target, clients, round int) (float64, error) {
+	pid := t.proc.Cmd.Process.Pid
+	var perf *exec.Cmd
+	if o.perfDir != "" && clients == 8 && strings.HasPrefix(t.name, "pgquorum") {
+		if err := os.MkdirAll(o.perfDir, 0o755); err != nil {
+			return 0, err
+		}
+		out := filepath.Join(o.perfDir, fmt.Sprintf("%s-round%d.perf.data", t.name, round+1))
+		perf = exec.CommandContext(ctx, "perf", "record", "-F", "1999", "-g", "-p", strconv.Itoa(pid), "-o", out)
+		if err := perf.Start(); err != nil {
+			return 0, fmt.Errorf("perf record: %w", err)
+		}
+	}
+	before, err := benchenv.CPUTime(pid)
+	if err != nil {
+		return 0, err
+	}
+	res, err := pgbench(ctx, env, logDir, t, clients, o.duration, o.rate)
+	if err != nil {
+		return 0, err
+	}
+	after, err := benchenv.CPUTime(pid)
+	if err != nil {
+		return 0, err
+	}
+	if perf != nil {
+		_ = perf.Process.Signal(os.Interrupt)
+		_ = perf.Wait()
+	}
+	if res.transactions == 0 {
+		return 0, errors.New("no transactions")
+	}
+	return float64(after-before) / float64(time.Microsecond) / float64(res.transactions), nil
+}
 
-func pgbench(ctx context.Context, env []string, logDir string, t target, clients int, d time.Duration) (result, error) {
+func printTables(o options, targets []target, tps, cpu map[string]map[int][]float64, lat map[string][]float64) {
+	has := func(name string) bool {
+		return slices.ContainsFunc(targets, func(t target) bool { return t.name == name })
+	}
+	ratio := func(a, b float64) string {
+		if a == 0 || b == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f", a/b)
+	}
+	if o.throughput {
+		fmt.Printf("\n`pgbench -S` select-only, %s per run, median of %d interleaved rounds, scale %d\n\n", o.duration, o.rounds, o.scale)
+		header, rule := "| clients |", "| ---: |"
+		for _, t := range targets {
+			header += " " + t.name + " tps |"
+			rule += " ---: |"
+		}
+		for _, other := range []string{"pgbouncer", "haproxy", "direct", "pgquorum-base"} {
+			if has(other) && has("pgquorum") {
+				header += " pgquorum / " + other + " |"
+				rule += " ---: |"
+			}
+		}
+		fmt.Println(header)
+		fmt.Println(rule)
+		for _, c := range o.clients {
+			line := fmt.Sprintf("| %d |", c)
+			for _, t := range targets {
+				line += fmt.Sprintf(" %.0f |", median(tps[t.name][c]))
+			}
+			for _, other := range []string{"pgbouncer", "haproxy", "direct", "pgquorum-base"} {
+				if has(other) && has("pgquorum") {
+					line += " " + ratio(median(tps["pgquorum"][c]), median(tps[other][c])) + " |"
+				}
+			}
+			fmt.Println(line)
+		}
+		if len(lat["direct"]) > 0 {
+			d := median(lat["direct"])
+			fmt.Printf("\nMedian per-transaction latency at 1 client: direct %.1f µs", d)
+			for _, t := range targets {
+				if t.name != "direct" && len(lat[t.name]) > 0 {
+					v := median(lat[t.name])
+					fmt.Printf(", %s %.1f µs (+%.1f)", t.name, v, v-d)
+				}
+			}
+			fmt.Println()
+		}
+	}
+	if o.rate > 0 {
+		fmt.Printf("\nProxy CPU time per transaction (µs, utime+stime of the proxy process), `pgbench -S -R %d`, %s per run, median of %d interleaved rounds\n\n",
+			o.rate, o.duration, o.rounds)
+		header, rule := "| clients |", "| ---: |"
+		for _, t := range targets {
+			if t.proc != nil {
+				header += " " + t.name + " |"
+				rule += " ---: |"
+			}
+		}
+		for _, other := range []string{"pgbouncer", "haproxy", "pgquorum-base"} {
+			if has(other) && has("pgquorum") {
+				header += " pgquorum / " + other + " |"
+				rule += " ---: |"
+			}
+		}
+		fmt.Println(header)
+		fmt.Println(rule)
+		for _, c := range o.clients {
+			line := fmt.Sprintf("| %d |", c)
+			for _, t := range targets {
+				if t.proc != nil {
+					line += fmt.Sprintf(" %.1f |", median(cpu[t.name][c]))
+				}
+			}
+			for _, other := range []string{"pgbouncer", "haproxy", "pgquorum-base"} {
+				if has(other) && has("pgquorum") {
+					line += " " + ratio(median(cpu["pgquorum"][c]), median(cpu[other][c])) + " |"
+				}
+			}
+			fmt.Println(line)
+		}
+	}
+}
+
+type result struct {
+	tps          float64
+	transactions int64
+	medianUS     float64
+}
+
+var (
+	tpsLine = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+	txLine  = regexp.MustCompile(`number of transactions actually processed: ([0-9]+)`)
+)
+
+// pgbench runs pgbench -S against t; rate > 0 runs it at that fixed rate.
+func pgbench(ctx context.Context, env []string, logDir string, t target, clients int, d time.Duration, rate int) (result, error) {
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return result{}, err
 	}
@@ -192,8 +391,12 @@ func pgbench(ctx context.Context, env []string, logDir string, t target, clients
 	jobs := min(clients, 2)
 	args := []string{"-S", "-n", "-T", strconv.Itoa(int(d.Seconds())), "-c", strconv.Itoa(clients), "-j", strconv.Itoa(jobs),
 		"-h", "127.0.0.1", "-p", strconv.Itoa(t.port), "-U", localcluster.QueryUser}
-	if clients == 1 {
+	logLatency := clients == 1 && rate == 0
+	if logLatency {
 		args = append(args, "-l", "--log-prefix", prefix)
+	}
+	if rate > 0 {
+		args = append(args, "-R", strconv.Itoa(rate))
 	}
 	args = append(args, "postgres")
 	cmd := exec.CommandContext(ctx, "pgbench", args...)
@@ -204,12 +407,14 @@ func pgbench(ctx context.Context, env []string, logDir string, t target, clients
 		return result{}, fmt.Errorf("pgbench against %s: %w\n%s", t.name, err, out)
 	}
 	m := tpsLine.FindSubmatch(out)
-	if m == nil {
+	n := txLine.FindSubmatch(out)
+	if m == nil || n == nil {
 		return result{}, fmt.Errorf("pgbench against %s: no tps in output:\n%s", t.name, out)
 	}
 	res := result{}
 	res.tps, _ = strconv.ParseFloat(string(m[1]), 64)
-	if clients == 1 {
+	res.transactions, _ = strconv.ParseInt(string(n[1]), 10, 64)
+	if logLatency {
 		res.medianUS, err = medianLatency(prefix)
 		if err != nil {
 			return result{}, err
