@@ -55,8 +55,8 @@ type options struct {
 	duration    time.Duration
 	rounds      int
 	scale       int
-	rate        int    // fixed rate of the CPU measure; 0 skips it
-	throughput  bool   // run the full-speed measure
+	rate        int  // fixed rate of the CPU measure; 0 skips it
+	throughput  bool // run the full-speed measure
 	targets     []string
 	bin         string // prebuilt pgquorum ("" builds ./cmd/pgquorum)
 	baseBin     string // a second pgquorum build, measured as pgquorum-base
