@@ -47,11 +47,13 @@ type proxyEnv struct {
 	slow  *proxy.Server // scram-sha-256 with a 500 ms startup timeout
 }
 
-// proxyStaticRouter always names the same primary.
+// proxyStaticRouter always routes to the same primary (its route never changes).
 type proxyStaticRouter struct{ target proxy.Target }
 
-func (r *proxyStaticRouter) Primary(ctx context.Context) (proxy.Target, error) { return r.target, nil }
-func (r *proxyStaticRouter) BackendFailed(proxy.Target)                        {}
+func (r *proxyStaticRouter) Route() (proxy.Route, <-chan struct{}) {
+	return proxy.Route{Routing: true, Target: r.target}, nil
+}
+func (r *proxyStaticRouter) BackendFailed(proxy.Target) {}
 
 func TestProxy(t *testing.T) {
 	env := startProxyEnv(t)

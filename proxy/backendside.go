@@ -40,21 +40,17 @@ func (r *relay) forwardBackend(data []byte) error {
 	if s.hasRecords.Load() || s.retryArmed.Load() || b.retry.active {
 		return r.forwardBackendSlow(data)
 	}
-	i := r.skipStreamed(data)
+	i := r.f.continuation(data)
 	w := i // output end: kept messages are moved down over dropped ones
 	var readies uint64
 	var status byte
-	for len(data)-i >= 5 {
-		typ := data[i]
-		length := int64(int32(binary.BigEndian.Uint32(data[i+1 : i+5])))
-		if length < 4 || length-4 > maxBackendMessageBody {
-			return r.backendBatchFailed(data, w, readies, status, r.lengthError(typ, length))
-		}
-		total := int(length) + 1
-		if len(data)-i < total {
-			if total > streamThreshold {
-				r.lastType = typ
-				r.streamLeft = int64(total - (len(data) - i))
+	for {
+		kind, typ, total, lengthErr := r.f.next(data, i, 0)
+		if kind != frameWhole {
+			if lengthErr != nil {
+				return r.backendBatchFailed(data, w, readies, status, lengthErr)
+			}
+			if kind == frameStreamStart {
 				w += copy(data[w:], data[i:])
 				i = len(data)
 			}
@@ -62,7 +58,6 @@ func (r *relay) forwardBackend(data []byte) error {
 		}
 		start := i
 		i += total
-		r.lastType = typ
 		switch typ {
 		case 'Z':
 			if total == 6 {
@@ -82,16 +77,17 @@ func (r *relay) forwardBackend(data []byte) error {
 		}
 		w += total
 	}
-	if readies > 0 {
-		s.publishReadies(readies, status)
-	}
+	drained := readies > 0 && s.publishReadies(readies, status)
 	if w > 0 {
 		if err := r.write(data[:w]); err != nil {
 			return &relayWriteError{err}
 		}
 		s.srv.counters.bytesToClients.Add(uint64(w))
 	}
-	r.keepPending(data[i:])
+	if drained {
+		return errSessionClosing
+	}
+	r.f.keep(data[i:])
 	return nil
 }
 
@@ -101,20 +97,9 @@ func (r *relay) forwardBackend(data []byte) error {
 //go:noinline
 func (r *relay) backendBatchFailed(data []byte, w int, readies uint64, status byte, protocolErr *clientError) error {
 	if readies > 0 {
-		r.s.publishReadies(readies, status)
+		r.s.publishReadies(readies, status) // the protocol error ends the session anyway
 	}
 	return r.finishBackendBatch(data, len(data), w, protocolErr)
-}
-
-// skipStreamed passes the rest of a large message being streamed and returns where the next
-// message starts.
-func (r *relay) skipStreamed(data []byte) int {
-	if r.streamLeft == 0 {
-		return 0
-	}
-	k := int(min(r.streamLeft, int64(len(data))))
-	r.streamLeft -= int64(k)
-	return k
 }
 
 // noteBackendMessage handles an ErrorResponse or ParameterStatus on the fast path and reports
@@ -141,22 +126,27 @@ func (r *relay) noteBackendMessage(typ byte, msg []byte) bool {
 	return true
 }
 
-// publishReadies publishes the ReadyForQuery messages of a batch.
+// publishReadies publishes the ReadyForQuery messages of a batch and reports whether that
+// ended a draining session (publishReadiesLocked).
 //
 //go:noinline
-func (s *session) publishReadies(readies uint64, status byte) {
+func (s *session) publishReadies(readies uint64, status byte) bool {
 	s.mu.Lock()
-	s.publishReadiesLocked(readies, status)
+	drained := s.publishReadiesLocked(readies, status)
 	s.mu.Unlock()
+	return drained
 }
 
-// publishReadiesLocked publishes the ReadyForQuery messages of a batch. s.mu is held.
-func (s *session) publishReadiesLocked(readies uint64, status byte) {
+// publishReadiesLocked publishes the ReadyForQuery messages of a batch. When that brings a
+// draining session to a safe point, the session is closed and it returns true: the relay
+// forwards the batch, then ends the session (the client hears Shutdown's reason). s.mu is held.
+func (s *session) publishReadiesLocked(readies uint64, status byte) bool {
 	s.readyReceived += readies
 	s.txStatus = status
 	if s.readyReceived == s.syncsSent && !s.extendedOpen {
 		s.inflight = inflightFacts{}
 	}
+	return s.drainedLocked()
 }
 
 // finishBackendBatch writes the kept messages (data[:w]) and keeps the incomplete tail.
@@ -173,7 +163,7 @@ func (r *relay) finishBackendBatch(data []byte, i, w int, protocolErr *clientErr
 	if err := r.b.retry.decide(r); err != nil {
 		return err
 	}
-	r.keepPending(data[i:])
+	r.f.keep(data[i:])
 	return nil
 }
 
@@ -185,32 +175,26 @@ func (r *relay) finishBackendBatch(data []byte, i, w int, protocolErr *clientErr
 //go:noinline
 func (r *relay) forwardBackendSlow(data []byte) error {
 	s, b := r.s, r.b
-	i := r.skipStreamed(data)
+	i := r.f.continuation(data)
 	s.mu.Lock()
 	b.retry.begin(s)
 	w := i
 	var readies uint64
 	var status byte
 	var protocolErr *clientError
-	for len(data)-i >= 5 {
-		typ, total, lengthErr := r.messageHeader(data, i)
-		if lengthErr != nil {
+	for {
+		kind, typ, total, lengthErr := r.f.next(data, i, 0)
+		if kind != frameWhole {
 			protocolErr = lengthErr
-			break
-		}
-		if int64(len(data)-i) < total {
-			if total > streamThreshold {
+			if kind == frameStreamStart {
 				w = b.retry.result(s, data, w) // a large result: the request ran
-				r.lastType = typ
-				r.streamLeft = total - int64(len(data)-i)
 				w += copy(data[w:], data[i:])
 				i = len(data)
 			}
 			break
 		}
-		msg := data[i : i+int(total)]
-		i += int(total)
-		r.lastType = typ
+		msg := data[i : i+total]
+		i += total
 		keep := true
 		switch typ {
 		case 'Z':
@@ -252,11 +236,12 @@ func (r *relay) forwardBackendSlow(data []byte) error {
 		}
 	}
 	w = b.retry.endOfBatch(data, w)
-	if readies > 0 {
-		s.publishReadiesLocked(readies, status)
-	}
+	drained := readies > 0 && s.publishReadiesLocked(readies, status)
 	s.mu.Unlock()
-	return r.finishBackendBatch(data, i, w, protocolErr)
+	if err := r.finishBackendBatch(data, i, w, protocolErr); err != nil || !drained {
+		return err
+	}
+	return errSessionClosing
 }
 
 // resolveSegment completes the record of request seg at its ReadyForQuery and applies its

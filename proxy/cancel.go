@@ -165,11 +165,11 @@ func (s *session) cancelDecision() cancelDecision {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case s.holding && s.holdCancel != nil:
+	case s.holdCancel != nil:
 		close(s.holdCancel)
 		s.holdCancel = nil
 		return cancelNothing
-	case s.link != linkUp, s.syncsSent == s.readyReceived && !s.extendedOpen:
+	case !s.phase.linked(), s.syncsSent == s.readyReceived && !s.extendedOpen:
 		return cancelNothing
 	case s.inflight.mayCommit:
 		return cancelRefused

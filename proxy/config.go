@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -19,16 +18,17 @@ type Target struct {
 	Epoch   uint64 // fencing token; 0 when discovered by probing (before consensus)
 }
 
-// Router tells the proxy where the primary is. It is implemented outside this package (first by
-// probing, later by Raft). Its methods are called concurrently from many sessions. A Router
-// that also implements RouteWatcher lets the proxy hold requests during a failover and move
-// sessions to the new primary (route.go).
+// Router tells the proxy where traffic may go now, and when that changes: the proxy holds
+// requests at a transaction boundary while no primary is agreed, moves sessions to a new
+// primary and fails closed when the lease expires (route.go). It is implemented outside this
+// package (routing.ConsensusRouter, from the Raft view). Its methods are called concurrently
+// from many sessions.
 type Router interface {
-	// Primary returns the current routing target. It blocks while there is none (or routing is
-	// not allowed) until one appears or ctx ends; the caller bounds ctx with the hold timeout.
-	Primary(ctx context.Context) (Target, error)
-	// BackendFailed tells the router that connecting to, or talking to, t failed; a probing
-	// router re-probes, a consensus router may ignore it.
+	// Route returns the current decision and a channel that is closed at the next change.
+	// It must not block.
+	Route() (Route, <-chan struct{})
+	// BackendFailed tells the router that connecting to, or talking to, t failed; a consensus
+	// router may ignore it (the agreed state, not one connection, decides).
 	BackendFailed(t Target)
 }
 

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"github.com/pgquorum/pgquorum/proxy/sqlclass"
 )
 
 // Client message inspection
@@ -29,10 +30,10 @@ import (
 // the request's ReadyForQuery; the client→backend relay then applies the registry part and
 // drops it. Guarded by session.mu.
 type segRecord struct {
-	seg        uint64      // the request's index: how many requests were sent before it
-	items      []stateItem // its effects on session state and transaction, in order
-	statements int         // how many statements it held (for failed multi-statement requests)
-	parses     []parseRef  // named Parse messages in it (the client's and re-prepares)
+	seg        uint64          // the request's index: how many requests were sent before it
+	items      []sqlclass.Item // its effects on session state and transaction, in order
+	statements int             // how many statements it held (for failed multi-statement requests)
+	parses     []parseRef      // named Parse messages in it (the client's and re-prepares)
 
 	// Set by the backend→client relay at the request's ReadyForQuery.
 	resolved  bool
@@ -52,19 +53,19 @@ type parseRef struct {
 
 // stmtClass is what an unnamed statement or a portal runs.
 type stmtClass struct {
-	sum  sqlSummary
+	sum  sqlclass.Summary
 	text []byte // the SQL text, kept only when its state items may be needed
 	name string // a named statement: its text is in the registry
 }
 
 // worstCase is the class of a statement the proxy could not read: it may do anything.
-var worstCase = sqlSummary{uncertain: true, writes: true, mayCommit: true}
+var worstCase = sqlclass.Summary{Uncertain: true, Writes: true, MayCommit: true}
 
 // unknownStatement is the class of a named statement or portal the proxy did not see prepared
 // (a SQL PREPARE used through Bind, or a name PostgreSQL will reject): it may write and commit,
 // but a prepared statement cannot change session state (PREPARE takes only SELECT, INSERT,
 // UPDATE, DELETE, MERGE and VALUES).
-var unknownStatement = sqlSummary{writes: true, mayCommit: true}
+var unknownStatement = sqlclass.Summary{Writes: true, MayCommit: true}
 
 // clientSide is the client→backend relay's own state. Owner: that relay's goroutine; the
 // parts published to the session are written under session.mu.
@@ -84,7 +85,7 @@ type clientSide struct {
 
 	// A Query or Parse larger than streamThreshold being forwarded in pieces, whose SQL text
 	// is scanned as it passes (inspectStreamStart).
-	streamScan *sqlScanner
+	streamScan *sqlclass.Scanner
 	streamType byte
 
 	// While the backend link is down (see local.go).
@@ -149,7 +150,7 @@ func (c *clientSide) inspectClient(s *session, typ byte, msg []byte, f *batchFac
 //go:noinline
 func (c *clientSide) inspectQuery(s *session, body []byte, f *batchFacts) {
 	text := cstring(body)
-	c.addStatements(s, f, classifySQL(text, s.backslashQuotes.Load()), text, true)
+	c.addStatements(s, f, sqlclass.Classify(text, s.backslashQuotes.Load()), text, true)
 	c.endSegment(s, f)
 }
 
@@ -157,7 +158,7 @@ func (c *clientSide) inspectQuery(s *session, body []byte, f *batchFacts) {
 func (c *clientSide) inspectParse(s *session, msg []byte, f *batchFacts) {
 	name, rest := splitCString(msg[5:])
 	text := cstring(rest)
-	sum := classifySQL(text, s.backslashQuotes.Load())
+	sum := sqlclass.Classify(text, s.backslashQuotes.Load())
 	if len(name) == 0 {
 		c.unnamed = c.classOf(sum, text)
 	} else {
@@ -225,7 +226,7 @@ func (c *clientSide) inspectClose(s *session, body []byte) {
 		// Protocol and SQL prepared statements share one namespace.
 		c.reg.remove(string(name))
 		if s.state != nil {
-			s.state.applyItem(stateItem{op: opDeallocate, name: string(name)})
+			s.state.applyItem(sqlclass.Item{Op: sqlclass.OpDeallocate, Name: string(name)})
 		}
 	case body[0] == 'S':
 		c.unnamed = stmtClass{}
@@ -269,9 +270,9 @@ func (c *clientSide) inspectStreamStart(s *session, typ byte, piece []byte, f *b
 // startStreamScan starts reading the SQL text of a streamed Query or Parse.
 func (c *clientSide) startStreamScan(s *session, typ byte, text []byte) {
 	if c.streamScan == nil {
-		c.streamScan = new(sqlScanner)
+		c.streamScan = new(sqlclass.Scanner)
 	}
-	c.streamScan.reset(s.backslashQuotes.Load())
+	c.streamScan.Reset(s.backslashQuotes.Load())
 	c.streamType = typ
 	c.streamPiece(s, text)
 }
@@ -283,16 +284,16 @@ func (c *clientSide) streamPiece(s *session, piece []byte) {
 		return
 	}
 	text := cstring(piece)
-	c.streamScan.feed(text)
+	c.streamScan.Feed(text)
 	if len(text) == len(piece) {
 		return // the text goes on in the next piece
 	}
-	sum := c.streamScan.finish()
+	sum := c.streamScan.Finish()
 	c.streamScan = nil
 	if c.streamType == 'P' {
 		c.unnamed = stmtClass{sum: sum} // its text is not kept: Execute assumes nothing more
 	}
-	if sum.effects || sum.unmovable != "" || sum.uncertain || sum.txControl && c.txEffects {
+	if sum.Effects || sum.Unmovable != "" || sum.Uncertain || sum.TxControl && c.txEffects {
 		s.stateLocked().setUnmovable(reasonLargeStatement)
 	}
 }
@@ -315,9 +316,9 @@ func (c *clientSide) prepareBeforeUse(s *session, f *batchFacts, stmt []byte) []
 
 // classOf returns what an unnamed statement does, keeping its text only when its state items
 // may be needed at Execute.
-func (c *clientSide) classOf(sum sqlSummary, text []byte) stmtClass {
+func (c *clientSide) classOf(sum sqlclass.Summary, text []byte) stmtClass {
 	class := stmtClass{sum: sum}
-	if sum.effects || sum.txControl || sum.unmovable != "" || sum.uncertain {
+	if sum.Effects || sum.TxControl || sum.Unmovable != "" || sum.Uncertain {
 		class.text = append([]byte(nil), text...)
 	}
 	return class
@@ -336,14 +337,14 @@ func (c *clientSide) textOf(class *stmtClass) []byte {
 }
 
 // addStatements adds the statements of a Query or an Execute to the request being sent.
-func (c *clientSide) addStatements(s *session, f *batchFacts, sum sqlSummary, text []byte, simple bool) {
+func (c *clientSide) addStatements(s *session, f *batchFacts, sum sqlclass.Summary, text []byte, simple bool) {
 	seg := &c.seg
 	first := !seg.open
 	seg.open = true
-	seg.mayCommit = seg.mayCommit || sum.mayCommitOrUnknown()
-	seg.writes = seg.writes || !sum.readOnly()
-	seg.singleRB = first && simple && sum.singleRollback()
-	if !(sum.effects || sum.unmovable != "" || sum.uncertain || sum.txControl && c.txEffects) {
+	seg.mayCommit = seg.mayCommit || sum.MayCommitOrUnknown()
+	seg.writes = seg.writes || !sum.ReadOnly()
+	seg.singleRB = first && simple && sum.SingleRollback()
+	if !(sum.Effects || sum.Unmovable != "" || sum.Uncertain || sum.TxControl && c.txEffects) {
 		return
 	}
 	if text == nil {
@@ -352,9 +353,9 @@ func (c *clientSide) addStatements(s *session, f *batchFacts, sum sqlSummary, te
 		return
 	}
 	rec := c.record(s, f)
-	rec.items = append(rec.items, stateItems(text, s.backslashQuotes.Load())...)
-	rec.statements += max(sum.statements, 1)
-	if sum.effects {
+	rec.items = append(rec.items, sqlclass.StateItems(text, s.backslashQuotes.Load())...)
+	rec.statements += max(sum.Statements, 1)
+	if sum.Effects {
 		c.txEffects = true
 	}
 }
@@ -412,10 +413,10 @@ func (c *clientSide) applyResolved(s *session) {
 			continue // a failed DEALLOCATE did nothing; after a failed multi-statement request the session state says unmovable
 		}
 		for _, it := range rec.items {
-			switch it.op {
-			case opDeallocate:
-				c.reg.remove(it.name)
-			case opDeallocateAll, opDiscardAll:
+			switch it.Op {
+			case sqlclass.OpDeallocate:
+				c.reg.remove(it.Name)
+			case sqlclass.OpDeallocateAll, sqlclass.OpDiscardAll:
 				c.reg.clear()
 			}
 		}

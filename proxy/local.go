@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"github.com/pgquorum/pgquorum/proxy/sqlclass"
 )
 
 // Answering the client without a backend
@@ -85,7 +86,7 @@ func (s *session) holdRequest(r *relay) error {
 	s.stopHolding()
 	if err == nil {
 		s.mu.Lock()
-		same := s.link == linkUp && target.Address == s.target.Address && target.Name == s.target.Name
+		same := target.Address == s.target.Address && target.Name == s.target.Name && s.transitionLocked(evRouteBack)
 		s.mu.Unlock()
 		if same {
 			return nil // run() sends the held request to the same backend
@@ -107,11 +108,11 @@ func (s *session) holdContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(s.ctx, s.srv.cfg.HoldTimeout)
 }
 
-// startHolding marks a client request as held and returns the channel a cancel request closes.
+// startHolding makes a client request that waits for a primary cancellable, and returns the
+// channel a cancel request closes.
 func (s *session) startHolding() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.holding = true
 	s.holdCancel = make(chan struct{})
 	return s.holdCancel
 }
@@ -119,7 +120,6 @@ func (s *session) startHolding() <-chan struct{} {
 func (s *session) stopHolding() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.holding = false
 	s.holdCancel = nil
 }
 
@@ -154,7 +154,7 @@ func (s *session) refuseHeld(r *relay, err error) error {
 			withHint("Retry later.")
 	default:
 		s.mu.Lock()
-		closing := s.closing
+		closing := s.phase == phaseClosed
 		s.mu.Unlock()
 		if closing {
 			return errSessionClosing
@@ -167,11 +167,14 @@ func (s *session) refuseHeld(r *relay, err error) error {
 	if len(c.held) >= 5 && c.held[0] == 'Q' {
 		// Drop the Query: it is answered. Of a large one, only the start was read: the rest
 		// is skipped as it arrives.
-		total := 1 + int64(binary.BigEndian.Uint32(c.held[1:5]))
-		if total <= int64(len(c.held)) {
-			c.held = c.held[total:]
-		} else {
-			r.streamLeft = total - int64(len(c.held))
+		kind, _, size, lengthErr := r.f.next(c.held, 0, 0)
+		switch {
+		case lengthErr != nil:
+			return lengthErr
+		case kind == frameWhole:
+			c.held = c.held[size:]
+		default:
+			r.f.skipRest(c.held) // the rest of it is dropped as it arrives
 			c.held = nil
 		}
 		out = appendReadyForQuery(out, 'I')
@@ -197,21 +200,15 @@ func (c *clientSide) setMode(s *session, m localMode) {
 // respondLocally handles client bytes while the link is down.
 func (r *relay) respondLocally(data []byte) error {
 	s, c := r.s, r.c
-	i := 0
-	if r.streamLeft > 0 {
-		// The rest of a message the lost backend was receiving: dropped.
-		k := int(min(r.streamLeft, int64(len(data))))
-		i = k
-		r.streamLeft -= int64(k)
-	}
+	i := r.f.continuation(data) // the rest of a message the lost backend was receiving: dropped
 	var out []byte
 	for len(data)-i >= 5 {
-		typ, total, lengthErr := r.messageHeader(data, i)
-		if lengthErr != nil {
-			s.writeToClient(out)
-			return lengthErr
-		}
 		if c.mode == modeIdle {
+			if _, _, _, lengthErr := r.f.next(data, i, 0); lengthErr != nil {
+				s.writeToClient(out)
+				return lengthErr
+			}
+			typ := data[i]
 			if typ == 'X' {
 				s.writeToClient(out)
 				return errClientTerminated
@@ -223,27 +220,31 @@ func (r *relay) respondLocally(data []byte) error {
 			c.hold(data[i:])
 			return errNeedMove
 		}
-		available := int64(len(data) - i)
-		if available < total {
-			if total > streamThreshold {
-				// A large message that will be discarded or refused: skip it as it passes.
-				r.streamLeft = total - available
-				out = c.answerLocally(s, typ, data[i:i+5], out)
-				i = len(data)
-			}
+		kind, typ, size, lengthErr := r.f.next(data, i, 0)
+		if lengthErr != nil {
+			s.writeToClient(out)
+			return lengthErr
+		}
+		if kind == frameNone {
+			break
+		}
+		if kind == frameStreamStart {
+			// A large message that will be discarded or refused: skip it as it passes.
+			out = c.answerLocally(s, typ, data[i:i+5], out)
+			i += size
 			break
 		}
 		if typ == 'X' {
 			s.writeToClient(out)
 			return errClientTerminated
 		}
-		out = c.answerLocally(s, typ, data[i:i+int(total)], out)
-		i += int(total)
+		out = c.answerLocally(s, typ, data[i:i+size], out)
+		i += size
 	}
 	if !s.writeToClient(out) {
 		return errSessionClosing
 	}
-	r.keepPending(data[i:]) // an incomplete message: handled when it is complete
+	r.f.keep(data[i:]) // an incomplete message: handled when it is complete
 	return nil
 }
 
@@ -268,12 +269,12 @@ func (c *clientSide) answerLocally(s *session, typ byte, msg, out []byte) []byte
 		if len(msg) < 6 {
 			return c.failInTx(s, lost, out, true)
 		}
-		sum := classifySQL(cstring(msg[5:]), s.backslashQuotes.Load())
+		sum := sqlclass.Classify(cstring(msg[5:]), s.backslashQuotes.Load())
 		switch {
-		case sum.statements == 0:
+		case sum.Statements == 0:
 			out = append(out, 'I', 0, 0, 0, 4) // EmptyQueryResponse
 			return appendReadyForQuery(out, c.clientStatus())
-		case sum.singleRollback(), sum.singleCommit() && !lost:
+		case sum.SingleRollback(), sum.SingleCommit() && !lost:
 			// ROLLBACK ends the lost transaction as asked; COMMIT of a transaction the
 			// client knows failed is a ROLLBACK, as in PostgreSQL.
 			out = appendCommandComplete(out, "ROLLBACK")
@@ -281,7 +282,7 @@ func (c *clientSide) answerLocally(s *session, typ byte, msg, out []byte) []byte
 			c.setStatus(s, 'I')
 			c.setMode(s, modeIdle)
 			return out
-		case sum.singleCommit():
+		case sum.SingleCommit():
 			ce := abortedByFailover(s.currentTarget().Name)
 			s.srv.cfg.Metrics.ClientError(ce.Code)
 			out = ce.appendErrorResponse(out)
@@ -293,8 +294,8 @@ func (c *clientSide) answerLocally(s *session, typ byte, msg, out []byte) []byte
 		return c.failInTx(s, lost, out, true)
 	case 'P':
 		_, rest := splitCString(msg[5:])
-		sum := classifySQL(cstring(rest), s.backslashQuotes.Load())
-		if sum.singleRollback() || sum.singleCommit() && !lost {
+		sum := sqlclass.Classify(cstring(rest), s.backslashQuotes.Load())
+		if sum.SingleRollback() || sum.SingleCommit() && !lost {
 			c.setMode(s, modeExtAnswer)
 			return append(out, '1', 0, 0, 0, 4) // ParseComplete
 		}

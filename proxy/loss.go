@@ -163,18 +163,18 @@ func (s *session) backendLost(r *relay, err error) (backendLink, bool) {
 		return backendLink{}, false
 	case errors.As(err, &protocolErr):
 		s.log.Warn("closing session: invalid message from the PostgreSQL server", "backend", s.currentTarget().Name, "err", err)
-		s.endClientSide(protocolErr, r.atMessageBoundary())
+		s.endClientSide(protocolErr, r.f.atBoundary())
 		return backendLink{}, false
 	}
 
 	s.mu.Lock()
-	clientDone := s.closing || s.clientGone || s.lastClientType == 'X' || s.clientEOF || b.fatalRelayed
+	clientDone := s.phase == phaseClosed || s.clientGone || s.lastClientType == 'X' || s.clientEOF || b.fatalRelayed
 	retryFatal := b.retry.retryableFatal(s, b.fatal)
 	s.mu.Unlock()
 	if clientDone {
 		// The client asked to terminate, closed its side, or the session is closing: the
 		// backend closed as asked; tell the client the closing reason if there is one.
-		s.endClientSide(nil, r.atMessageBoundary())
+		s.endClientSide(nil, r.f.atBoundary())
 		return backendLink{}, false
 	}
 	retry := errors.Is(err, errRetryRequest) || retryFatal && s.waitRouteAway(retryRouteWait)
@@ -184,8 +184,8 @@ func (s *session) backendLost(r *relay, err error) (backendLink, bool) {
 
 	s.mu.Lock()
 	f := lossFacts{
-		closing:      s.closing,
-		atBoundary:   r.atMessageBoundary(),
+		closing:      s.phase == phaseClosed || s.phase == phaseDraining,
+		atBoundary:   r.f.atBoundary(),
 		inFlight:     s.syncsSent - s.readyReceived,
 		extendedOpen: s.extendedOpen,
 		txStatus:     s.txStatus,
@@ -238,11 +238,10 @@ func (s *session) backendLost(r *relay, err error) (backendLink, bool) {
 
 // applyVerdictLocked records a verdict in the session. s.mu is held.
 func (s *session) applyVerdictLocked(v lossVerdict) {
-	if v.end {
-		s.closing = true
+	if v.end || !s.transitionLocked(evLost) {
+		s.transitionLocked(evClose)
 		return
 	}
-	s.link = linkDown
 	s.mode = v.mode
 	for _, rec := range s.records {
 		if rec.resolved {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"github.com/pgquorum/pgquorum/proxy/sqlclass"
 	"strings"
 	"testing"
 )
@@ -50,9 +51,9 @@ func TestDecideLoss(t *testing.T) {
 		{name: "rejected before execution by a demoted primary: retried",
 			facts: lossFacts{atBoundary: true, txStatus: 'I', inFlight: 1, retry: true}, mode: modeIdle, retry: true},
 		{name: "unmovable: 08006 and close",
-			facts: lossFacts{atBoundary: true, txStatus: 'I', unmovable: reasonTempObject}, end: true, code: codeConnectionFailure},
+			facts: lossFacts{atBoundary: true, txStatus: 'I', unmovable: sqlclass.ReasonTempObject}, end: true, code: codeConnectionFailure},
 		{name: "unmovable with a request in flight: 08006 and close",
-			facts: lossFacts{atBoundary: true, txStatus: 'I', inFlight: 1, unmovable: reasonAdvisoryLock}, end: true, code: codeConnectionFailure},
+			facts: lossFacts{atBoundary: true, txStatus: 'I', inFlight: 1, unmovable: sqlclass.ReasonAdvisoryLock}, end: true, code: codeConnectionFailure},
 		{name: "several requests in flight: 08006 and close",
 			facts: lossFacts{atBoundary: true, txStatus: 'I', inFlight: 2}, end: true, code: codeConnectionFailure},
 		{name: "in the middle of a streamed message: closed without a message",
@@ -111,20 +112,20 @@ func TestStatementRegistry(t *testing.T) {
 		body := append(append(append([]byte(name), 0), sql...), 0, 0, 0)
 		return appendMessage(nil, 'P', body)
 	}
-	a, _ := g.parsed("a", parse("a", "SELECT 1"), sqlSummary{})
+	a, _ := g.parsed("a", parse("a", "SELECT 1"), sqlclass.Summary{})
 	if a == nil || g.needsPrepare("a") != nil {
 		t.Fatal("a new statement must be kept, and needs no re-prepare on its own backend")
 	}
-	if dup, _ := g.parsed("a", parse("a", "SELECT 2"), sqlSummary{}); dup != nil {
+	if dup, _ := g.parsed("a", parse("a", "SELECT 2"), sqlclass.Summary{}); dup != nil {
 		t.Fatal("a second Parse of an existing name replaced it (PostgreSQL rejects it and keeps the first)")
 	}
 	g.confirm("a", a)
-	b, _ := g.parsed("b", parse("b", "SELECT syntax error"), sqlSummary{})
+	b, _ := g.parsed("b", parse("b", "SELECT syntax error"), sqlclass.Summary{})
 	g.failed("b", b) // its ParseComplete never came
 	if g.lookup("b") != nil {
 		t.Fatal("a Parse that failed is kept")
 	}
-	c, _ := g.parsed("c", parse("c", "SELECT 3"), sqlSummary{}) // in flight when the backend is lost
+	c, _ := g.parsed("c", parse("c", "SELECT 3"), sqlclass.Summary{}) // in flight when the backend is lost
 	_ = c
 	g.moved()
 	if g.lookup("c") != nil {
@@ -146,7 +147,7 @@ func TestStatementRegistry(t *testing.T) {
 		t.Fatalf("after Close: %+v", g)
 	}
 	big := parse("big", strings.Repeat("x", maxStatementBytes))
-	if e, tooLarge := g.parsed("big", big, sqlSummary{}); e != nil || !tooLarge {
+	if e, tooLarge := g.parsed("big", big, sqlclass.Summary{}); e != nil || !tooLarge {
 		t.Fatal("the registry is not bounded")
 	}
 }

@@ -29,7 +29,7 @@ import (
 func (s *session) move(r *relay, urgent bool) error {
 	c := r.c
 	s.mu.Lock()
-	if s.closing {
+	if !s.transitionLocked(evMoveStarted) {
 		s.mu.Unlock()
 		return errSessionClosing
 	}
@@ -59,6 +59,12 @@ func (s *session) move(r *relay, urgent bool) error {
 			return errSessionClosing
 		}
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errHoldCancelled) || errors.Is(err, errTooManyHeld) {
+			s.mu.Lock()
+			moving := s.transitionLocked(evMoveFailed)
+			s.mu.Unlock()
+			if !moving {
+				return errSessionClosing
+			}
 			return &holdError{err}
 		}
 		s.log.Warn("cannot move the session to the new primary", "err", err)
@@ -87,13 +93,13 @@ func (s *session) move(r *relay, urgent bool) error {
 	c.unnamed, c.unnamedPortal, c.portals = stmtClass{}, stmtClass{}, nil
 
 	s.mu.Lock()
-	if s.closing {
+	if !s.transitionLocked(evMoved) {
 		s.mu.Unlock()
 		_ = conn.Close()
 		return errSessionClosing
 	}
 	from := s.target
-	s.backend, s.target, s.link, s.mode = conn, target, linkUp, modeIdle
+	s.backend, s.target, s.mode = conn, target, modeIdle
 	s.mu.Unlock()
 	s.srv.sessions.updateCancelKey(s, ready.cancelKey)
 	r.setDestination(conn)

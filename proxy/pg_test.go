@@ -179,7 +179,7 @@ func (p *pgPair) setRoute(t *testing.T, r Route) {
 	p.router.set(r)
 	deadline := time.Now().Add(10 * time.Second)
 	for _, srv := range p.proxies {
-		for cur := srv.currentRoute(); cur == nil || *cur != r; cur = srv.currentRoute() {
+		for cur := srv.route.Load(); *cur != r; cur = srv.route.Load() {
 			if time.Now().After(deadline) {
 				t.Fatalf("proxy did not apply route %+v", r)
 			}
@@ -216,7 +216,7 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
-// switchRouter is a RouteWatcher whose route the test sets. onRoute, when set, receives the
+// switchRouter is a Router whose route the test sets. onRoute, when set, receives the
 // route every time a caller other than the proxy's watcher asks for it (see waitRouteCaller).
 type switchRouter struct {
 	mu      sync.Mutex
@@ -247,20 +247,6 @@ func (r *switchRouter) Route() (Route, <-chan struct{}) {
 		}
 	}
 	return r.route, r.changed
-}
-
-func (r *switchRouter) Primary(ctx context.Context) (Target, error) {
-	for {
-		route, changed := r.Route()
-		if route.Routing {
-			return route.Target, nil
-		}
-		select {
-		case <-ctx.Done():
-			return Target{}, ctx.Err()
-		case <-changed:
-		}
-	}
 }
 
 func (r *switchRouter) BackendFailed(Target) {}

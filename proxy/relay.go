@@ -1,9 +1,7 @@
 package proxy
 
 import (
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"net"
 	"sync"
 	"syscall"
@@ -85,14 +83,7 @@ type relay struct {
 	c           *clientSide  // client→backend direction
 	b           *backendSide // backend→client direction
 
-	// pending holds the start of an incomplete message (at most streamThreshold bytes) until
-	// the rest arrives. It is never part of bytes already forwarded.
-	pending []byte
-	// streamLeft counts the bytes of a large message that were announced by a header already
-	// forwarded and still pass through unparsed.
-	streamLeft int64
-	// lastType is the type of the last message header seen.
-	lastType byte
+	f framer // message boundaries of src (frame.go)
 
 	// forwardFunc is forwardClient or forwardBackend, called directly by the read loops (one
 	// frame less on the relay goroutine's stack).
@@ -108,7 +99,7 @@ type relay struct {
 }
 
 func newRelay(s *session, src, dst net.Conn, fromBackend bool, leftover []byte) *relay {
-	r := &relay{s: s, fromBackend: fromBackend, pending: leftover}
+	r := &relay{s: s, fromBackend: fromBackend, f: framer{fromBackend: fromBackend}}
 	r.readReadyFunc = r.readReady
 	r.writeReadyFunc = r.writeReady
 	r.setSource(src, leftover)
@@ -126,7 +117,8 @@ func newRelay(s *session, src, dst net.Conn, fromBackend bool, leftover []byte) 
 // setSource makes the relay read from src (a new backend after a move).
 func (r *relay) setSource(src net.Conn, leftover []byte) {
 	r.src, r.rawSrc = src, rawConnOf(src)
-	r.pending, r.streamLeft, r.lastType, r.runErr = leftover, 0, 0, nil
+	r.f.reset(leftover)
+	r.runErr = nil
 	if r.b != nil {
 		r.b.reset()
 	}
@@ -161,11 +153,11 @@ func (r *relay) run() error {
 			return err
 		}
 	}
-	if len(r.pending) > 0 {
+	if len(r.f.pending) > 0 {
 		// Bytes that arrived with the last startup message: forward what is complete now, since
 		// the peer may be waiting for an answer to them.
-		data := r.pending
-		r.pending = nil
+		data := r.f.pending
+		r.f.pending = nil
 		if !r.fromBackend {
 			r.s.srv.counters.bytesFromClients.Add(uint64(len(data)))
 		}
@@ -200,11 +192,10 @@ func (r *relay) runBlocking() error {
 	for {
 		bufp := relayBuffers.Get().(*[]byte)
 		buf := *bufp
-		p := copy(buf, r.pending)
+		p := r.f.fill(buf)
 		n, readErr := r.src.Read(buf[p:])
 		var err error
-		if n > 0 {
-			r.pending = r.pending[:0]
+		if n > 0 || p > 0 {
 			if !r.fromBackend {
 				r.s.srv.counters.bytesFromClients.Add(uint64(n))
 			}
@@ -226,17 +217,6 @@ func (r *relay) forward(data []byte) error {
 	return r.forwardFunc(data)
 }
 
-// messageHeader reads the header at data[i:] and checks its length. total is the message's
-// size including its type byte.
-func (r *relay) messageHeader(data []byte, i int) (typ byte, total int64, err *clientError) {
-	typ = data[i]
-	length := int64(int32(binary.BigEndian.Uint32(data[i+1 : i+5])))
-	if length < 4 || length-4 > r.maxBody(typ) {
-		return typ, 0, r.lengthError(typ, length)
-	}
-	return typ, 1 + length, nil
-}
-
 // forwardClient forwards client messages to the backend. Under session.mu it first checks that
 // the request may go (the backend link is up and, for a new request, routing still names this
 // backend), inspects the messages (inspect.go) and publishes what they do; then it writes.
@@ -247,18 +227,27 @@ func (r *relay) forwardClient(data []byte) error {
 	}
 	s.mu.Lock()
 	switch {
-	case s.closing:
+	case s.phase == phaseClosed:
 		s.mu.Unlock()
 		return errSessionClosing
-	case s.link != linkUp:
+	case !s.phase.linked():
 		s.mu.Unlock()
 		c.hold(data)
 		return errDetached
 	}
-	safe := s.atSafePointLocked() && r.streamLeft == 0
+	safe := s.atSafePointLocked() && r.f.atBoundary()
 	if safe {
 		c.txEffects = false
+		if s.phase == phaseDraining {
+			// A new request while Shutdown waits for this session: it is not sent.
+			s.transitionLocked(evHold)
+			backend := s.backend
+			s.mu.Unlock()
+			s.closeNow(backend)
+			return errSessionClosing
+		}
 		if !s.srv.routeAllows(s.target) && data[0] != 'X' { // a Terminate needs no primary
+			s.transitionLocked(evHold)
 			s.mu.Unlock()
 			c.hold(data)
 			return errHold
@@ -268,51 +257,35 @@ func (r *relay) forwardClient(data []byte) error {
 		c.applyResolved(s)
 	}
 
-	i := 0
-	if r.streamLeft > 0 {
-		k := int(min(r.streamLeft, int64(len(data))))
-		i = k
-		r.streamLeft -= int64(k)
-		c.streamPiece(s, data[:k])
+	i := r.f.continuation(data)
+	if i > 0 {
+		c.streamPiece(s, data[:i])
 	}
 	var f batchFacts
 	var protocolErr *clientError
 	injected, copied := false, 0
-	for len(data)-i >= 5 {
-		typ, total, lengthErr := r.messageHeader(data, i)
-		if lengthErr != nil {
+	for {
+		kind, typ, size, lengthErr := r.f.next(data, i, streamPrefix)
+		if kind == frameNone {
 			protocolErr = lengthErr
 			break
 		}
-		available := int64(len(data) - i)
-		if available < total {
-			if total > streamThreshold && available >= min(total, streamPrefix) {
-				// Forward a large message in pieces, after reading what leads it.
-				if typ == 'B' {
-					if ahead := c.inspectClient(s, typ, data[i:], &f); ahead != nil {
-						c.out, copied, injected = c.insertAhead(data, copied, i, ahead, injected)
-					}
-				} else {
-					c.inspectStreamStart(s, typ, data[i:], &f)
-				}
-				s.noteClientMessage(typ)
-				r.lastType = typ
-				r.streamLeft = total - available
-				i = len(data)
-			}
-			break
+		// A large message is forwarded in pieces, once what leads it (a Bind's names) is read.
+		var ahead []byte
+		if kind == frameWhole || typ == 'B' {
+			ahead = c.inspectClient(s, typ, data[i:i+size], &f)
+		} else {
+			c.inspectStreamStart(s, typ, data[i:], &f)
 		}
-		msg := data[i : i+int(total)]
-		if ahead := c.inspectClient(s, typ, msg, &f); ahead != nil {
+		if ahead != nil {
 			c.out, copied, injected = c.insertAhead(data, copied, i, ahead, injected)
 		}
 		s.noteClientMessage(typ)
-		r.lastType = typ
-		i += int(total)
+		i += size
 	}
 	c.publishOpen(s, &f, false)
 	if i > 0 {
-		s.lastClientType = r.lastType
+		s.lastClientType = r.f.lastType
 	}
 	s.syncsSent += f.syncs
 	if safe && f.syncs > 0 {
@@ -338,7 +311,7 @@ func (r *relay) forwardClient(data []byte) error {
 	if protocolErr != nil {
 		return protocolErr
 	}
-	r.keepPending(data[i:])
+	r.f.keep(data[i:])
 	return nil
 }
 
@@ -383,45 +356,4 @@ func (r *relay) write(data []byte) error {
 		return err
 	}
 	return r.writeErr
-}
-
-// maxBody returns the largest body accepted for a message of type typ in this direction.
-func (r *relay) maxBody(typ byte) int64 {
-	if r.fromBackend {
-		return maxBackendMessageBody
-	}
-	return clientMessageMaxBody(typ)
-}
-
-func (r *relay) lengthError(typ byte, length int64) *clientError {
-	if r.fromBackend {
-		return fatalf(codeProtocolViolation, "invalid message from the PostgreSQL server").
-			withDetail(fmt.Sprintf("Message type %q has invalid length %d.", typ, length))
-	}
-	return fatalf(codeProtocolViolation, "invalid message length").
-		withDetail(fmt.Sprintf("Message type %q has invalid length %d.", typ, length))
-}
-
-// keepPending stores an incomplete message tail for the next read, reusing the pending buffer
-// when it is big enough and dropping big buffers once they are empty.
-func (r *relay) keepPending(tail []byte) {
-	if len(tail) == 0 {
-		if cap(r.pending) > keepPendingCapacity {
-			r.pending = nil
-		} else {
-			r.pending = r.pending[:0]
-		}
-		return
-	}
-	if cap(r.pending) < len(tail) {
-		r.pending = make([]byte, len(tail))
-	}
-	r.pending = r.pending[:len(tail)]
-	copy(r.pending, tail)
-}
-
-// atMessageBoundary reports whether the bytes forwarded so far end at a message boundary, so
-// the proxy may add a message of its own (an ErrorResponse) to the stream.
-func (r *relay) atMessageBoundary() bool {
-	return r.streamLeft == 0
 }

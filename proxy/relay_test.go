@@ -14,14 +14,17 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
-// fakeRouter is a Router that always names the same target and counts BackendFailed calls.
+// fakeRouter is a Router whose route always names the same target (it never changes), and
+// counts BackendFailed calls.
 type fakeRouter struct {
 	target Target
 	mu     sync.Mutex
 	failed int
 }
 
-func (r *fakeRouter) Primary(ctx context.Context) (Target, error) { return r.target, nil }
+func (r *fakeRouter) Route() (Route, <-chan struct{}) {
+	return Route{Routing: true, Target: r.target}, nil
+}
 func (r *fakeRouter) BackendFailed(t Target) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -84,14 +87,17 @@ func relayedSession(t testing.TB, srv *Server) (client, backend net.Conn, sess *
 	t.Helper()
 	client, proxyClientSide := tcpPair(t)
 	proxyBackendSide, backend := tcpPair(t)
-	sess = &session{srv: srv, conn: proxyClientSide, client: proxyClientSide, log: srv.log,
-		target: Target{Name: "fake", Address: "127.0.0.1:1"}}
+	sess = newSession(srv, proxyClientSide, nil)
+	sess.client = proxyClientSide
+	sess.target = srv.route.Load().Target // the session's backend is the routed primary
 	if err := srv.sessions.add(sess); err != nil {
 		t.Fatal(err)
 	}
 	srv.counters.clientConnections.Add(1)
 	sess.backend = proxyBackendSide
-	sess.startRelay(nil, nil, nil)
+	if err := sess.startRelay(nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		client.Close()
 		backend.Close()
@@ -279,7 +285,7 @@ func waitLinkDown(t testing.TB, sess *session) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		sess.mu.Lock()
-		down := sess.link == linkDown
+		down := !sess.phase.linked()
 		sess.mu.Unlock()
 		if down {
 			return

@@ -32,7 +32,7 @@ func (r *relay) readReady(fd uintptr) bool {
 	for {
 		bufp := relayBuffers.Get().(*[]byte)
 		buf := *bufp
-		p := copy(buf, r.pending)
+		p := r.f.fill(buf)
 		free := buf[p:] // never empty: pending is at most streamThreshold < relayBufferSize
 		var n uintptr
 		var errno syscall.Errno
@@ -44,18 +44,20 @@ func (r *relay) readReady(fd uintptr) bool {
 		}
 		switch {
 		case errno == syscall.EAGAIN:
+			r.f.keep(buf[:p])
 			relayBuffers.Put(bufp)
 			return false
 		case errno != 0:
+			r.f.keep(buf[:p])
 			relayBuffers.Put(bufp)
 			r.runErr = &relayReadError{os.NewSyscallError("read", errno)}
 			return true
 		case n == 0:
+			r.f.keep(buf[:p])
 			relayBuffers.Put(bufp)
 			r.runErr = &relayReadError{io.EOF}
 			return true
 		}
-		r.pending = r.pending[:0]
 		if !r.fromBackend {
 			r.s.srv.counters.bytesFromClients.Add(uint64(n))
 		}

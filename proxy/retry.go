@@ -29,10 +29,9 @@ import (
 //
 // To retry, the proxy needs the request's bytes after they were sent: the client→backend relay
 // keeps a copy (up to maxRetryCopy bytes, in a pooled buffer) of a request sent at a safe
-// point with the session idle, when it is the only request in flight, and only when the router
-// can change routes. The backend→client relay holds back the answer's first messages (parse,
-// bind and describe answers) until it knows the request ran, so that nothing of a retried
-// request reaches the client twice.
+// point with the session idle, when it is the only request in flight. The backend→client relay
+// holds back the answer's first messages (parse, bind and describe answers) until it knows the
+// request ran, so that nothing of a retried request reaches the client twice.
 
 const (
 	// maxRetryCopy bounds the request kept for a retry (larger requests are not retried).
@@ -60,10 +59,10 @@ type retryCopy struct {
 
 // armRetryLocked keeps a copy of req, the batch just inspected, when it may be retried: it is
 // exactly one complete request (syncs), sent at a safe point with the session idle, nothing
-// was added to it, and the router can change routes. s.mu is held.
+// was added to it. s.mu is held.
 func (s *session) armRetryLocked(req []byte, syncs uint64, ineligible bool) {
 	s.disarmRetryLocked()
-	if ineligible || syncs != 1 || len(req) > maxRetryCopy || s.txStatus != 'I' || s.srv.watcher == nil {
+	if ineligible || syncs != 1 || len(req) > maxRetryCopy || s.txStatus != 'I' {
 		return
 	}
 	buf := retryBuffers.Get().(*[]byte)
@@ -226,10 +225,7 @@ func (w *retryWatch) retryableFatal(s *session, fatal []byte) bool {
 // waitRouteAway reports whether routing no longer names the session's backend, waiting up to
 // limit for it to change.
 func (s *session) waitRouteAway(limit time.Duration) bool {
-	w := s.srv.watcher
-	if w == nil {
-		return false
-	}
+	w := s.srv.cfg.Router
 	s.mu.Lock()
 	target := s.target
 	s.mu.Unlock()

@@ -20,33 +20,22 @@ type Route struct {
 	LeaseExpired bool
 }
 
-// RouteWatcher is implemented by routers that can say where traffic goes without waiting, and
-// when that changes. The proxy uses it to hold requests at a transaction boundary while no
-// primary is agreed, to move sessions to a new primary, and to fail closed. A Router that does
-// not implement it is treated as always routing to what Primary returns (tests, probing).
-type RouteWatcher interface {
-	// Route returns the current decision and a channel that is closed at the next change.
-	// It must not block.
-	Route() (Route, <-chan struct{})
-}
-
 // errTooManyHeld means the bound on held requests (Config.MaxHeld) is reached.
 var errTooManyHeld = errors.New("too many requests are waiting for a primary")
 
-// currentRoute returns the latest route seen by the watcher, or nil without a RouteWatcher.
-func (s *Server) currentRoute() *Route {
-	return s.route.Load()
-}
-
 // routeAllows reports whether a new request may go to target now.
 func (s *Server) routeAllows(target Target) bool {
-	r := s.currentRoute()
-	return r == nil || r.Routing && r.Target.Address == target.Address && r.Target.Name == target.Name
+	return s.route.Load().allows(target)
+}
+
+// allows reports whether r sends new requests to target.
+func (r *Route) allows(target Target) bool {
+	return r.Routing && r.Target.Address == target.Address && r.Target.Name == target.Name
 }
 
 // watchRoutes keeps s.route current and tells sessions about changes, until ctx ends.
-// It runs in its own goroutine, started by Serve when the Router is a RouteWatcher.
-func (s *Server) watchRoutes(ctx context.Context, w RouteWatcher) {
+// It runs in its own goroutine, started by Serve.
+func (s *Server) watchRoutes(ctx context.Context, w Router) {
 	defer s.goroutines.Done()
 	for {
 		r, changed := w.Route()
@@ -93,17 +82,9 @@ func (s *Server) routeChanged(r Route) {
 // wait as a held request (from the first time it has to wait); cancel, when not nil, ends the
 // wait (the client cancelled its held request).
 func (s *Server) waitRoute(ctx context.Context, avoid Target, hold *holdTicket, cancel <-chan struct{}) (Target, error) {
-	if s.watcher == nil {
-		if avoid.Address != "" {
-			if err := sleepCtx(ctx, routeRetryPause); err != nil {
-				return Target{}, err
-			}
-		}
-		return s.cfg.Router.Primary(ctx)
-	}
 	pause := routeRetryPause
 	for {
-		r, changed := s.watcher.Route()
+		r, changed := s.cfg.Router.Route()
 		if r.Routing && r.Target.Address != avoid.Address {
 			return r.Target, nil
 		}
@@ -202,18 +183,6 @@ func (s *Server) acquireLogin(ctx context.Context) (func(), error) {
 		return func() { <-s.logins }, nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("waiting for a backend login slot: %w", ctx.Err())
-	}
-}
-
-// sleepCtx sleeps for d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 

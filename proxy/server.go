@@ -44,8 +44,7 @@ type Server struct {
 	shuttingDown atomic.Bool
 	goroutines   sync.WaitGroup // session goroutines (startup and relay), and the route watcher
 
-	watcher      RouteWatcher          // cfg.Router when it is one, else nil
-	route        atomic.Pointer[Route] // the latest route the watcher saw (nil without a watcher)
+	route        atomic.Pointer[Route] // the latest route the watcher saw
 	stopWatching chan struct{}         // closed by Shutdown
 	stopOnce     sync.Once
 	held         atomic.Int64  // requests and connections waiting for a primary (startHold)
@@ -65,11 +64,8 @@ func NewServer(cfg Config) (*Server, error) {
 		stopWatching: make(chan struct{}),
 		logins:       make(chan struct{}, cfg.ReleaseConcurrency),
 	}
-	if w, ok := cfg.Router.(RouteWatcher); ok {
-		s.watcher = w
-		r, _ := w.Route()
-		s.route.Store(&r)
-	}
+	r, _ := cfg.Router.Route()
+	s.route.Store(&r)
 	s.authConns = newAuthQueryPool(cfg.QueryUser, cfg.QueryPassword, s.log)
 	return s, nil
 }
@@ -127,10 +123,8 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	stopAccepting := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stopAccepting()
-	if s.watcher != nil {
-		s.goroutines.Add(1)
-		go s.watchRoutes(ctx, s.watcher)
-	}
+	s.goroutines.Add(1)
+	go s.watchRoutes(ctx, s.cfg.Router)
 	s.log.Info("proxy listening", "addr", ln.Addr().String(), "auth", s.cfg.AuthMethod, "tls", s.cfg.TLS != nil)
 
 	var backoff time.Duration
@@ -197,9 +191,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	defer timer.Stop()
 	for {
 		for _, sess := range s.sessions.all() {
-			if !sess.closeAtSafePoint(reason) {
-				sess.stopStartup()
-			}
+			sess.drain(reason)
 		}
 		if s.sessions.count() == 0 {
 			s.waitForSessions(forceCloseWait)

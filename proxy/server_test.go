@@ -5,17 +5,24 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"runtime/debug"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
-// routerFunc adapts a function to Router.
-type routerFunc func(ctx context.Context) (Target, error)
+// routeFunc adapts a function to Router.
+type routeFunc func() (Route, <-chan struct{})
 
-func (f routerFunc) Primary(ctx context.Context) (Target, error) { return f(ctx) }
-func (f routerFunc) BackendFailed(Target)                        {}
+func (f routeFunc) Route() (Route, <-chan struct{}) { return f() }
+func (f routeFunc) BackendFailed(Target)            {}
+
+// staticRoute returns a Router whose route is always r.
+func staticRoute(r Route) Router {
+	return routeFunc(func() (Route, <-chan struct{}) { return r, nil })
+}
 
 // serveForTest starts a trust-auth server with router and returns it; it is shut down at the
 // end of the test.
@@ -82,14 +89,15 @@ func TestStartupErrorsReachTheClient(t *testing.T) {
 		router Router
 		code   string
 	}{
-		{"router panics", routerFunc(func(context.Context) (Target, error) { panic("router bug") }), codeInternalError},
-		{"no primary within the hold timeout", routerFunc(func(ctx context.Context) (Target, error) {
-			<-ctx.Done()
-			return Target{}, ctx.Err()
-		}), codeCannotConnectNow},
-		{"primary refuses connections until the hold timeout", routerFunc(func(context.Context) (Target, error) {
-			return Target{Name: "pgX", Address: unreachable}, nil
-		}), codeCannotConnectNow},
+		{"router panics in a session", routeFunc(func() (Route, <-chan struct{}) {
+			if !calledBy("watchRoutes") && !calledBy("NewServer") {
+				panic("router bug")
+			}
+			return Route{}, nil
+		}), codeInternalError},
+		{"no primary within the hold timeout", staticRoute(Route{}), codeCannotConnectNow},
+		{"primary refuses connections until the hold timeout",
+			staticRoute(Route{Routing: true, Target: Target{Name: "pgX", Address: unreachable}}), codeCannotConnectNow},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -109,7 +117,7 @@ func TestStartupErrorsReachTheClient(t *testing.T) {
 
 func TestShutdownRefusesSessionsInStartup(t *testing.T) {
 	srv, err := NewServer(Config{NodeID: 1, ListenAddr: "127.0.0.1:0", AuthMethod: AuthTrust,
-		Router: routerFunc(func(ctx context.Context) (Target, error) { <-ctx.Done(); return Target{}, ctx.Err() })})
+		Router: staticRoute(Route{})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,4 +154,9 @@ func TestShutdownRefusesSessionsInStartup(t *testing.T) {
 	if err := e.Decode(body); err != nil || e.Code != codeCannotConnectNow {
 		t.Fatalf("got %s %q, want 57P03", e.Code, e.Message)
 	}
+}
+
+// calledBy reports whether the function name appears on the calling goroutine's stack.
+func calledBy(name string) bool {
+	return strings.Contains(string(debug.Stack()), "."+name+"(")
 }

@@ -74,19 +74,18 @@ type session struct {
 	// backend→client relay while the link is up, the client→backend relay while it is down.
 	serverParams map[string]string
 
-	ctx  context.Context // ends with the session: bounds holds and moves, wakes a parked relay
+	// ctx ends with the session: it bounds holds and moves and wakes a parked relay. Both are
+	// set by newSession and never change, so any goroutine may call stop.
+	ctx  context.Context
 	stop context.CancelFunc
 
 	clientWriteMu sync.Mutex // serializes writes to the client made outside the relay loop
 
 	mu             sync.Mutex
+	phase          sessionPhase  // where the session is in its life (phase.go); changed by transitionLocked only
 	backend        net.Conn      // the current backend connection (nil before startup connects)
 	target         Target        // where backend is connected
-	link           linkState     // whether the backend→client relay relays from backend
-	mode           localMode     // how the client→backend relay answers while the link is down
-	relaying       bool          // startup is done, the relay goroutines run
-	startupStopped bool          // Shutdown asked the startup phase to give up
-	closing        bool          // the session is ending; the client relay forwards nothing more
+	mode           localMode     // detached: how the client→backend relay answers the client
 	clientGone     bool          // the client's connection failed or could not be written to
 	clientEOF      bool          // the client closed its sending side (EOF)
 	reason         *clientError  // what the client is told before the close; first one wins
@@ -98,8 +97,7 @@ type session struct {
 	inflight       inflightFacts // what the requests sent and not answered may do
 	state          *sessionState // replayable state; nil until the session changes any
 	records        []*segRecord  // requests whose effects wait for their answers (inspect.go)
-	holding        bool          // a client request is held, not sent
-	holdCancel     chan struct{} // closed by a cancel request for the held request
+	holdCancel     chan struct{} // while a client request waits for a primary: closed by a cancel request
 	retry          retryCopy     // the request in flight, while it may be retried (retry.go)
 	handoff        *handoff      // created at the first lost backend
 }
@@ -121,14 +119,6 @@ func (s *session) handoffChannels() *handoff {
 	}
 	return s.handoff
 }
-
-// linkState says whether the session has a usable backend.
-type linkState uint8
-
-const (
-	linkUp   linkState = iota // the backend→client relay relays from backend
-	linkDown                  // no usable backend: the backend→client relay is parked
-)
 
 // inflightFacts is what the requests sent and not yet answered may do.
 type inflightFacts struct {
@@ -155,30 +145,70 @@ func (s *session) stateLocked() *sessionState {
 // was answered, the client's last ReadyForQuery said idle, and no extended-protocol batch is
 // open. New requests start here; Shutdown closes sessions only here. s.mu is held.
 func (s *session) atSafePointLocked() bool {
-	return s.relaying && s.txStatus == 'I' && s.syncsSent == s.readyReceived && !s.extendedOpen &&
-		(s.link == linkUp || s.mode == modeIdle)
+	switch {
+	case s.phase == phaseRouted, s.phase == phaseDraining, s.phase == phaseDetached && s.mode == modeIdle:
+		return s.txStatus == 'I' && s.syncsSent == s.readyReceived && !s.extendedOpen
+	}
+	return false
 }
 
-// closeAtSafePoint closes the session if it is at a safe point, telling the client why. It
-// reports whether it did.
-func (s *session) closeAtSafePoint(reason *clientError) bool {
-	s.mu.Lock()
-	if s.closing || !s.atSafePointLocked() {
-		s.mu.Unlock()
-		return false
+// newSession returns the session of an accepted connection, in the startup phase.
+func newSession(srv *Server, conn net.Conn, startupCancel context.CancelFunc) *session {
+	if startupCancel == nil {
+		startupCancel = func() {}
 	}
-	s.closing = true
-	s.reason = reason
+	s := &session{srv: srv, conn: conn, startupCancel: startupCancel, log: srv.log}
+	s.ctx, s.stop = context.WithCancel(context.Background())
+	return s
+}
+
+// drain is Shutdown's request: a session in startup gives up (the client gets 57P03), a
+// session at a safe point or without requests in flight (held, detached, moving) closes now,
+// and a routed session with requests in flight closes at its next safe point (drainedLocked).
+// The client is told reason.
+func (s *session) drain(reason *clientError) {
+	s.mu.Lock()
+	if s.phase == phaseStartup {
+		s.transitionLocked(evDrain)
+		_ = s.conn.SetDeadline(time.Now())
+		s.mu.Unlock()
+		s.startupCancel()
+		return
+	}
+	if s.phase == phaseClosed || s.phase == phaseDraining {
+		s.mu.Unlock()
+		return
+	}
+	safe := s.atSafePointLocked()
+	s.transitionLocked(evDrain)
+	if safe {
+		s.transitionLocked(evSafePoint)
+	}
+	if s.reason == nil && !s.clientGone {
+		s.reason = reason
+	}
+	closed := s.phase == phaseClosed
 	backend := s.backend
 	s.mu.Unlock()
+	if closed {
+		s.closeNow(backend)
+	}
+}
+
+// drainedLocked is called where the session may have reached a safe point: a draining session
+// that did is closed (the caller then calls closeNow). It reports whether it was. s.mu is held.
+func (s *session) drainedLocked() bool {
+	return s.phase == phaseDraining && s.atSafePointLocked() && s.transitionLocked(evSafePoint)
+}
+
+// closeNow ends a session whose phase is closed: the backend→client relay sees its read fail
+// (or, when parked, the session end), tells the client the session's reason and closes it.
+func (s *session) closeNow(backend net.Conn) {
 	_ = s.conn.SetWriteDeadline(time.Now().Add(errorWriteTimeout))
 	s.closeEnding()
-	// The backend→client relay sees its read fail (or, when parked, the session end), tells
-	// the client and closes it.
 	if backend != nil {
 		_ = backend.Close()
 	}
-	return true
 }
 
 // dropStaleBackend closes the session's backend when route no longer allows it: a new primary
@@ -186,7 +216,7 @@ func (s *session) closeAtSafePoint(reason *clientError) bool {
 // watcher; the backend→client relay then decides what the client sees (loss.go).
 func (s *session) dropStaleBackend(r Route) bool {
 	s.mu.Lock()
-	stale := s.relaying && !s.closing && s.link == linkUp && s.backend != nil &&
+	stale := s.phase.linked() && s.backend != nil &&
 		(r.LeaseExpired || r.Routing && (r.Target.Address != s.target.Address || r.Target.Name != s.target.Name))
 	backend := s.backend
 	s.mu.Unlock()
@@ -196,11 +226,9 @@ func (s *session) dropStaleBackend(r Route) bool {
 	return stale
 }
 
-// closeEnding ends the session's context (idempotent; nothing before the relay started).
+// closeEnding ends the session's context (idempotent).
 func (s *session) closeEnding() {
-	if s.stop != nil {
-		s.stop()
-	}
+	s.stop()
 }
 
 // fail ends the session with reason (unless another reason came first). The client hears the
@@ -211,37 +239,37 @@ func (s *session) fail(reason *clientError) {
 	if s.reason == nil && !s.clientGone {
 		s.reason = reason
 	}
-	s.closing = true
+	s.transitionLocked(evClose)
 	backend := s.backend
 	s.mu.Unlock()
-	_ = s.conn.SetWriteDeadline(time.Now().Add(errorWriteTimeout))
-	s.closeEnding()
-	if backend != nil {
-		_ = backend.Close()
-	}
+	s.closeNow(backend)
 }
 
 // forceClose closes both connections now (Shutdown's deadline passed).
 func (s *session) forceClose(reason *clientError) {
+	s.mu.Lock()
+	inStartup := s.phase == phaseStartup
+	s.mu.Unlock()
 	s.fail(reason)
 	_ = s.conn.SetDeadline(time.Now().Add(errorWriteTimeout))
-	s.mu.Lock()
-	relaying := s.relaying
-	s.mu.Unlock()
-	if !relaying {
-		// Still in startup: unblock its reads; it reports the shutdown itself.
+	if inStartup {
+		// Unblock the startup goroutine's reads; it reports the shutdown itself (startRelay
+		// refuses a closed session).
 		_ = s.conn.Close()
 	}
 }
 
 // startRelay starts the two relay goroutines. leftovers are bytes already read from each side
-// during startup; params are the ParameterStatus values the client was sent.
-func (s *session) startRelay(clientLeftover, backendLeftover []byte, params map[string]string) {
-	s.ctx, s.stop = context.WithCancel(context.Background())
+// during startup; params are the ParameterStatus values the client was sent. It returns
+// errShuttingDown, and starts nothing, when the session was drained or closed meanwhile.
+func (s *session) startRelay(clientLeftover, backendLeftover []byte, params map[string]string) error {
 	s.serverParams = params
 	s.backslashQuotes.Store(params["standard_conforming_strings"] == "off")
 	s.mu.Lock()
-	s.relaying = true
+	if !s.transitionLocked(evRelayStarted) {
+		s.mu.Unlock()
+		return errShuttingDown
+	}
 	s.txStatus = 'I'
 	backend := s.backend
 	s.mu.Unlock()
@@ -253,6 +281,7 @@ func (s *session) startRelay(clientLeftover, backendLeftover []byte, params map[
 	s.srv.goroutines.Add(2)
 	go s.runClientToBackend(toBackend)
 	go s.runBackendToClient(toClient)
+	return nil
 }
 
 // runClientToBackend is the client→backend relay goroutine. Its frame, and the frames of
@@ -279,7 +308,7 @@ func (s *session) clientInterrupted(r *relay, err error) error {
 	case errors.Is(err, os.ErrDeadlineExceeded) && s.wakeRequested.Swap(false):
 		_ = s.conn.SetReadDeadline(time.Time{})
 		s.mu.Lock()
-		down := s.link == linkDown
+		down := !s.phase.linked()
 		s.mu.Unlock()
 		if !down && !r.c.linkDown {
 			return nil // a late wake-up: the verdict was handled and the session moved already
@@ -376,7 +405,7 @@ func (s *session) clientRelayEnded(err error) {
 			// of input after the requests already sent, and its answers are still relayed.
 			s.mu.Lock()
 			s.clientEOF = true
-			backend, up := s.backend, s.link == linkUp && !s.closing
+			backend, up := s.backend, s.phase.linked()
 			s.mu.Unlock()
 			if tcp, ok := backend.(*net.TCPConn); ok && up && tcp.CloseWrite() == nil {
 				return
@@ -395,7 +424,7 @@ func (s *session) clientRelayEnded(err error) {
 // closes the client connection.
 func (s *session) endClientSide(reason *clientError, atBoundary bool) {
 	s.mu.Lock()
-	s.closing = true
+	s.transitionLocked(evClose)
 	if s.reason != nil {
 		reason = s.reason
 	}
@@ -479,10 +508,10 @@ func (s *session) writeFinalError(e *clientError) {
 	if client == nil {
 		client = s.conn
 	}
-	// Under mu, and marked stopped, so that a concurrent stopStartup (Shutdown) cannot set
-	// the deadline to now between here and the write.
+	// Under mu, and closed, so that a concurrent drain (Shutdown) cannot set the deadline to
+	// now between here and the write.
 	s.mu.Lock()
-	s.startupStopped = true
+	s.transitionLocked(evClose)
 	_ = s.conn.SetDeadline(time.Now().Add(errorWriteTimeout))
 	s.mu.Unlock()
 	if e.raw == nil {

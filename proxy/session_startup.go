@@ -27,11 +27,10 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	defer cancel()
 	s.counters.clientConnections.Add(1)
 	s.counters.totalClientConnections.Add(1)
-	sess := &session{srv: s, conn: conn, startupCancel: cancel}
+	sess := newSession(s, conn, cancel)
 	sess.startupDeadline = time.Now().Add(s.cfg.StartupTimeout)
 	_ = conn.SetDeadline(sess.startupDeadline)
 	if err := s.sessions.add(sess); err != nil {
-		sess.log = s.log
 		sess.writeFinalError(fatalf(codeTooManyConnections, "sorry, too many clients already"))
 		_ = conn.Close()
 		s.counters.clientConnections.Add(-1)
@@ -50,7 +49,7 @@ func (s *session) runStartupRecovering(ctx context.Context) (relaying bool) {
 		if v := recover(); v != nil {
 			s.logPanic("startup", v)
 			s.mu.Lock()
-			relaying = s.relaying
+			relaying = s.phase != phaseStartup && s.running.Load() > 0
 			s.mu.Unlock()
 			if relaying {
 				s.fail(fatalf(codeInternalError, "internal error in the pgquorum proxy"))
@@ -68,19 +67,13 @@ func (s *session) runStartup(ctx context.Context) bool {
 	s.client = s.conn
 	clientLeftover, backendLeftover, err := s.startup(ctx)
 	if err == nil {
-		s.mu.Lock()
-		stopped := s.startupStopped
-		s.mu.Unlock()
-		if stopped {
-			err = errShuttingDown
-		}
+		_ = s.conn.SetDeadline(time.Time{})
+		err = s.startRelay(clientLeftover, backendLeftover, s.startupParams)
 	}
 	if err != nil {
 		s.reportStartupError(err)
 		return false
 	}
-	_ = s.conn.SetDeadline(time.Time{})
-	s.startRelay(clientLeftover, backendLeftover, s.startupParams)
 	return true
 }
 
@@ -273,7 +266,7 @@ func (s *session) waitOnServer(f func() error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.startupDeadline = s.startupDeadline.Add(time.Since(start))
-	if s.startupStopped {
+	if s.phase != phaseStartup {
 		_ = s.conn.SetDeadline(time.Now())
 		if err == nil {
 			err = errShuttingDown
@@ -282,18 +275,6 @@ func (s *session) waitOnServer(f func() error) error {
 		_ = s.conn.SetDeadline(s.startupDeadline)
 	}
 	return err
-}
-
-// stopStartup makes a session that is still in startup give up soon (Shutdown).
-func (s *session) stopStartup() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.relaying || s.startupStopped {
-		return
-	}
-	s.startupStopped = true
-	_ = s.conn.SetDeadline(time.Now())
-	s.startupCancel()
 }
 
 // bufferedBytes returns a copy of the bytes br has read but not consumed.

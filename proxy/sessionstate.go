@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/pgquorum/pgquorum/proxy/sqlclass"
 	"slices"
 	"strings"
 )
@@ -25,7 +26,7 @@ type sessionState struct {
 	listens   []string    // LISTEN channels
 	unmovable string      // why the session cannot be moved; "" when it can
 
-	pending    []stateItem     // transactional changes of the open transaction, not yet committed
+	pending    []sqlclass.Item // transactional changes of the open transaction, not yet committed
 	savepoints []savepointMark // savepoints of the open transaction
 	textBytes  int             // bytes of statement text kept
 }
@@ -41,6 +42,14 @@ type savepointMark struct {
 	name    string
 	pending int
 }
+
+// Reasons a session cannot be moved that come from the proxy's own limits and knowledge (the
+// reasons that come from a statement's text are sqlclass.Reason*).
+const (
+	reasonLargeStatement   = "a statement that changes session state was larger than the proxy inspects"
+	reasonUncertainOutcome = "the outcome of a statement that changes session state is unknown"
+	reasonStateTooLarge    = "the session state to replay is too large"
+)
 
 // maxStateTextBytes bounds the statement text a session keeps for replay. A session that
 // needs more becomes unmovable instead of growing without bound.
@@ -64,8 +73,8 @@ func (st *sessionState) setUnmovable(reason string) {
 }
 
 // apply applies what one answered request did. items are the request's statements' effects in
-// order (stateItems), statements is how many statements the request held.
-func (st *sessionState) apply(items []stateItem, statements int, out segOutcome) {
+// order (sqlclass.StateItems), statements is how many statements the request held.
+func (st *sessionState) apply(items []sqlclass.Item, statements int, out segOutcome) {
 	if out.errored {
 		st.applyFailed(items, statements, out)
 		return
@@ -74,23 +83,23 @@ func (st *sessionState) apply(items []stateItem, statements int, out segOutcome)
 	aborted := out.before == 'E'
 	appliedNow := false
 	for _, it := range items {
-		switch it.op {
-		case opBegin:
+		switch it.Op {
+		case sqlclass.OpBegin:
 			if !inTx {
 				inTx, aborted = true, false
 			}
-		case opCommit, opCommitChain:
+		case sqlclass.OpCommit, sqlclass.OpCommitChain:
 			if inTx && !aborted {
 				for _, p := range st.pending {
 					st.applyItem(p)
 				}
 			}
 			st.pending, st.savepoints = nil, nil
-			inTx, aborted = it.op == opCommitChain, false
-		case opRollback, opRollbackChain:
+			inTx, aborted = it.Op == sqlclass.OpCommitChain, false
+		case sqlclass.OpRollback, sqlclass.OpRollbackChain:
 			st.pending, st.savepoints = nil, nil
-			inTx, aborted = it.op == opRollbackChain, false
-		case opTwoPhase:
+			inTx, aborted = it.Op == sqlclass.OpRollbackChain, false
+		case sqlclass.OpTwoPhase:
 			// PREPARE TRANSACTION hands the transaction over to the two-phase machinery;
 			// what becomes of its setting changes is not worth guessing.
 			if len(st.pending) > 0 {
@@ -100,17 +109,17 @@ func (st *sessionState) apply(items []stateItem, statements int, out segOutcome)
 				st.pending, st.savepoints = nil, nil
 				inTx, aborted = false, false
 			}
-		case opSavepoint:
+		case sqlclass.OpSavepoint:
 			if inTx {
-				st.savepoints = append(st.savepoints, savepointMark{name: it.name, pending: len(st.pending)})
+				st.savepoints = append(st.savepoints, savepointMark{name: it.Name, pending: len(st.pending)})
 			}
-		case opRelease, opRollbackTo:
+		case sqlclass.OpRelease, sqlclass.OpRollbackTo:
 			if !inTx {
 				continue
 			}
 			i := -1
 			for j := len(st.savepoints) - 1; j >= 0 && i < 0; j-- { // the latest one of that name
-				if st.savepoints[j].name == it.name {
+				if st.savepoints[j].name == it.Name {
 					i = j
 				}
 			}
@@ -118,18 +127,18 @@ func (st *sessionState) apply(items []stateItem, statements int, out segOutcome)
 				st.setUnmovable(reasonUncertainOutcome)
 				continue
 			}
-			if it.op == opRelease {
+			if it.Op == sqlclass.OpRelease {
 				st.savepoints = st.savepoints[:i]
 			} else {
 				st.pending = st.pending[:st.savepoints[i].pending]
 				st.savepoints = st.savepoints[:i+1]
 				aborted = false
 			}
-		case opUnmovable:
-			st.setUnmovable(it.name)
-		case opExecute:
+		case sqlclass.OpUnmovable:
+			st.setUnmovable(it.Name)
+		case sqlclass.OpExecute:
 		default:
-			if inTx && it.op.transactional() {
+			if inTx && it.Op.Transactional() {
 				st.pending = append(st.pending, it)
 			} else {
 				st.applyItem(it)
@@ -151,14 +160,14 @@ func (st *sessionState) apply(items []stateItem, statements int, out segOutcome)
 
 // applyFailed handles a request that got an error: which of its statements ran is not known
 // when it held several.
-func (st *sessionState) applyFailed(items []stateItem, statements int, out segOutcome) {
+func (st *sessionState) applyFailed(items []sqlclass.Item, statements int, out segOutcome) {
 	effects, txControl := false, false
 	for _, it := range items {
 		switch {
-		case it.op == opUnmovable:
-			st.setUnmovable(it.name)
-		case it.op == opExecute:
-		case it.op.txControl():
+		case it.Op == sqlclass.OpUnmovable:
+			st.setUnmovable(it.Name)
+		case it.Op == sqlclass.OpExecute:
+		case it.Op.TxControl():
 			txControl = true
 		default:
 			effects = true
@@ -173,7 +182,7 @@ func (st *sessionState) applyFailed(items []stateItem, statements int, out segOu
 		// An implicit transaction failed: its transactional changes are rolled back, but
 		// which non-transactional ones (PREPARE, DEALLOCATE) ran is unknown.
 		for _, it := range items {
-			if it.op.nonTransactional() {
+			if it.Op.NonTransactional() {
 				st.setUnmovable(reasonUncertainOutcome)
 			}
 		}
@@ -188,13 +197,13 @@ func (st *sessionState) applyFailed(items []stateItem, statements int, out segOu
 // applyLost handles requests whose answer was lost with the backend. committedPossible says
 // whether they may have committed (08007); otherwise the open transaction is known to be rolled
 // back (40001), and nothing non-transactional can have happened only if no item is one.
-func (st *sessionState) applyLost(items []stateItem, committedPossible bool) {
+func (st *sessionState) applyLost(items []sqlclass.Item, committedPossible bool) {
 	for _, it := range items {
 		switch {
-		case it.op == opUnmovable:
-			st.setUnmovable(it.name)
-		case it.op == opExecute, it.op.txControl():
-		case committedPossible || !it.op.transactional():
+		case it.Op == sqlclass.OpUnmovable:
+			st.setUnmovable(it.Name)
+		case it.Op == sqlclass.OpExecute, it.Op.TxControl():
+		case committedPossible || !it.Op.Transactional():
 			st.setUnmovable(reasonUncertainOutcome)
 		}
 	}
@@ -205,35 +214,35 @@ func (st *sessionState) applyLost(items []stateItem, committedPossible bool) {
 }
 
 // applyItem makes one change part of the session's state.
-func (st *sessionState) applyItem(it stateItem) {
-	switch it.op {
-	case opSet:
-		st.settings = removeNamed(st.settings, it.name)
-		st.settings = append(st.settings, namedText{name: it.name, text: it.text})
-	case opReset:
-		st.settings = removeNamed(st.settings, it.name)
-	case opResetAll:
+func (st *sessionState) applyItem(it sqlclass.Item) {
+	switch it.Op {
+	case sqlclass.OpSet:
+		st.settings = removeNamed(st.settings, it.Name)
+		st.settings = append(st.settings, namedText{name: it.Name, text: it.Text})
+	case sqlclass.OpReset:
+		st.settings = removeNamed(st.settings, it.Name)
+	case sqlclass.OpResetAll:
 		// RESET ALL leaves the role (GUC_NO_RESET_ALL) alone.
 		st.settings = slices.DeleteFunc(st.settings, func(s namedText) bool { return s.name != "role" })
-	case opListen:
-		if !slices.Contains(st.listens, it.name) {
-			st.listens = append(st.listens, it.name)
+	case sqlclass.OpListen:
+		if !slices.Contains(st.listens, it.Name) {
+			st.listens = append(st.listens, it.Name)
 		}
-	case opUnlisten:
-		st.listens = slices.DeleteFunc(st.listens, func(c string) bool { return c == it.name })
-	case opUnlistenAll:
+	case sqlclass.OpUnlisten:
+		st.listens = slices.DeleteFunc(st.listens, func(c string) bool { return c == it.Name })
+	case sqlclass.OpUnlistenAll:
 		st.listens = nil
-	case opPrepare:
-		st.prepared = removeNamed(st.prepared, it.name)
-		st.prepared = append(st.prepared, namedText{name: it.name, text: it.text})
-	case opDeallocate:
-		st.prepared = removeNamed(st.prepared, it.name)
-	case opDeallocateAll:
+	case sqlclass.OpPrepare:
+		st.prepared = removeNamed(st.prepared, it.Name)
+		st.prepared = append(st.prepared, namedText{name: it.Name, text: it.Text})
+	case sqlclass.OpDeallocate:
+		st.prepared = removeNamed(st.prepared, it.Name)
+	case sqlclass.OpDeallocateAll:
 		st.prepared = nil
-	case opDiscardAll:
+	case sqlclass.OpDiscardAll:
 		st.settings, st.prepared, st.listens = nil, nil, nil
 		switch st.unmovable {
-		case reasonTempObject, reasonWithHold, reasonAdvisoryLock, reasonSessionAuth, reasonSetConfig:
+		case sqlclass.ReasonTempObject, sqlclass.ReasonWithHold, sqlclass.ReasonAdvisoryLock, sqlclass.ReasonSessionAuth, sqlclass.ReasonSetConfig:
 			st.unmovable = "" // DISCARD ALL drops, closes, releases and resets these
 		}
 	}

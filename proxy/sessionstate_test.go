@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/pgquorum/pgquorum/proxy/sqlclass"
 	"strings"
 	"testing"
 )
@@ -17,8 +18,8 @@ func runScript(script []request) *sessionState {
 	st := &sessionState{}
 	before := byte('I')
 	for _, r := range script {
-		sum := classifySQL([]byte(r.sql), false)
-		st.apply(stateItems([]byte(r.sql), false), sum.statements, segOutcome{before: before, after: r.after, errored: r.errored})
+		sum := sqlclass.Classify([]byte(r.sql), false)
+		st.apply(sqlclass.StateItems([]byte(r.sql), false), sum.Statements, segOutcome{before: before, after: r.after, errored: r.errored})
 		before = r.after
 	}
 	return st
@@ -72,11 +73,11 @@ func TestSessionStateApply(t *testing.T) {
 		{"LISTEN", []request{{"LISTEN jobs; LISTEN \"Mixed\"", 'I', false}, {"LISTEN jobs", 'I', false}}, `LISTEN "jobs";LISTEN "Mixed";`, ""},
 		{"UNLISTEN", []request{{"LISTEN a; LISTEN b", 'I', false}, {"UNLISTEN a", 'I', false}}, `LISTEN "b";`, ""},
 		{"LISTEN in a rolled back transaction", []request{{"BEGIN; LISTEN a; ROLLBACK", 'I', false}}, "", ""},
-		{"temp table", []request{{"CREATE TEMP TABLE t (a int)", 'I', false}}, "", reasonTempObject},
-		{"advisory lock", []request{{"SELECT pg_advisory_lock(1)", 'I', false}}, "", reasonAdvisoryLock},
+		{"temp table", []request{{"CREATE TEMP TABLE t (a int)", 'I', false}}, "", sqlclass.ReasonTempObject},
+		{"advisory lock", []request{{"SELECT pg_advisory_lock(1)", 'I', false}}, "", sqlclass.ReasonAdvisoryLock},
 		{"DISCARD ALL makes a session movable again", []request{{"CREATE TEMP TABLE t (a int)", 'I', false}, {"SET a.x = 1", 'I', false},
 			{"DISCARD ALL", 'I', false}, {"SET a.y = 2", 'I', false}}, "SET a.y = 2\n;", ""},
-		{"DISCARD ALL does not unload a library", []request{{"LOAD 'auto_explain'", 'I', false}, {"DISCARD ALL", 'I', false}}, "", reasonLoad},
+		{"DISCARD ALL does not unload a library", []request{{"LOAD 'auto_explain'", 'I', false}, {"DISCARD ALL", 'I', false}}, "", sqlclass.ReasonLoad},
 		{"too much state", []request{{"SET a.x = '" + strings.Repeat("x", maxStateTextBytes) + "'", 'I', false}},
 			"SET a.x = '" + strings.Repeat("x", maxStateTextBytes) + "'\n;", reasonStateTooLarge},
 	}
@@ -97,19 +98,19 @@ func TestSessionStateApplyLost(t *testing.T) {
 	// A transaction lost with the backend before COMMIT was sent: its changes are gone, and
 	// the session can move (40001).
 	st := runScript([]request{{"SET a.x = 1", 'I', false}, {"BEGIN", 'T', false}, {"SET a.y = 2", 'T', false}})
-	st.applyLost(stateItems([]byte("SET a.z = 3"), false), false)
+	st.applyLost(sqlclass.StateItems([]byte("SET a.z = 3"), false), false)
 	if st.unmovable != "" || st.replaySQL() != "SET a.x = 1\n;" || st.pending != nil {
 		t.Fatalf("after a lost transaction: %+v", st)
 	}
 	// A COMMIT lost in flight: the changes may or may not be committed (08007).
 	st = runScript([]request{{"BEGIN", 'T', false}, {"SET a.y = 2", 'T', false}})
-	st.applyLost(stateItems([]byte("COMMIT"), false), true)
+	st.applyLost(sqlclass.StateItems([]byte("COMMIT"), false), true)
 	if st.unmovable != reasonUncertainOutcome {
 		t.Fatalf("after a lost COMMIT with pending changes: unmovable %q", st.unmovable)
 	}
 	// A lost autocommit request without changes leaves a movable session.
 	st = runScript(nil)
-	st.applyLost(stateItems([]byte("INSERT INTO t VALUES (1)"), false), true)
+	st.applyLost(sqlclass.StateItems([]byte("INSERT INTO t VALUES (1)"), false), true)
 	if !st.movable() {
 		t.Fatalf("after a lost INSERT: unmovable %q", st.unmovable)
 	}

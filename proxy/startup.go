@@ -232,9 +232,9 @@ func readMessage(r *bufio.Reader, maxBody int) (byte, []byte, error) {
 	if _, err := io.ReadFull(r, header[:]); err != nil {
 		return 0, nil, fmt.Errorf("read message header: %w", err)
 	}
-	bodyLength := int64(int32(binary.BigEndian.Uint32(header[1:]))) - 4
-	if bodyLength < 0 || bodyLength > int64(maxBody) {
-		return 0, nil, fatalf(codeProtocolViolation, "invalid message length %d for message type %q", bodyLength+4, header[0])
+	bodyLength, lengthErr := messageBodyLength(header, int64(maxBody))
+	if lengthErr != nil {
+		return 0, nil, lengthErr
 	}
 	body := make([]byte, bodyLength)
 	if _, err := io.ReadFull(r, body); err != nil {

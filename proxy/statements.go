@@ -1,5 +1,7 @@
 package proxy
 
+import "github.com/pgquorum/pgquorum/proxy/sqlclass"
+
 // statementRegistry remembers the named prepared statements a client created with the
 // protocol's Parse message, so that after a move each one is prepared again on the new backend
 // just before its first use (a Bind or Describe naming it): the proxy sends the client's
@@ -20,8 +22,8 @@ type statementRegistry struct {
 
 // namedStatement is one protocol-level prepared statement.
 type namedStatement struct {
-	parse []byte     // the client's complete Parse message
-	sum   sqlSummary // what its text does (for Bind/Execute of it)
+	parse []byte           // the client's complete Parse message
+	sum   sqlclass.Summary // what its text does (for Bind/Execute of it)
 	state stmtState
 }
 
@@ -42,7 +44,7 @@ const maxStatementBytes = 1 << 20
 // parsed records a client's Parse of a named statement and returns the entry to confirm when
 // its ParseComplete arrives, or nil when PostgreSQL will reject it (the name exists) or the
 // registry is full (tooLarge).
-func (g *statementRegistry) parsed(name string, msg []byte, sum sqlSummary) (entry *namedStatement, tooLarge bool) {
+func (g *statementRegistry) parsed(name string, msg []byte, sum sqlclass.Summary) (entry *namedStatement, tooLarge bool) {
 	if old, ok := g.byName[name]; ok {
 		if old.state != stmtLazy {
 			return nil, false // PostgreSQL answers 42P05 and keeps the first one

@@ -1,20 +1,20 @@
-package proxy
+package sqlclass
 
-// sqlScanner finds the statements of a SQL text the way PostgreSQL's lexer would, for the one
+// Scanner finds the statements of a SQL text the way PostgreSQL's lexer would, for the one
 // purpose of this package: where each statement begins and ends, and its leading words. It
 // knows quoted identifiers, string literals (” doubling; E” with backslash escapes, and
 // backslash escapes in every literal when standard_conforming_strings is off), dollar quoting,
 // nested block comments, line comments, parentheses (a ';' inside them ends nothing) and
 // BEGIN ATOMIC function bodies.
 //
-// It is incremental: feed may be called with any split of the text (a large message streamed
+// It is incremental: Feed may be called with any split of the text (a large message streamed
 // through the relay in pieces) and the outcome is the same as for the whole text. It does not
 // allocate, except to remember the statements that change session state (see classify.go).
 // It never fails: text it cannot follow makes the result uncertain, which every caller treats
 // conservatively (as a statement that may commit, may write and may change session state).
 //
-// Owner: one goroutine at a time (the client→backend relay); use reset before each text.
-type sqlScanner struct {
+// Owner: one goroutine at a time (the client→backend relay); call Reset before each text.
+type Scanner struct {
 	backslashQuotes bool // standard_conforming_strings is off
 
 	state            scanState
@@ -31,22 +31,57 @@ type sqlScanner struct {
 
 	word    stmtWord // the word being read
 	stmt    stmtInfo // the statement being read
-	summary sqlSummary
+	summary Summary
 
-	// collect, when set, makes endStatement keep every statement in collected (stateItems).
+	// collect, when set, makes the scanner keep every statement in collected and every token
+	// in toks (StateItems reads names from them).
 	collect   bool
 	collected []scannedStmt
+	toks      []rawToken
+	tokStart  int // offset where the token being read started
+	stmtToks  int // index in toks of the current statement's first token
 }
 
-// scannedStmt is a finished statement kept for stateItems.
-type scannedStmt struct {
-	kind       stmtKind
-	unmovable  string
-	flags      stmtFlags
+// rawToken is one token of the text, by offsets: a word, a quoted identifier (quotes
+// included), a literal (string, number, dollar-quoted text, parameter) or a one-byte symbol.
+type rawToken struct {
+	kind       tokenKind
 	start, end int
 }
 
-// scanState is the lexer state of sqlScanner.
+type tokenKind uint8
+
+const (
+	tokWord tokenKind = iota
+	tokQuoted
+	tokLiteral
+	tokSymbol
+)
+
+// emit records a token that ends at end (exclusive) and started at sc.tokStart (collect only).
+func (sc *Scanner) emit(kind tokenKind, end int) {
+	if sc.collect {
+		sc.toks = append(sc.toks, rawToken{kind: kind, start: sc.tokStart, end: end})
+	}
+}
+
+// emitSymbol records the one-byte symbol at pos (collect only).
+func (sc *Scanner) emitSymbol(pos int) {
+	if sc.collect {
+		sc.toks = append(sc.toks, rawToken{kind: tokSymbol, start: pos, end: pos + 1})
+	}
+}
+
+// scannedStmt is a finished statement kept for StateItems.
+type scannedStmt struct {
+	kind       stmtKind
+	reason     string // why it makes the session unmovable ("" when it does not)
+	flags      stmtFlags
+	start, end int
+	toks       []rawToken
+}
+
+// scanState is the lexer state of Scanner.
 type scanState uint8
 
 const (
@@ -117,13 +152,13 @@ const (
 )
 
 // reset prepares the scanner for a new text.
-func (sc *sqlScanner) reset(backslashQuotes bool) {
-	*sc = sqlScanner{backslashQuotes: backslashQuotes, collect: sc.collect, collected: sc.collected[:0]}
+func (sc *Scanner) Reset(backslashQuotes bool) {
+	*sc = Scanner{backslashQuotes: backslashQuotes, collect: sc.collect, collected: sc.collected[:0], toks: sc.toks[:0]}
 }
 
 // feed scans the next piece of the text. Runs of bytes that cannot change the state (the
 // inside of a word, literal, dollar quote or line comment; spaces) are skipped in tight loops.
-func (sc *sqlScanner) feed(p []byte) {
+func (sc *Scanner) Feed(p []byte) {
 	for i := 0; i < len(p); {
 		j := i
 		switch sc.state {
@@ -184,7 +219,7 @@ func init() {
 }
 
 // step scans one byte at offset sc.pos.
-func (sc *sqlScanner) step(c byte) {
+func (sc *Scanner) step(c byte) {
 	for {
 		switch sc.state {
 		case stNormal:
@@ -204,6 +239,7 @@ func (sc *sqlScanner) step(c byte) {
 				sc.tokenByte()
 				return
 			}
+			sc.emit(tokLiteral, sc.pos)
 			sc.state = stNormal
 			continue
 		case stQuotedIdent:
@@ -223,6 +259,7 @@ func (sc *sqlScanner) step(c byte) {
 			}
 			sc.word.quoted = true
 			sc.addWord()
+			sc.emit(tokQuoted, sc.pos)
 			sc.state = stNormal
 			continue
 		case stString:
@@ -244,6 +281,7 @@ func (sc *sqlScanner) step(c byte) {
 				sc.tokenByte()
 				return
 			}
+			sc.emit(tokLiteral, sc.pos)
 			sc.state = stNormal
 			continue
 		case stDash:
@@ -252,6 +290,7 @@ func (sc *sqlScanner) step(c byte) {
 				return
 			}
 			sc.tokenAt(sc.pos - 1) // the '-' was an operator
+			sc.emitSymbol(sc.pos - 1)
 			sc.state = stNormal
 			continue
 		case stSlash:
@@ -261,6 +300,7 @@ func (sc *sqlScanner) step(c byte) {
 				return
 			}
 			sc.tokenAt(sc.pos - 1) // the '/' was an operator
+			sc.emitSymbol(sc.pos - 1)
 			sc.state = stNormal
 			continue
 		case stLineComment:
@@ -277,7 +317,7 @@ func (sc *sqlScanner) step(c byte) {
 				sc.state = stDollarBody
 			case isWordStart(c) || sc.tagLen > 0 && c >= '0' && c <= '9':
 				if sc.tagLen == maxDollarTag {
-					sc.summary.uncertain = true
+					sc.summary.Uncertain = true
 					sc.state = stNormal
 					continue
 				}
@@ -287,7 +327,7 @@ func (sc *sqlScanner) step(c byte) {
 				sc.state = stNumber // a positional parameter such as $1
 			default:
 				// "$" followed by something else: not SQL PostgreSQL accepts; do not guess.
-				sc.summary.uncertain = true
+				sc.summary.Uncertain = true
 				sc.state = stNormal
 				continue
 			}
@@ -303,6 +343,7 @@ func (sc *sqlScanner) step(c byte) {
 		case stDollarClose:
 			switch {
 			case sc.tagMatched == sc.tagLen && c == '$':
+				sc.emit(tokLiteral, sc.pos+1)
 				sc.state = stNormal
 			case sc.tagMatched < sc.tagLen && c == sc.tag[sc.tagMatched]:
 				sc.tagMatched++
@@ -318,7 +359,7 @@ func (sc *sqlScanner) step(c byte) {
 }
 
 // normal handles a byte between tokens.
-func (sc *sqlScanner) normal(c byte) {
+func (sc *Scanner) normal(c byte) {
 	escapes := sc.nextQuoteEscapes
 	sc.nextQuoteEscapes = false
 	switch {
@@ -335,6 +376,7 @@ func (sc *sqlScanner) normal(c byte) {
 		return
 	}
 	sc.tokenByte()
+	sc.tokStart = sc.pos
 	switch {
 	case isWordStart(c):
 		sc.state = stWord
@@ -353,15 +395,19 @@ func (sc *sqlScanner) normal(c byte) {
 		sc.tagLen = 0
 	case c == '(':
 		sc.parenDepth++
+		sc.emitSymbol(sc.pos)
 	case c == ')':
 		if sc.parenDepth > 0 {
 			sc.parenDepth--
 		}
+		sc.emitSymbol(sc.pos)
+	default:
+		sc.emitSymbol(sc.pos)
 	}
 }
 
 // blockComment handles a byte inside a (nested) block comment.
-func (sc *sqlScanner) blockComment(c byte) {
+func (sc *Scanner) blockComment(c byte) {
 	switch {
 	case sc.state == stBlockStar && c == '/':
 		sc.commentDepth--
@@ -383,9 +429,9 @@ func (sc *sqlScanner) blockComment(c byte) {
 }
 
 // tokenByte records that the byte at sc.pos belongs to a token of the current statement.
-func (sc *sqlScanner) tokenByte() { sc.tokenAt(sc.pos) }
+func (sc *Scanner) tokenByte() { sc.tokenAt(sc.pos) }
 
-func (sc *sqlScanner) tokenAt(pos int) {
+func (sc *Scanner) tokenAt(pos int) {
 	if !sc.stmt.started {
 		sc.stmt.started = true
 		sc.stmt.start = pos
@@ -398,7 +444,7 @@ func isWordStart(c byte) bool { return wordStartByte[c] }
 func isWordByte(c byte) bool { return wordByte[c] }
 
 // addWordBytes appends a run of unquoted word bytes.
-func (sc *sqlScanner) addWordBytes(run []byte) {
+func (sc *Scanner) addWordBytes(run []byte) {
 	w := &sc.word
 	for _, c := range run {
 		if int(w.n) == maxWordBytes {
@@ -411,7 +457,7 @@ func (sc *sqlScanner) addWordBytes(run []byte) {
 }
 
 // addWordByte appends c to the word being read, lower-casing it when it is unquoted.
-func (sc *sqlScanner) addWordByte(c byte, fold bool) {
+func (sc *Scanner) addWordByte(c byte, fold bool) {
 	if int(sc.word.n) == maxWordBytes {
 		sc.word.long = true
 		return
@@ -424,7 +470,7 @@ func (sc *sqlScanner) addWordByte(c byte, fold bool) {
 }
 
 // endWord finishes an unquoted word; beforeQuote is true when a '\” follows at once.
-func (sc *sqlScanner) endWord(beforeQuote bool) {
+func (sc *Scanner) endWord(beforeQuote bool) {
 	if beforeQuote && sc.word.n == 1 {
 		switch sc.word.b[0] {
 		case 'e':
@@ -435,10 +481,11 @@ func (sc *sqlScanner) endWord(beforeQuote bool) {
 		}
 	}
 	sc.addWord()
+	sc.emit(tokWord, sc.pos)
 }
 
 // addWord adds the finished word to the statement and checks the patterns of stmtFlags.
-func (sc *sqlScanner) addWord() {
+func (sc *Scanner) addWord() {
 	st := &sc.stmt
 	w := &sc.word
 	if st.nwords < stmtWords {
@@ -517,7 +564,7 @@ const (
 
 // functionName flags the function and schema names that matter, quoted or not, in any case (a
 // quoted name written in lower case is the same function).
-func (sc *sqlScanner) functionName(w *stmtWord) {
+func (sc *Scanner) functionName(w *stmtWord) {
 	if w.n < 7 {
 		return
 	}
@@ -535,38 +582,43 @@ func (sc *sqlScanner) functionName(w *stmtWord) {
 }
 
 // endStatement finishes the statement being read (at ';' or the end of the text).
-func (sc *sqlScanner) endStatement() {
+func (sc *Scanner) endStatement() {
 	if sc.stmt.started {
 		kind, reason := classifyStatement(&sc.stmt)
 		sc.summary.add(&sc.stmt, kind, reason)
 		if sc.collect {
-			sc.collected = append(sc.collected, scannedStmt{kind: kind, unmovable: reason, flags: sc.stmt.flags,
-				start: sc.stmt.start, end: sc.stmt.end})
+			sc.collected = append(sc.collected, scannedStmt{kind: kind, reason: reason, flags: sc.stmt.flags,
+				start: sc.stmt.start, end: sc.stmt.end, toks: sc.toks[sc.stmtToks:len(sc.toks):len(sc.toks)]})
 		}
 	}
+	sc.stmtToks = len(sc.toks)
 	sc.stmt = stmtInfo{}
 	sc.atomic = false
 	sc.parenDepth = 0
 }
 
 // finish ends the text and returns what was found.
-func (sc *sqlScanner) finish() sqlSummary {
+func (sc *Scanner) Finish() Summary {
 	switch sc.state {
 	case stWord:
 		sc.endWord(false)
 	case stQuotedIdentEnd:
 		sc.word.quoted = true
 		sc.addWord()
+		sc.emit(tokQuoted, sc.pos)
 	case stDash, stSlash:
 		sc.tokenAt(sc.pos - 1)
-	case stNormal, stNumber, stStringEnd, stLineComment:
+		sc.emitSymbol(sc.pos - 1)
+	case stNumber, stStringEnd:
+		sc.emit(tokLiteral, sc.pos)
+	case stNormal, stLineComment:
 	default:
 		// An unterminated literal, identifier, comment or dollar quote: PostgreSQL rejects
 		// the text, but our reading of it may be wrong.
-		sc.summary.uncertain = true
+		sc.summary.Uncertain = true
 	}
 	if sc.atomic || sc.parenDepth != 0 {
-		sc.summary.uncertain = true
+		sc.summary.Uncertain = true
 	}
 	sc.endStatement()
 	return sc.summary

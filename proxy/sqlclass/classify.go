@@ -1,30 +1,9 @@
-package proxy
+package sqlclass
 
 import (
 	"strings"
 	"sync"
 )
-
-// Statement classification
-//
-// The proxy reads the text of Query and Parse messages (only those) to know three things:
-//
-//   - what a request may do to a transaction: begin it, commit it (then a lost answer is
-//     "resolution unknown", 08007, never "not committed", 40001), roll it back;
-//   - whether it may write (a cancel request is never forwarded for an autocommit request that
-//     may be committing, see cancel.go);
-//   - what it does to the session's state: SET/RESET, LISTEN/UNLISTEN, PREPARE/DEALLOCATE and
-//     DISCARD ALL are remembered and replayed after a move; temporary objects, WITH HOLD
-//     cursors, session advisory locks, SET SESSION AUTHORIZATION, LOAD, DO blocks, set_config
-//     and dblink connections cannot be replayed and make the session unmovable.
-//
-// The fast path (a single SELECT, INSERT, ...) costs one pass over the text and no allocation.
-// Statements that change session state are read a second time (stateItems) to extract names
-// and texts. What the classifier cannot read with confidence is treated as the worst case.
-//
-// Known limit: a user-defined function that changes session state inside its body (SET
-// without LOCAL, CREATE TEMP TABLE, pg_advisory_lock) is not seen; a moved session then lacks
-// that state. DO blocks are treated as unmovable because their code is in the statement.
 
 // stmtKind is what one statement is, from its leading words.
 type stmtKind uint8
@@ -52,75 +31,72 @@ const (
 	kindUnmovable                  // creates state that cannot be replayed
 )
 
-// sqlSummary is what a SQL text (one or more statements) may do. The zero value is an empty text.
-type sqlSummary struct {
-	statements int
-	uncertain  bool   // the text could not be read with confidence (treat as the worst case)
-	mayCommit  bool   // COMMIT, END or a two-phase commit command
-	writes     bool   // a statement other than a read, SET or transaction control
-	txControl  bool   // BEGIN, COMMIT, ROLLBACK, savepoints
-	effects    bool   // SET, RESET, LISTEN, UNLISTEN, PREPARE, DEALLOCATE, DISCARD ALL
-	executes   bool   // SQL EXECUTE of a prepared statement
-	unmovable  string // why the text makes the session unmovable; "" when it does not
+// Summary is what a SQL text (one or more statements) may do. The zero value is an empty text.
+type Summary struct {
+	Statements int
+	Uncertain  bool   // the text could not be read with confidence (treat as the worst case)
+	MayCommit  bool   // COMMIT, END or a two-phase commit command
+	Writes     bool   // a statement other than a read, SET or transaction control
+	TxControl  bool   // BEGIN, COMMIT, ROLLBACK, savepoints
+	Effects    bool   // SET, RESET, LISTEN, UNLISTEN, PREPARE, DEALLOCATE, DISCARD ALL
+	Executes   bool   // SQL EXECUTE of a prepared statement
+	Unmovable  string // why the text makes the session unmovable; "" when it does not
 	first      stmtKind
 	firstFlags stmtFlags
 }
 
 // mayCommitOrUnknown reports whether the text may commit a transaction, counting uncertainty.
-func (s sqlSummary) mayCommitOrUnknown() bool { return s.mayCommit || s.uncertain }
+func (s Summary) MayCommitOrUnknown() bool { return s.MayCommit || s.Uncertain }
 
 // readOnly reports whether every statement is known not to write.
-func (s sqlSummary) readOnly() bool { return !s.writes && !s.uncertain && s.unmovable == "" }
+func (s Summary) ReadOnly() bool { return !s.Writes && !s.Uncertain && s.Unmovable == "" }
 
 // singleRollback reports whether the text is exactly one ROLLBACK or ABORT (without AND CHAIN).
-func (s sqlSummary) singleRollback() bool {
-	return s.statements == 1 && !s.uncertain && s.first == kindRollback && s.firstFlags&flagChain == 0
+func (s Summary) SingleRollback() bool {
+	return s.Statements == 1 && !s.Uncertain && s.first == kindRollback && s.firstFlags&flagChain == 0
 }
 
 // singleCommit reports whether the text is exactly one COMMIT or END (without AND CHAIN).
-func (s sqlSummary) singleCommit() bool {
-	return s.statements == 1 && !s.uncertain && s.first == kindCommit && s.firstFlags&flagChain == 0
+func (s Summary) SingleCommit() bool {
+	return s.Statements == 1 && !s.Uncertain && s.first == kindCommit && s.firstFlags&flagChain == 0
 }
 
 // Reasons a session cannot be moved (constant strings: no allocation on the relay path).
 const (
-	reasonTempObject       = "a temporary object was created"
-	reasonWithHold         = "a WITH HOLD cursor was declared"
-	reasonAdvisoryLock     = "a session-level advisory lock was requested"
-	reasonSetConfig        = "set_config() was called"
-	reasonSessionAuth      = "SET SESSION AUTHORIZATION was used"
-	reasonLoad             = "a library was loaded with LOAD"
-	reasonDoBlock          = "a DO block was run"
-	reasonDblink           = "a dblink connection was opened"
-	reasonUncertainSQL     = "a statement could not be read with confidence"
-	reasonLargeStatement   = "a statement that changes session state was larger than the proxy inspects"
-	reasonUncertainOutcome = "the outcome of a statement that changes session state is unknown"
-	reasonStateTooLarge    = "the session state to replay is too large"
+	ReasonTempObject   = "a temporary object was created"
+	ReasonWithHold     = "a WITH HOLD cursor was declared"
+	ReasonAdvisoryLock = "a session-level advisory lock was requested"
+	ReasonSetConfig    = "set_config() was called"
+	ReasonSessionAuth  = "SET SESSION AUTHORIZATION was used"
+	ReasonLoad         = "a library was loaded with LOAD"
+	ReasonDoBlock      = "a DO block was run"
+	ReasonDblink       = "a dblink connection was opened"
+	ReasonUncertainSQL = "a statement could not be read with confidence"
 )
 
 // add records one finished statement of the given kind.
-func (s *sqlSummary) add(st *stmtInfo, kind stmtKind, reason string) {
-	if s.statements == 0 {
+func (s *Summary) add(st *stmtInfo, kind stmtKind, reason string) {
+	if s.Statements == 0 {
 		s.first, s.firstFlags = kind, st.flags
 	}
-	s.statements++
+	s.Statements++
 	switch kind {
 	case kindCommit, kindTwoPhase:
-		s.mayCommit = true
-		s.txControl = true
+		s.MayCommit = true
+		s.TxControl = true
 	case kindBegin, kindRollback, kindSavepoint, kindRelease, kindRollbackTo:
-		s.txControl = true
+		s.TxControl = true
 	case kindSet, kindReset, kindListen, kindUnlisten, kindPrepare, kindDeallocate, kindDiscardAll:
-		s.effects = true
+		s.Effects = true
 	case kindExecute:
-		s.executes = true
-		s.writes = true
+		s.Executes = true
+		s.Writes = true
 	case kindRead, kindSetLocal:
 	default:
-		s.writes = true
+		s.Writes = true
 	}
-	if reason != "" && s.unmovable == "" {
-		s.unmovable = reason
+	if reason != "" && s.Unmovable == "" {
+		s.Unmovable = reason
 	}
 }
 
@@ -130,26 +106,26 @@ func classifyStatement(st *stmtInfo) (stmtKind, string) {
 	var reason string
 	switch {
 	case st.flags&flagAdvisoryLock != 0:
-		reason = reasonAdvisoryLock
+		reason = ReasonAdvisoryLock
 	case st.flags&flagSetConfig != 0:
-		reason = reasonSetConfig
+		reason = ReasonSetConfig
 	case st.flags&flagDblink != 0:
-		reason = reasonDblink
+		reason = ReasonDblink
 	}
 	kind := leadingKind(st)
 	switch kind {
 	case kindUnmovable:
 		switch {
 		case st.nwords > 0 && st.words[0].is("set"):
-			reason = reasonSessionAuth
+			reason = ReasonSessionAuth
 		case st.nwords > 0 && st.words[0].is("load"):
-			reason = reasonLoad
+			reason = ReasonLoad
 		case st.nwords > 0 && st.words[0].is("do"):
-			reason = reasonDoBlock
+			reason = ReasonDoBlock
 		case st.flags&flagWithHold != 0:
-			reason = reasonWithHold
+			reason = ReasonWithHold
 		default:
-			reason = reasonTempObject
+			reason = ReasonTempObject
 		}
 	}
 	return kind, reason
@@ -270,121 +246,120 @@ func leadingKind(st *stmtInfo) stmtKind {
 
 // scanners pools sqlScanners: the scanner is too large to live on the relay goroutine's stack,
 // which must stay small for idle sessions (see runClientToBackend).
-var scanners = sync.Pool{New: func() any { return new(sqlScanner) }}
+var scanners = sync.Pool{New: func() any { return new(Scanner) }}
 
-// classifySQL reads a whole SQL text.
-func classifySQL(text []byte, backslashQuotes bool) sqlSummary {
-	sc := scanners.Get().(*sqlScanner)
-	sc.reset(backslashQuotes)
-	sc.feed(text)
-	sum := sc.finish()
+// Classify reads a whole SQL text.
+func Classify(text []byte, backslashQuotes bool) Summary {
+	sc := scanners.Get().(*Scanner)
+	sc.Reset(backslashQuotes)
+	sc.Feed(text)
+	sum := sc.Finish()
 	scanners.Put(sc)
 	return sum
 }
 
-// stateItem is one thing a statement does to the session's replayable state or its
+// Item is one thing a statement does to the session's replayable state or its
 // transaction, in the order the statements run.
-type stateItem struct {
-	op   itemOp
-	name string // setting key, channel, prepared statement or savepoint name
-	text string // the statement as written, for replay (SET, PREPARE)
+type Item struct {
+	Op   Op
+	Name string // setting key, channel, prepared statement or savepoint name
+	Text string // the statement as written, for replay (SET, PREPARE)
 }
 
-// itemOp is the operation of a stateItem.
-type itemOp uint8
+// Op is the operation of a Item.
+type Op uint8
 
 const (
-	opBegin itemOp = iota + 1
-	opCommit
-	opCommitChain // COMMIT AND CHAIN: commit, then a new transaction
-	opRollback
-	opRollbackChain
-	opSavepoint
-	opRelease
-	opRollbackTo
-	opTwoPhase // PREPARE TRANSACTION ...: ends the transaction; its effects are not the session's
-	opSet
-	opReset
-	opResetAll
-	opListen
-	opUnlisten
-	opUnlistenAll
-	opPrepare
-	opDeallocate
-	opDeallocateAll
-	opDiscardAll
-	opExecute // uses a prepared statement by name (not a change)
-	opUnmovable
+	OpBegin Op = iota + 1
+	OpCommit
+	OpCommitChain // COMMIT AND CHAIN: commit, then a new transaction
+	OpRollback
+	OpRollbackChain
+	OpSavepoint
+	OpRelease
+	OpRollbackTo
+	OpTwoPhase // PREPARE TRANSACTION ...: ends the transaction; its effects are not the session's
+	OpSet
+	OpReset
+	OpResetAll
+	OpListen
+	OpUnlisten
+	OpUnlistenAll
+	OpPrepare
+	OpDeallocate
+	OpDeallocateAll
+	OpDiscardAll
+	OpExecute // uses a prepared statement by name (not a change)
+	OpUnmovable
 )
 
 // transactional reports whether an item's effect follows the transaction (undone by a
 // rollback). PREPARE and DEALLOCATE are not transactional in PostgreSQL.
-func (op itemOp) transactional() bool {
+func (op Op) Transactional() bool {
 	switch op {
-	case opSet, opReset, opResetAll, opListen, opUnlisten, opUnlistenAll, opDiscardAll:
+	case OpSet, OpReset, OpResetAll, OpListen, OpUnlisten, OpUnlistenAll, OpDiscardAll:
 		return true
 	}
 	return false
 }
 
 // txControl reports whether an item is transaction control rather than a change of state.
-func (op itemOp) txControl() bool { return op >= opBegin && op <= opTwoPhase }
+func (op Op) TxControl() bool { return op >= OpBegin && op <= OpTwoPhase }
 
 // nonTransactional reports whether an item changes state that a rollback does not undo.
-func (op itemOp) nonTransactional() bool {
-	return op == opPrepare || op == opDeallocate || op == opDeallocateAll
+func (op Op) NonTransactional() bool {
+	return op == OpPrepare || op == OpDeallocate || op == OpDeallocateAll
 }
 
-// stateItems reads a SQL text a second time and returns what its statements do to the session
+// StateItems reads a SQL text a second time and returns what its statements do to the session
 // and the transaction, in order. It is used only for texts whose summary says they matter.
-func stateItems(text []byte, backslashQuotes bool) []stateItem {
-	var items []stateItem
-	sc := &sqlScanner{collect: true}
-	sc.reset(backslashQuotes)
-	sc.feed(text)
-	sum := sc.finish()
+func StateItems(text []byte, backslashQuotes bool) []Item {
+	var items []Item
+	sc := &Scanner{collect: true}
+	sc.Reset(backslashQuotes)
+	sc.Feed(text)
+	sum := sc.Finish()
 	for _, st := range sc.collected {
-		if st.unmovable != "" {
-			items = append(items, stateItem{op: opUnmovable, name: st.unmovable})
+		if st.reason != "" {
+			items = append(items, Item{Op: OpUnmovable, Name: st.reason})
 			continue
 		}
-		if item, ok := itemOf(st.kind, st.flags, text[st.start:st.end]); ok {
+		if item, ok := itemOf(st.kind, st.flags, text[st.start:st.end], tokensOf(st.toks, text)); ok {
 			items = append(items, item)
 		}
 	}
-	if sum.uncertain {
-		items = append(items, stateItem{op: opUnmovable, name: reasonUncertainSQL})
+	if sum.Uncertain {
+		items = append(items, Item{Op: OpUnmovable, Name: ReasonUncertainSQL})
 	}
 	return items
 }
 
-// itemOf turns one statement into its stateItem.
-func itemOf(kind stmtKind, flags stmtFlags, stmt []byte) (stateItem, bool) {
-	toks := sqlTokens(stmt)
+// itemOf turns one statement into its Item.
+func itemOf(kind stmtKind, flags stmtFlags, stmt []byte, toks tokens) (Item, bool) {
 	chain := flags&flagChain != 0
 	switch kind {
 	case kindBegin:
-		return stateItem{op: opBegin}, true
+		return Item{Op: OpBegin}, true
 	case kindCommit:
 		if chain {
-			return stateItem{op: opCommitChain}, true
+			return Item{Op: OpCommitChain}, true
 		}
-		return stateItem{op: opCommit}, true
+		return Item{Op: OpCommit}, true
 	case kindRollback:
 		if chain {
-			return stateItem{op: opRollbackChain}, true
+			return Item{Op: OpRollbackChain}, true
 		}
-		return stateItem{op: opRollback}, true
+		return Item{Op: OpRollback}, true
 	case kindTwoPhase:
-		return stateItem{op: opTwoPhase}, true
+		return Item{Op: OpTwoPhase}, true
 	case kindSavepoint:
-		return stateItem{op: opSavepoint, name: tokenAfter(toks, 1)}, true
+		return Item{Op: OpSavepoint, Name: tokenAfter(toks, 1)}, true
 	case kindRelease:
 		i := 1
 		if toks.is(i, "savepoint") {
 			i++
 		}
-		return stateItem{op: opRelease, name: tokenAfter(toks, i)}, true
+		return Item{Op: OpRelease, Name: tokenAfter(toks, i)}, true
 	case kindRollbackTo:
 		i := 1
 		if toks.is(i, "work") || toks.is(i, "transaction") {
@@ -394,59 +369,59 @@ func itemOf(kind stmtKind, flags stmtFlags, stmt []byte) (stateItem, bool) {
 		if toks.is(i, "savepoint") {
 			i++
 		}
-		return stateItem{op: opRollbackTo, name: tokenAfter(toks, i)}, true
+		return Item{Op: OpRollbackTo, Name: tokenAfter(toks, i)}, true
 	case kindSet:
 		key := settingKey(toks, stmt)
 		if key == "" {
-			return stateItem{op: opUnmovable, name: reasonUncertainSQL}, true
+			return Item{Op: OpUnmovable, Name: ReasonUncertainSQL}, true
 		}
-		return stateItem{op: opSet, name: key, text: string(stmt)}, true
+		return Item{Op: OpSet, Name: key, Text: string(stmt)}, true
 	case kindReset:
 		if toks.is(1, "all") && len(toks) == 2 {
-			return stateItem{op: opResetAll}, true
+			return Item{Op: OpResetAll}, true
 		}
 		key := resetKey(toks)
 		if key == "" {
-			return stateItem{op: opUnmovable, name: reasonUncertainSQL}, true
+			return Item{Op: OpUnmovable, Name: ReasonUncertainSQL}, true
 		}
-		return stateItem{op: opReset, name: key}, true
+		return Item{Op: OpReset, Name: key}, true
 	case kindListen, kindUnlisten:
 		if kind == kindUnlisten && len(toks) == 2 && toks[1].symbol == '*' {
-			return stateItem{op: opUnlistenAll}, true
+			return Item{Op: OpUnlistenAll}, true
 		}
 		name := tokenAfter(toks, 1)
 		if name == "" || len(toks) != 2 {
-			return stateItem{op: opUnmovable, name: reasonUncertainSQL}, true
+			return Item{Op: OpUnmovable, Name: ReasonUncertainSQL}, true
 		}
 		if kind == kindListen {
-			return stateItem{op: opListen, name: name}, true
+			return Item{Op: OpListen, Name: name}, true
 		}
-		return stateItem{op: opUnlisten, name: name}, true
+		return Item{Op: OpUnlisten, Name: name}, true
 	case kindPrepare:
 		name := tokenAfter(toks, 1)
 		if name == "" {
-			return stateItem{op: opUnmovable, name: reasonUncertainSQL}, true
+			return Item{Op: OpUnmovable, Name: ReasonUncertainSQL}, true
 		}
-		return stateItem{op: opPrepare, name: name, text: string(stmt)}, true
+		return Item{Op: OpPrepare, Name: name, Text: string(stmt)}, true
 	case kindDeallocate:
 		i := 1
 		if toks.is(i, "prepare") {
 			i++
 		}
 		if toks.is(i, "all") && len(toks) == i+1 {
-			return stateItem{op: opDeallocateAll}, true
+			return Item{Op: OpDeallocateAll}, true
 		}
 		name := tokenAfter(toks, i)
 		if name == "" {
-			return stateItem{op: opUnmovable, name: reasonUncertainSQL}, true
+			return Item{Op: OpUnmovable, Name: ReasonUncertainSQL}, true
 		}
-		return stateItem{op: opDeallocate, name: name}, true
+		return Item{Op: OpDeallocate, Name: name}, true
 	case kindDiscardAll:
-		return stateItem{op: opDiscardAll}, true
+		return Item{Op: OpDiscardAll}, true
 	case kindExecute:
-		return stateItem{op: opExecute, name: tokenAfter(toks, 1)}, true
+		return Item{Op: OpExecute, Name: tokenAfter(toks, 1)}, true
 	}
-	return stateItem{}, false
+	return Item{}, false
 }
 
 // settingKey returns the name of the setting a session-level SET changes, normalized like
@@ -524,8 +499,8 @@ func tokenAfter(toks tokens, i int) string {
 	return ""
 }
 
-// token is one token of a statement: a word (lower-cased unless it was quoted), or a symbol.
-// Literals and numbers are tokens with neither (their text is not needed).
+// token is one token of a statement, as itemOf reads it: a word (lower-cased unless it was
+// quoted), or a symbol. Literals are tokens with neither (their text is not needed).
 type token struct {
 	word   string
 	quoted bool
@@ -539,80 +514,21 @@ func (t tokens) is(i int, kw string) bool {
 	return i < len(t) && !t[i].quoted && t[i].word == kw
 }
 
-// sqlTokens splits one statement into tokens. The statement has been read by sqlScanner
-// already, so only the token shapes matter here.
-func sqlTokens(stmt []byte) tokens {
-	var out tokens
-	for i := 0; i < len(stmt); {
-		c := stmt[i]
-		switch {
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
-			i++
-		case c == '-' && i+1 < len(stmt) && stmt[i+1] == '-':
-			for i < len(stmt) && stmt[i] != '\n' {
-				i++
-			}
-		case c == '/' && i+1 < len(stmt) && stmt[i+1] == '*':
-			i = skipBlockComment(stmt, i)
-		case isWordStart(c):
-			j := i
-			for j < len(stmt) && isWordByte(stmt[j]) {
-				j++
-			}
-			out = append(out, token{word: strings.ToLower(string(stmt[i:j]))})
-			i = j
-		case c == '"':
-			var b strings.Builder
-			j := i + 1
-			for j < len(stmt) {
-				if stmt[j] == '"' {
-					if j+1 < len(stmt) && stmt[j+1] == '"' {
-						b.WriteByte('"')
-						j += 2
-						continue
-					}
-					j++
-					break
-				}
-				b.WriteByte(stmt[j])
-				j++
-			}
-			out = append(out, token{word: b.String(), quoted: true})
-			i = j
-		case c == '\'' || c == '$' || c >= '0' && c <= '9':
-			// A literal, a number or a parameter: skip to the next space (good enough for
-			// the statements read here, whose names come before any literal).
-			j := i + 1
-			for j < len(stmt) && stmt[j] != ' ' && stmt[j] != '\t' && stmt[j] != '\n' && stmt[j] != ';' {
-				j++
-			}
-			out = append(out, token{})
-			i = j
+// tokensOf turns the scanner's tokens of one statement into words and symbols.
+func tokensOf(raw []rawToken, text []byte) tokens {
+	out := make(tokens, 0, len(raw))
+	for _, r := range raw {
+		switch r.kind {
+		case tokWord:
+			out = append(out, token{word: strings.ToLower(string(text[r.start:r.end]))})
+		case tokQuoted:
+			inner := string(text[r.start+1 : r.end-1])
+			out = append(out, token{word: strings.ReplaceAll(inner, `""`, `"`), quoted: true})
+		case tokSymbol:
+			out = append(out, token{symbol: text[r.start]})
 		default:
-			out = append(out, token{symbol: c})
-			i++
+			out = append(out, token{})
 		}
 	}
 	return out
-}
-
-// skipBlockComment returns the offset after the (nested) block comment that starts at i.
-func skipBlockComment(stmt []byte, i int) int {
-	depth := 0
-	for i < len(stmt) {
-		switch {
-		case i+1 < len(stmt) && stmt[i] == '/' && stmt[i+1] == '*':
-			depth++
-			i += 2
-		case i+1 < len(stmt) && stmt[i] == '*' && stmt[i+1] == '/':
-			depth--
-			i += 2
-			if depth == 0 {
-				return i
-			}
-		default:
-			i++
-		}
-	}
-	return i
 }

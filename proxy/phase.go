@@ -1,0 +1,172 @@
+package proxy
+
+import "fmt"
+
+// The session state machine
+//
+// A session is always in exactly one phase. The phase says who owns the client and backend
+// connections and what a relay may do with the next bytes it reads; it is the only place that
+// says so (the relays ask it, they keep no flags of their own about it). It changes only
+// through nextPhase, a pure function of the phase and an event, under session.mu:
+//
+//	phase      owner of the connections           what happens to the next client request
+//	---------------------------------------------------------------------------------------------
+//	startup    the startup goroutine               (none yet: TLS, authentication, first login)
+//	routed     the two relays; link up             forwarded to the backend (held when routing
+//	                                               no longer names it, at a safe point)
+//	held       the client→backend relay; the old   kept, not sent; waits for a primary
+//	           backend is still linked
+//	detached   the client→backend relay; no link   answered by the proxy (loss.go modes) or, at a
+//	                                               safe point, kept while the session moves
+//	moving     the client→backend relay            kept; sent once the new backend is linked
+//	draining   the two relays; link up             Shutdown asked: the session closes at its
+//	                                               next safe point (in startup: it is refused)
+//	closed     nobody: the last goroutine frees    dropped
+//
+// Transitions (anything else is a bug and is refused by nextPhase):
+//
+//	startup  --relayStarted--> routed      startup --drain--> draining     * --close--> closed
+//	routed   --hold----------> held        routed  --lost---> detached     routed --drain--> draining
+//	held     --routeBack-----> routed      held    --lost---> detached     held   --drain--> closed
+//	detached --moveStarted---> moving      detached --drain-> closed
+//	moving   --moved---------> routed      moving  --moveFailed--> detached   moving --drain--> closed
+//	draining --safePoint-----> closed      draining --hold/lost--> closed (a new request, or a loss,
+//	                                                                while draining ends the session)
+//
+// Held, detached and moving sessions have nothing in flight, so Shutdown closes them at once;
+// a routed session may have requests in flight, so it drains.
+//
+// Room for what comes next (issue 11): knowing a lost COMMIT's real outcome will add a phase
+// between a loss and the move ("resolving": the proxy owes the client an answer it asks the new
+// primary for); a backend terminated by pg_terminate_backend on a healthy primary is a close
+// with the server's FATAL, not a loss. Both are new edges here, not new flags in the relays.
+type sessionPhase uint8
+
+const (
+	phaseStartup sessionPhase = iota
+	phaseRouted
+	phaseHeld
+	phaseDetached
+	phaseMoving
+	phaseDraining
+	phaseClosed
+)
+
+var phaseNames = [...]string{"startup", "routed", "held", "detached", "moving", "draining", "closed"}
+
+func (p sessionPhase) String() string {
+	if int(p) < len(phaseNames) {
+		return phaseNames[p]
+	}
+	return fmt.Sprintf("phase(%d)", uint8(p))
+}
+
+// linked reports whether the session has a usable backend connection in this phase (the
+// backend→client relay relays from it).
+func (p sessionPhase) linked() bool {
+	return p == phaseRouted || p == phaseHeld || p == phaseDraining
+}
+
+// relaying reports whether startup is over and the session is not closed.
+func (p sessionPhase) relaying() bool {
+	return p != phaseStartup && p != phaseClosed
+}
+
+// phaseEvent is what happened to a session.
+type phaseEvent uint8
+
+const (
+	evRelayStarted phaseEvent = iota + 1 // startup is done; the relays take over
+	evHold                               // a new request at a safe point may not go to the backend now
+	evRouteBack                          // the held request may go to the same backend after all
+	evLost                               // the backend link is gone and the session lives on (loss.go)
+	evMoveStarted                        // the client→backend relay starts moving the session
+	evMoved                              // the new backend is linked
+	evMoveFailed                         // no primary in time: the session stays without a backend
+	evDrain                              // Shutdown asks the session to end at its next safe point
+	evSafePoint                          // the session reached a safe point (idle between transactions)
+	evClose                              // the session ends (failure, client gone, verdict, shutdown)
+)
+
+var eventNames = [...]string{"", "relayStarted", "hold", "routeBack", "lost", "moveStarted", "moved",
+	"moveFailed", "drain", "safePoint", "close"}
+
+func (e phaseEvent) String() string {
+	if int(e) < len(eventNames) && e != 0 {
+		return eventNames[e]
+	}
+	return fmt.Sprintf("event(%d)", uint8(e))
+}
+
+// nextPhase returns the phase after ev, and false when ev is not allowed in p (the phase then
+// stays). It is a pure function; see the table above.
+func nextPhase(p sessionPhase, ev phaseEvent) (sessionPhase, bool) {
+	if ev == evClose {
+		return phaseClosed, true
+	}
+	switch p {
+	case phaseStartup:
+		switch ev {
+		case evRelayStarted:
+			return phaseRouted, true
+		case evDrain:
+			return phaseDraining, true
+		}
+	case phaseRouted:
+		switch ev {
+		case evHold:
+			return phaseHeld, true
+		case evLost:
+			return phaseDetached, true
+		case evDrain:
+			return phaseDraining, true
+		case evSafePoint:
+			return phaseRouted, true
+		}
+	case phaseHeld:
+		switch ev {
+		case evRouteBack:
+			return phaseRouted, true
+		case evLost:
+			return phaseDetached, true
+		case evDrain:
+			return phaseClosed, true
+		}
+	case phaseDetached:
+		switch ev {
+		case evMoveStarted:
+			return phaseMoving, true
+		case evDrain:
+			return phaseClosed, true
+		case evSafePoint:
+			return phaseDetached, true
+		}
+	case phaseMoving:
+		switch ev {
+		case evMoved:
+			return phaseRouted, true
+		case evMoveFailed:
+			return phaseDetached, true
+		case evDrain:
+			return phaseClosed, true
+		}
+	case phaseDraining:
+		switch ev {
+		case evSafePoint, evHold, evLost:
+			return phaseClosed, true
+		case evDrain:
+			return phaseDraining, true
+		}
+	}
+	return p, false
+}
+
+// transitionLocked applies ev to the session's phase and reports whether it was allowed.
+// s.mu is held.
+func (s *session) transitionLocked(ev phaseEvent) bool {
+	next, ok := nextPhase(s.phase, ev)
+	if ok {
+		s.phase = next
+	}
+	return ok
+}
