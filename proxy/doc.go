@@ -17,14 +17,23 @@
 // (below). It sends the client the backend's ParameterStatus messages, the proxy's own
 // BackendKeyData and ReadyForQuery, starts the two relay goroutines and exits.
 //
-// Relay (relay.go, relay_unix.go, inspect.go, backendside.go): per session one goroutine copies
-// client→backend and one backend→client. They parse the 5-byte headers to find message
-// boundaries and forward every complete message already read in one write; an idle session
-// holds no read buffer (raw non-blocking system calls, see relay_unix.go). The client→backend
-// relay also reads the bodies of Query and Parse (the SQL text: classify.go, sqlscan.go) and the
+// Relay (relay.go, relay_unix.go, frame.go, inspect.go, backendside.go): per session one
+// goroutine copies client→backend and one backend→client. Every read of the wire goes through
+// one framing layer (frame.go: the framer peeks each 5-byte header, hands over complete
+// messages, streams large ones in pieces and keeps an incomplete tail for the next read), and
+// every complete message already read is forwarded in one write; an idle session holds no read
+// buffer (raw non-blocking system calls, see relay_unix.go). The client→backend relay also
+// reads the bodies of Query and Parse (the SQL text, classified by package sqlclass) and the
 // names in Bind, Execute, Describe and Close; the backend→client relay reads ReadyForQuery,
 // ParameterStatus, and ErrorResponse only for its severity and code. DataRow and every other
 // message are relayed on their header alone, and the common path allocates nothing.
+//
+// # The session's phase
+//
+// Where a session is in its life — startup, routed, held, detached, moving, draining, closed —
+// is one field changed by one pure transition function (phase.go, with the table of allowed
+// transitions); the relays, Shutdown, the route watcher and cancel requests ask it rather than
+// keeping flags of their own.
 //
 // # What the relays track
 //
@@ -46,8 +55,8 @@
 //
 // # Routing, hold and move (route.go, local.go, move.go, loss.go, retry.go)
 //
-// A Router that implements RouteWatcher tells the proxy where traffic may go now and when that
-// changes; a watcher goroutine keeps Server.route current. A new request at a safe point is
+// The Router tells the proxy where traffic may go now and when that changes; a watcher
+// goroutine keeps Server.route current. A new request at a safe point is
 // forwarded only while the route names the session's backend; otherwise it is held: the bytes
 // already read stay in the session, the client is not read any further (backpressure), and the
 // request waits until a primary is agreed or Config.HoldTimeout passes (ERROR 57P03, the request
@@ -95,10 +104,12 @@
 //
 // # Ownership and lifecycle
 //
-// See session: the startup goroutine, then the two relay goroutines, own the session; while
-// the backend link is down the client→backend relay owns the client side too. Serve runs the
-// accept loop and the route watcher; Shutdown stops accepting, closes each session when it
-// reaches a safe point (FATAL 57P01), and closes the rest when its context ends. No input may
+// See session and phase.go: the startup goroutine, then the two relay goroutines, own the
+// session; while the backend link is down (held, detached, moving) the client→backend relay
+// owns the client side too. Serve runs the accept loop and the route watcher; Shutdown stops
+// accepting and drains: sessions in startup are refused (57P03), sessions without requests in
+// flight close at once and the others at their next safe point (FATAL 57P01); the rest are
+// closed when its context ends. No input may
 // panic the process; each session goroutine recovers as a last resort and closes only its own
 // session.
 //

@@ -8,7 +8,7 @@ import (
 // Client message inspection
 //
 // The client→backend relay reads the body of a few message types only: Query and Parse (the
-// SQL text, see classify.go), Bind, Execute, Describe and Close (statement and portal names).
+// SQL text, see package sqlclass), Bind, Execute, Describe and Close (statement and portal names).
 // Everything else is forwarded on its header alone. Per request (a "segment": the messages up
 // to and including a Sync, or one Query) it learns:
 //

@@ -183,6 +183,14 @@ func (s *session) backendLost(r *relay, err error) (backendLink, bool) {
 	}
 
 	s.mu.Lock()
+	if s.clientEOF || s.clientGone || s.lastClientType == 'X' {
+		// The client finished while this relay was deciding. Checked again in the same
+		// critical section as the verdict: the client→backend relay, which ends at the
+		// client's EOF, leaves the session to this relay only while the link is up.
+		s.mu.Unlock()
+		s.endClientSide(nil, r.f.atBoundary())
+		return backendLink{}, false
+	}
 	f := lossFacts{
 		closing:      s.phase == phaseClosed || s.phase == phaseDraining,
 		atBoundary:   r.f.atBoundary(),

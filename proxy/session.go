@@ -27,6 +27,8 @@ const (
 // session is one client connection and, once authenticated, its backend connection, which may
 // be replaced by a connection to a new primary (a move) while the client stays connected.
 //
+// Which goroutine owns what follows from the session's phase (phase.go, under mu).
+//
 // Ownership: the startup goroutine owns every field until it starts the relay. Then:
 //   - the client→backend relay goroutine reads the client, writes the backend, and owns the
 //     backend's lifecycle: it holds requests, moves the session and answers the client itself

@@ -63,6 +63,7 @@ type options struct {
 	pgquorumEnv []string
 	baseEnv     []string
 	perfDir     string
+	perfStat    bool // count system calls and context switches per transaction (perf stat)
 }
 
 func main() {
@@ -78,6 +79,7 @@ func main() {
 	flag.StringVar(&o.baseBin, "base-bin", "", "a second pgquorum binary, measured as pgquorum-base")
 	envFlag := flag.String("pgquorum-env", "", "comma-separated KEY=VALUE for the pgquorum processes (e.g. GOMAXPROCS=1)")
 	baseEnvFlag := flag.String("base-env", "", "comma-separated KEY=VALUE for pgquorum-base (default: as -pgquorum-env)")
+	flag.BoolVar(&o.perfStat, "perfstat", false, "also count the proxy's system calls and context switches per transaction (perf stat)")
 	flag.StringVar(&o.perfDir, "perf", "", "directory for perf profiles of pgquorum during the fixed-rate runs")
 	flag.Parse()
 	for _, s := range strings.Split(*clientsFlag, ",") {
@@ -154,11 +156,36 @@ func run(o options) error {
 		targets = append(targets, t)
 	}
 
+	// What each proxy spends with no client traffic (pgquorum: Raft ticks, health probes,
+	// routing lease); the fixed-rate figures include it, spread over the transactions.
+	idle := map[string]float64{} // µs of CPU per second
+	if o.rate > 0 {
+		for _, t := range targets {
+			if t.proc == nil {
+				continue
+			}
+			before, err := benchenv.CPUTime(t.proc.Cmd.Process.Pid)
+			if err != nil {
+				return err
+			}
+			time.Sleep(o.duration)
+			after, err := benchenv.CPUTime(t.proc.Cmd.Process.Pid)
+			if err != nil {
+				return err
+			}
+			idle[t.name] = float64(after-before) / float64(time.Microsecond) / o.duration.Seconds()
+			log.Printf("%-13s idle: %.0f µs CPU per second", t.name, idle[t.name])
+		}
+	}
+
 	tps := map[string]map[int][]float64{}
 	cpu := map[string]map[int][]float64{} // µs of proxy CPU per transaction
+	sys := map[string]map[int][]float64{} // system calls per transaction
+	csw := map[string]map[int][]float64{} // context switches per transaction
 	lat := map[string][]float64{}         // median per-transaction latency at 1 client, µs, per round
 	for _, t := range targets {
 		tps[t.name], cpu[t.name] = map[int][]float64{}, map[int][]float64{}
+		sys[t.name], csw[t.name] = map[int][]float64{}, map[int][]float64{}
 	}
 	logDir := filepath.Join(dir, "logs")
 	for r := range o.rounds {
@@ -179,17 +206,50 @@ func run(o options) error {
 					}
 				}
 				if o.rate > 0 && t.proc != nil {
-					us, err := cpuPerTransaction(ctx, env, logDir, o, t, c, r)
+					m, err := cpuPerTransaction(ctx, env, logDir, o, t, c, r)
 					if err != nil {
 						return err
 					}
-					log.Printf("round %d clients %d %-13s at %d tps: %.1f µs CPU per transaction", r+1, c, t.name, o.rate, us)
-					cpu[t.name][c] = append(cpu[t.name][c], us)
+					log.Printf("round %d clients %d %-13s at %d tps: %.1f µs CPU, %.1f syscalls, %.2f context switches per transaction",
+						r+1, c, t.name, o.rate, m.cpuUS, m.syscalls, m.switches)
+					cpu[t.name][c] = append(cpu[t.name][c], m.cpuUS)
+					sys[t.name][c] = append(sys[t.name][c], m.syscalls)
+					csw[t.name][c] = append(csw[t.name][c], m.switches)
 				}
 			}
 		}
 	}
 	printTables(o, targets, tps, cpu, lat)
+	if o.rate > 0 {
+		fmt.Printf("\nIdle CPU of each proxy (no client traffic), µs per second:")
+		for _, t := range targets {
+			if t.proc != nil {
+				fmt.Printf(" %s %.0f (%.1f µs per transaction at %d tps);", t.name, idle[t.name], idle[t.name]/float64(o.rate), o.rate)
+			}
+		}
+		fmt.Println()
+	}
+	if o.perfStat {
+		fmt.Printf("\nSystem calls / context switches of the proxy process per transaction (perf stat), same runs\n\n")
+		header, rule := "| clients |", "| ---: |"
+		for _, t := range targets {
+			if t.proc != nil {
+				header += " " + t.name + " |"
+				rule += " ---: |"
+			}
+		}
+		fmt.Println(header)
+		fmt.Println(rule)
+		for _, c := range o.clients {
+			line := fmt.Sprintf("| %d |", c)
+			for _, t := range targets {
+				if t.proc != nil {
+					line += fmt.Sprintf(" %.1f / %.2f |", median(sys[t.name][c]), median(csw[t.name][c]))
+				}
+			}
+			fmt.Println(line)
+		}
+	}
 	return nil
 }
 
@@ -250,41 +310,87 @@ func startTarget(ctx context.Context, o options, name, dir string, cluster *loca
 	return target{}, fmt.Errorf("unknown target %q (want direct, pgbouncer, haproxy or pgquorum)", name)
 }
 
+// workPerTransaction is what the proxy process spent per transaction in a fixed-rate run.
+type workPerTransaction struct {
+	cpuUS    float64 // CPU time, µs
+	syscalls float64 // system calls (with -perfstat)
+	switches float64 // context switches (with -perfstat)
+}
+
 // cpuPerTransaction runs pgbench at the fixed rate against t and returns the proxy process's
-// CPU time per transaction in µs.
-func cpuPerTransaction(ctx context.Context, env []string, logDir string, o options, t target, clients, round int) (float64, error) {
+// work per transaction.
+func cpuPerTransaction(ctx context.Context, env []string, logDir string, o options, t target, clients, round int) (workPerTransaction, error) {
+	var m workPerTransaction
 	pid := t.proc.Cmd.Process.Pid
+	var stat *exec.Cmd
+	statFile := filepath.Join(logDir, fmt.Sprintf("perfstat-%s-%d-%d.csv", t.name, clients, round))
+	if o.perfStat {
+		stat = exec.CommandContext(ctx, "perf", "stat", "-x", ",", "-e", "raw_syscalls:sys_enter,context-switches",
+			"-p", strconv.Itoa(pid), "-o", statFile)
+		if err := stat.Start(); err != nil {
+			return m, fmt.Errorf("perf stat: %w", err)
+		}
+	}
 	var perf *exec.Cmd
 	if o.perfDir != "" && clients == 8 && strings.HasPrefix(t.name, "pgquorum") {
 		if err := os.MkdirAll(o.perfDir, 0o755); err != nil {
-			return 0, err
+			return m, err
 		}
 		out := filepath.Join(o.perfDir, fmt.Sprintf("%s-round%d.perf.data", t.name, round+1))
 		perf = exec.CommandContext(ctx, "perf", "record", "-F", "1999", "-g", "-p", strconv.Itoa(pid), "-o", out)
 		if err := perf.Start(); err != nil {
-			return 0, fmt.Errorf("perf record: %w", err)
+			return m, fmt.Errorf("perf record: %w", err)
 		}
 	}
 	before, err := benchenv.CPUTime(pid)
 	if err != nil {
-		return 0, err
+		return m, err
 	}
 	res, err := pgbench(ctx, env, logDir, t, clients, o.duration, o.rate)
 	if err != nil {
-		return 0, err
+		return m, err
 	}
 	after, err := benchenv.CPUTime(pid)
 	if err != nil {
-		return 0, err
+		return m, err
 	}
-	if perf != nil {
-		_ = perf.Process.Signal(os.Interrupt)
-		_ = perf.Wait()
+	for _, c := range []*exec.Cmd{perf, stat} {
+		if c != nil {
+			_ = c.Process.Signal(os.Interrupt)
+			_ = c.Wait()
+		}
 	}
 	if res.transactions == 0 {
-		return 0, errors.New("no transactions")
+		return m, errors.New("no transactions")
 	}
-	return float64(after-before) / float64(time.Microsecond) / float64(res.transactions), nil
+	n := float64(res.transactions)
+	m.cpuUS = float64(after-before) / float64(time.Microsecond) / n
+	if stat != nil {
+		counts, err := readPerfStat(statFile)
+		if err != nil {
+			return m, err
+		}
+		m.syscalls, m.switches = counts["raw_syscalls:sys_enter"]/n, counts["context-switches"]/n
+	}
+	return m, nil
+}
+
+// readPerfStat reads `perf stat -x ,` output: value,unit,event,...
+func readPerfStat(path string) (map[string]float64, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Split(line, ",")
+		if len(f) >= 3 {
+			if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+				out[f[2]] = v
+			}
+		}
+	}
+	return out, nil
 }
 
 func printTables(o options, targets []target, tps, cpu map[string]map[int][]float64, lat map[string][]float64) {
