@@ -333,8 +333,8 @@ func copyRaw(src, dst *net.TCPConn) {
 type epollLoop struct {
 	epfd  int
 	peers []atomic.Int32 // fd → 1 + the fd its bytes go to (0: none)
-	files []*os.File    // keep the duplicated descriptors open
-	spin  bool          // poll without blocking for a while before sleeping in epoll_wait
+	files []*os.File     // keep the duplicated descriptors open
+	spin  bool           // poll without blocking for a while before sleeping in epoll_wait
 }
 
 // wait returns the next ready events.
