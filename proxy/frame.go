@@ -68,12 +68,10 @@ func (f *framer) next(data []byte, i, prefix int) (kind frameKind, typ byte, siz
 	if available < 5 {
 		return frameNone, 0, 0, nil
 	}
-	typ = data[i]
-	length := int64(int32(binary.BigEndian.Uint32(data[i+1 : i+5])))
-	if length < 4 || length-4 > f.maxBody(typ) {
-		return frameNone, typ, 0, f.lengthError(typ, length)
+	typ, total, err := f.peek(data, i)
+	if err != nil {
+		return frameNone, typ, 0, err
 	}
-	total := 1 + length
 	switch {
 	case available >= total:
 		f.lastType = typ
@@ -84,6 +82,17 @@ func (f *framer) next(data []byte, i, prefix int) (kind frameKind, typ byte, siz
 		return frameStreamStart, typ, int(available), nil
 	}
 	return frameNone, typ, 0, nil
+}
+
+// peek reads and checks the header at data[i:] (at least 5 bytes) without changing the
+// framer's state. total is the message's size, type byte included.
+func (f *framer) peek(data []byte, i int) (typ byte, total int64, err *clientError) {
+	typ = data[i]
+	length := int64(int32(binary.BigEndian.Uint32(data[i+1 : i+5])))
+	if length < 4 || length-4 > f.maxBody(typ) {
+		return typ, 0, f.lengthError(typ, length)
+	}
+	return typ, 1 + length, nil
 }
 
 // skipRest counts the rest of the message whose first bytes (its header at least) are start as

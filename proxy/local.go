@@ -204,11 +204,12 @@ func (r *relay) respondLocally(data []byte) error {
 	var out []byte
 	for len(data)-i >= 5 {
 		if c.mode == modeIdle {
-			if _, _, _, lengthErr := r.f.next(data, i, 0); lengthErr != nil {
+			// Only peeked: the request is kept whole and framed again when it is sent.
+			typ, _, lengthErr := r.f.peek(data, i)
+			if lengthErr != nil {
 				s.writeToClient(out)
 				return lengthErr
 			}
-			typ := data[i]
 			if typ == 'X' {
 				s.writeToClient(out)
 				return errClientTerminated

@@ -67,11 +67,6 @@ func (p sessionPhase) linked() bool {
 	return p == phaseRouted || p == phaseHeld || p == phaseDraining
 }
 
-// relaying reports whether startup is over and the session is not closed.
-func (p sessionPhase) relaying() bool {
-	return p != phaseStartup && p != phaseClosed
-}
-
 // phaseEvent is what happened to a session.
 type phaseEvent uint8
 

@@ -33,19 +33,19 @@ func TestNextPhase(t *testing.T) {
 
 func TestPhaseFacts(t *testing.T) {
 	for _, tt := range []struct {
-		phase            sessionPhase
-		linked, relaying bool
+		phase  sessionPhase
+		linked bool
 	}{
-		{phaseStartup, false, false},
-		{phaseRouted, true, true},
-		{phaseHeld, true, true},
-		{phaseDetached, false, true},
-		{phaseMoving, false, true},
-		{phaseDraining, true, true},
-		{phaseClosed, false, false},
+		{phaseStartup, false},
+		{phaseRouted, true},
+		{phaseHeld, true},
+		{phaseDetached, false},
+		{phaseMoving, false},
+		{phaseDraining, true},
+		{phaseClosed, false},
 	} {
-		if tt.phase.linked() != tt.linked || tt.phase.relaying() != tt.relaying {
-			t.Errorf("%v: linked %v relaying %v, want %v %v", tt.phase, tt.phase.linked(), tt.phase.relaying(), tt.linked, tt.relaying)
+		if tt.phase.linked() != tt.linked {
+			t.Errorf("%v: linked %v, want %v", tt.phase, tt.phase.linked(), tt.linked)
 		}
 	}
 }

@@ -457,3 +457,92 @@ func requireClosedForReading(t testing.TB, c net.Conn) {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 }
+
+// fakeLoginServer accepts one connection, answers its startup message as a trust-auth
+// PostgreSQL would (AuthenticationOk, BackendKeyData, ReadyForQuery) and returns the
+// connection, positioned after the startup message, on the channel.
+func fakeLoginServer(t testing.TB) (addr string, conns <-chan net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	out := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		t.Cleanup(func() { c.Close() })
+		var header [4]byte
+		if _, err := io.ReadFull(c, header[:]); err != nil {
+			return
+		}
+		if _, err := io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint32(header[:]))-4); err != nil {
+			return
+		}
+		var reply []byte
+		reply = appendMessage(reply, 'R', []byte{0, 0, 0, 0})
+		reply = appendMessage(reply, 'K', []byte{0, 0, 0, 7, 1, 2, 3, 4})
+		reply = appendMessage(reply, 'Z', []byte{'I'})
+		if _, err := c.Write(reply); err != nil {
+			return
+		}
+		out <- c
+	}()
+	return ln.Addr().String(), out
+}
+
+func TestLargeRequestAfterLossReachesTheNewBackendWhole(t *testing.T) {
+	// The backend of an idle session goes away and its next request is refused (no primary
+	// within the hold timeout). The request after that is larger than the framer streams and
+	// arrives in pieces: the session moves and the new backend gets it byte for byte, counted
+	// as one request (its start was only peeked while the session had no backend).
+	addr, newBackends := fakeLoginServer(t)
+	router := newSwitchRouter(Route{Routing: true, Target: Target{Name: "first", Address: "127.0.0.1:1"}})
+	srv := newTestServerWith(t, Config{Router: router, HoldTimeout: 200 * time.Millisecond})
+	setRoute := func(r Route) { // as the route watcher of a serving Server does
+		router.set(r)
+		srv.route.Store(&r)
+	}
+	client, backend, sess := relayedSession(t, srv)
+	setRoute(Route{})
+	backend.Close()
+	waitLinkDown(t, sess)
+	client.Write(msg('Q', []byte("SELECT 1\x00")))
+	if e := readErrorResponse(t, client); e.Code != codeCannotConnectNow {
+		t.Fatalf("got %s %q, want 57P03", e.Code, e.Message)
+	}
+	readN(t, client, 6) // ReadyForQuery
+	setRoute(Route{Routing: true, Target: Target{Name: "next", Address: addr}})
+
+	query := msg('Q', append(bytes.Repeat([]byte("-"), 3*streamThreshold), 0))
+	go func() {
+		for rest := query; len(rest) > 0; {
+			n := min(len(rest), 1000)
+			if _, err := client.Write(rest[:n]); err != nil {
+				return
+			}
+			rest = rest[n:]
+		}
+	}()
+	var next net.Conn
+	select {
+	case next = <-newBackends:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session did not move")
+	}
+	if got := readN(t, next, len(query)); !bytes.Equal(got, query) {
+		t.Fatal("the new backend received different bytes than the client sent")
+	}
+	ready := msg('Z', []byte{'I'})
+	next.Write(ready)
+	readN(t, client, len(ready))
+	sess.mu.Lock()
+	sent, answered, safe := sess.syncsSent, sess.readyReceived, sess.atSafePointLocked()
+	sess.mu.Unlock()
+	if sent != answered || !safe {
+		t.Fatalf("requests sent %d, answered %d, safe point %v; want them equal, at a safe point", sent, answered, safe)
+	}
+}
