@@ -64,6 +64,21 @@ func (f *framer) continuation(data []byte) int {
 // message as a continuation. prefix is how much of a large message must be there before it is
 // streamed (at least the header). A length out of bounds is a protocol error.
 func (f *framer) next(data []byte, i, prefix int) (kind frameKind, typ byte, size int, err *clientError) {
+	// The common case, small enough to be inlined into the relay loops: a complete message of
+	// a valid length (any length for the backend; within the small-message bound for the
+	// client, whose large message types are checked by nextSlow).
+	if available := len(data) - i; available >= 5 {
+		length := int(binary.BigEndian.Uint32(data[i+1 : i+5]))
+		if length >= 4 && length < available && (f.fromBackend || length-4 <= maxSmallMessageBody) {
+			f.lastType = data[i]
+			return frameWhole, data[i], 1 + length, nil
+		}
+	}
+	return f.nextSlow(data, i, prefix)
+}
+
+// nextSlow is next for everything but a complete message of a common size.
+func (f *framer) nextSlow(data []byte, i, prefix int) (kind frameKind, typ byte, size int, err *clientError) {
 	available := int64(len(data) - i)
 	if available < 5 {
 		return frameNone, 0, 0, nil

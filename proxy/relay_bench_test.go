@@ -114,3 +114,23 @@ type discardConn struct{ net.Conn }
 
 func (discardConn) Write(p []byte) (int, error) { return len(p), nil }
 func (discardConn) Read(p []byte) (int, error)  { return 0, io.EOF }
+
+// BenchmarkRelayForwardClient measures the client→backend framing and inspection step alone
+// (no sockets): a pgbench -S Query at a safe point, on the production routing path (which
+// keeps a retry copy of each autocommit request), written to a discarding connection.
+func BenchmarkRelayForwardClient(b *testing.B) {
+	srv := newTestServer(b, &fakeRouter{})
+	s := newSession(srv, nil, nil)
+	s.phase, s.txStatus = phaseRouted, 'I'
+	r := newRelay(s, nil, discardConn{}, false, nil)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchQuery)))
+	for b.Loop() {
+		if err := r.forward(benchQuery); err != nil {
+			b.Fatal(err)
+		}
+		s.mu.Lock()
+		s.publishReadiesLocked(1, 'I') // the answer's ReadyForQuery
+		s.mu.Unlock()
+	}
+}
