@@ -1,9 +1,9 @@
 // Package routing tells the proxy where the primary is.
 //
-// It implements proxy.Router. ProbeRouter finds the primary by asking every
-// configured PostgreSQL node whether it is in recovery; it is the discovery used
-// when no consensus is available (and the bootstrap hint for a fresh cluster).
-// The package decides nothing about failover and never changes a PostgreSQL node.
+// ConsensusRouter implements proxy.Router from the agreed state. ProbeRouter finds the
+// primary by asking every configured PostgreSQL node whether it is in recovery; it is the
+// bootstrap hint for a fresh cluster. The package decides nothing about failover and never
+// changes a PostgreSQL node.
 package routing
 
 import (
