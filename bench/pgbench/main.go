@@ -17,8 +17,9 @@
 //	go run ./bench/pgbench -clients 1,8,64 -duration 10s -rounds 3
 //
 // To compare two builds of pgquorum (before/after a change) on a noisy machine,
-// pass -base-bin OLD: the old binary runs as a fifth target, "pgquorum-base",
-// interleaved with the rest. -perf DIR records a perf profile of pgquorum during
+// pass -base-bin OLD: the old binary runs as a fifth target, "pgquorum-base" (or the name
+// given with -base-name), interleaved with the rest; -base-env gives it its own environment
+// (the same binary with GOMAXPROCS=1, say). -perf DIR records a perf profile of pgquorum during
 // each fixed-rate run (perf record -g), for `perf report -i`.
 package main
 
@@ -62,6 +63,7 @@ type options struct {
 	baseBin     string // a second pgquorum build, measured as pgquorum-base
 	pgquorumEnv []string
 	baseEnv     []string
+	baseName    string
 	perfDir     string
 	perfStat    bool // count system calls and context switches per transaction (perf stat)
 }
@@ -78,6 +80,7 @@ func main() {
 	flag.StringVar(&o.bin, "bin", "", "pgquorum binary to measure (default: build ./cmd/pgquorum)")
 	flag.StringVar(&o.baseBin, "base-bin", "", "a second pgquorum binary, measured as pgquorum-base")
 	envFlag := flag.String("pgquorum-env", "", "comma-separated KEY=VALUE for the pgquorum processes (e.g. GOMAXPROCS=1)")
+	flag.StringVar(&o.baseName, "base-name", "pgquorum-base", "name of the -base-bin target in the tables")
 	baseEnvFlag := flag.String("base-env", "", "comma-separated KEY=VALUE for pgquorum-base (default: as -pgquorum-env)")
 	flag.BoolVar(&o.perfStat, "perfstat", false, "also count the proxy's system calls and context switches per transaction (perf stat)")
 	flag.StringVar(&o.perfDir, "perf", "", "directory for perf profiles of pgquorum during the fixed-rate runs")
@@ -91,7 +94,7 @@ func main() {
 	}
 	o.targets = strings.Split(*targetsFlag, ",")
 	if o.baseBin != "" {
-		o.targets = append(o.targets, "pgquorum-base")
+		o.targets = append(o.targets, o.baseName)
 	}
 	if *envFlag != "" {
 		o.pgquorumEnv = strings.Split(*envFlag, ",")
@@ -285,9 +288,9 @@ func startTarget(ctx context.Context, o options, name, dir string, cluster *loca
 		}
 		p, err := benchenv.Start("haproxy", []string{"-db", "-f", cfg}, filepath.Join(sub, "stdout.log"), "")
 		return target{name: name, port: port, proc: p}, err
-	case "pgquorum", "pgquorum-base":
+	case "pgquorum", o.baseName:
 		bin, env := o.bin, o.pgquorumEnv
-		if name == "pgquorum-base" {
+		if name == o.baseName {
 			bin, env = o.baseBin, o.baseEnv
 		}
 		if bin == "" {
@@ -410,7 +413,7 @@ func printTables(o options, targets []target, tps, cpu map[string]map[int][]floa
 			header += " " + t.name + " tps |"
 			rule += " ---: |"
 		}
-		for _, other := range []string{"pgbouncer", "haproxy", "direct", "pgquorum-base"} {
+		for _, other := range []string{"pgbouncer", "haproxy", "direct", o.baseName} {
 			if has(other) && has("pgquorum") {
 				header += " pgquorum / " + other + " |"
 				rule += " ---: |"
@@ -423,7 +426,7 @@ func printTables(o options, targets []target, tps, cpu map[string]map[int][]floa
 			for _, t := range targets {
 				line += fmt.Sprintf(" %.0f |", median(tps[t.name][c]))
 			}
-			for _, other := range []string{"pgbouncer", "haproxy", "direct", "pgquorum-base"} {
+			for _, other := range []string{"pgbouncer", "haproxy", "direct", o.baseName} {
 				if has(other) && has("pgquorum") {
 					line += " " + ratio(median(tps["pgquorum"][c]), median(tps[other][c])) + " |"
 				}
@@ -452,7 +455,7 @@ func printTables(o options, targets []target, tps, cpu map[string]map[int][]floa
 				rule += " ---: |"
 			}
 		}
-		for _, other := range []string{"pgbouncer", "haproxy", "pgquorum-base"} {
+		for _, other := range []string{"pgbouncer", "haproxy", o.baseName} {
 			if has(other) && has("pgquorum") {
 				header += " pgquorum / " + other + " |"
 				rule += " ---: |"
@@ -467,7 +470,7 @@ func printTables(o options, targets []target, tps, cpu map[string]map[int][]floa
 					line += fmt.Sprintf(" %.1f |", median(cpu[t.name][c]))
 				}
 			}
-			for _, other := range []string{"pgbouncer", "haproxy", "pgquorum-base"} {
+			for _, other := range []string{"pgbouncer", "haproxy", o.baseName} {
 				if has(other) && has("pgquorum") {
 					line += " " + ratio(median(cpu["pgquorum"][c]), median(cpu[other][c])) + " |"
 				}
