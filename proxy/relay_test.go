@@ -546,3 +546,52 @@ func TestLargeRequestAfterLossReachesTheNewBackendWhole(t *testing.T) {
 		t.Fatalf("requests sent %d, answered %d, safe point %v; want them equal, at a safe point", sent, answered, safe)
 	}
 }
+
+func TestShutdownLetsAnOpenTransactionFinish(t *testing.T) {
+	// A session idle in a transaction is not at a safe point: while Shutdown drains, its
+	// requests are still forwarded, and it closes right after the answer that ends the
+	// transaction.
+	srv := newTestServer(t, &fakeRouter{})
+	client, backend, sess := relayedSession(t, srv)
+	roundTrip := func(sql string, status byte) {
+		t.Helper()
+		query := msg('Q', append([]byte(sql), 0))
+		client.Write(query)
+		if got := readN(t, backend, len(query)); !bytes.Equal(got, query) {
+			t.Fatalf("backend got %q, want %q", got, query)
+		}
+		answer := append(msg('C', []byte(sql+"\x00")), msg('Z', []byte{status})...)
+		backend.Write(answer)
+		if got := readN(t, client, len(answer)); !bytes.Equal(got, answer) {
+			t.Fatalf("client got %q, want %q", got, answer)
+		}
+	}
+	roundTrip("BEGIN", 'T')
+	shutdownDone := make(chan error, 1)
+	go func() { shutdownDone <- srv.Shutdown(context.Background()) }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		sess.mu.Lock()
+		phase := sess.phase
+		sess.mu.Unlock()
+		if phase == phaseDraining {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the session is %v, want draining", phase)
+		}
+	}
+	roundTrip("SELECT 1", 'T')
+	roundTrip("COMMIT", 'I')
+	if e := readErrorResponse(t, client); e.Code != codeAdminShutdown {
+		t.Fatalf("got %s %q after the COMMIT's answer, want 57P01", e.Code, e.Message)
+	}
+	requireClosed(t, client)
+	select {
+	case err := <-shutdownDone:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+}
