@@ -136,6 +136,12 @@ func TestStateItems(t *testing.T) {
 		{"DEALLOCATE ALL", []Item{{Op: OpDeallocateAll}}},
 		{"DISCARD ALL", []Item{{Op: OpDiscardAll}}},
 		{"EXECUTE q(1)", []Item{{Op: OpExecute, Name: "q"}}},
+		// Names read from the scanner's own tokens: quoting, comments and literals as PostgreSQL reads them.
+		{`LISTEN "a""b"`, []Item{{Op: OpListen, Name: `a"b`}}},
+		{`DEALLOCATE /* it's */ "Q"`, []Item{{Op: OpDeallocate, Name: "Q"}}},
+		{`SET x.y = E'it\'s'`, []Item{{Op: OpSet, Name: "x.y", Text: `SET x.y = E'it\'s'`}}},
+		{"SET x.y=$$a;b$$", []Item{{Op: OpSet, Name: "x.y", Text: "SET x.y=$$a;b$$"}}},
+		{`UNLISTEN "*"`, []Item{{Op: OpUnlisten, Name: "*"}}},
 		{"BEGIN; SET x.y = 1; SAVEPOINT s1; RESET x.y; ROLLBACK TO SAVEPOINT s1; RELEASE s1; COMMIT",
 			[]Item{{Op: OpBegin}, {Op: OpSet, Name: "x.y", Text: "SET x.y = 1"}, {Op: OpSavepoint, Name: "s1"},
 				{Op: OpReset, Name: "x.y"}, {Op: OpRollbackTo, Name: "s1"}, {Op: OpRelease, Name: "s1"}, {Op: OpCommit}}},
