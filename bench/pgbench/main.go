@@ -263,7 +263,7 @@ func startTarget(ctx context.Context, o options, name, dir string, cluster *loca
 	if err != nil {
 		return target{}, err
 	}
-	sub := filepath.Join(dir, name)
+	sub := filepath.Join(dir, "targets", name) // apart from the binary BuildPgquorum writes in dir
 	if err := os.MkdirAll(sub, 0o755); err != nil {
 		return target{}, err
 	}
