@@ -212,6 +212,10 @@ func testTerminatedIdleSession(t *testing.T, p *pgPair) {
 		n, err := cur.QueryString(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = "+pid)
 		return err == nil && n == "0"
 	})
+	// And for the proxy to have read its end (a request racing the termination is another
+	// case: it reached a backend that was going away).
+	client := conn.PgConn().Conn().LocalAddr().String()
+	waitFor(t, "the proxy to see the backend's end", func() bool { return p.srv.sessionPhase(client) == phaseDetached })
 	if got := queryText(t, conn, "SELECT current_setting('myapp.kept') || ' ' || (pg_backend_pid() <> "+pid+")::text"); got != "yes true" {
 		t.Fatalf("after its backend was terminated the session answers %q, want its setting on a new backend", got)
 	}
@@ -539,4 +543,17 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// sessionPhase returns the phase of the session whose client connects from clientAddr
+// (phaseClosed when there is none).
+func (s *Server) sessionPhase(clientAddr string) sessionPhase {
+	for _, sess := range s.sessions.all() {
+		if sess.conn.RemoteAddr().String() == clientAddr {
+			sess.mu.Lock()
+			defer sess.mu.Unlock()
+			return sess.phase
+		}
+	}
+	return phaseClosed
 }
