@@ -73,6 +73,17 @@
 // cut off from the quorum receives no answers and loses its lease at most
 // LeaseDuration after the cut.
 //
+// # Peer calls
+//
+// Besides Raft, the transport carries peer calls (calls.go): a small
+// request/reply service between members, authenticated like every frame.
+// Other packages register a handler by name (HandleCalls) and call it on
+// another member (Call): a cancel request that reached the wrong proxy, a
+// learner asking a voter for a role's verifier. The handler gets the caller's
+// authenticated id and role and decides what it may ask. Calls are bounded
+// (payload size, handlers running at once, time) and best effort: a lost
+// request or reply ends with the caller's context.
+//
 // # Failure
 //
 // A storage error, an undecodable snapshot, a panic inside raft (a broken

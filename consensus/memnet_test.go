@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -196,6 +197,14 @@ func (t *memTransport) SendRemoved(to uint64) {
 	if target, _ := t.nw.route(t.id, to, false); target != nil {
 		target.DeliverRemoved(t.nw.sender(t.id))
 	}
+}
+
+func (t *memTransport) SendCall(to uint64, c PeerCall) error {
+	if target, _ := t.nw.route(t.id, to, false); target != nil {
+		c.Payload = slices.Clone(c.Payload)
+		target.DeliverCall(t.nw.sender(t.id), c)
+	}
+	return nil
 }
 
 func (t *memTransport) Close() error {

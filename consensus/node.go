@@ -92,6 +92,9 @@ type Node struct {
 	appliedSignal *signal
 	statusSignal  *signal
 
+	// Peer calls (calls.go): guarded by their own mutex, not the loop.
+	calls *callTable
+
 	// Lifecycle.
 	stopLoop  context.CancelFunc
 	done      chan struct{}
@@ -152,6 +155,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		reports:         make(chan transportReport, reportQueue),
 		appliedSignal:   newSignal(),
 		statusSignal:    newSignal(),
+		calls:           newCallTable(),
 		done:            make(chan struct{}),
 	}
 	if err := n.restoreFromDisk(); err != nil {
@@ -426,6 +430,7 @@ func (n *Node) shutdown(reason error) {
 	st.Stopped = true
 	st.IsLeader = false
 	n.status.Store(&st)
+	n.calls.stopCalls()
 	n.closeErr = errors.Join(n.transport.Close(), n.storage.close())
 	n.appliedSignal.stop()
 	n.statusSignal.stop()

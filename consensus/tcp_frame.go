@@ -29,10 +29,14 @@ import (
 // larger than maxFieldSize is read. Then the dialer sends frames:
 //
 //	length           4 bytes, big endian: 1 + len(payload), at most maxFrameSize
-//	kind             1 byte (frameRaft, frameJoin, frameRemoved, frameKeepalive)
+//	kind             1 byte (frameRaft, frameJoin, frameRemoved, frameKeepalive,
+//	                 frameCall)
 //	payload          a raftpb.Message (frameRaft), a join request (frameJoin:
 //	                 8-byte node id, 1 flag byte (1 = forwarded), address),
-//	                 or nothing (frameRemoved, frameKeepalive)
+//	                 a peer call or reply (frameCall: 8-byte call id, 1 flag
+//	                 byte (1 = reply), 1-byte service length + service,
+//	                 2-byte error length + error, payload), or nothing
+//	                 (frameRemoved, frameKeepalive)
 //
 // An idle dialer sends a keepalive every keepaliveInterval; the acceptor
 // closes a connection that sent nothing for idleTimeout. A large frame is
@@ -49,6 +53,7 @@ const (
 	frameJoin      byte = 2
 	frameRemoved   byte = 3
 	frameKeepalive byte = 4
+	frameCall      byte = 5
 
 	// maxFrameSize bounds one frame. A snapshot travels in one frame: the
 	// state machine's snapshot is at most 64 MiB (clusterstate.MaxSnapshotBytes),
@@ -204,4 +209,54 @@ func decodeJoin(b []byte) (JoinRequest, error) {
 		return JoinRequest{}, fmt.Errorf("malformed join request of %d bytes", len(b))
 	}
 	return JoinRequest{NodeID: binary.BigEndian.Uint64(b[:8]), Forwarded: b[8] == 1, Addr: string(b[9:])}, nil
+}
+
+// encodeCall encodes a peer call or reply (calls.go) as a frameCall payload.
+func encodeCall(c PeerCall) ([]byte, error) {
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	b := make([]byte, 0, 8+1+1+len(c.Service)+2+len(c.Err)+len(c.Payload))
+	b = binary.BigEndian.AppendUint64(b, c.ID)
+	var flags byte
+	if c.Reply {
+		flags = 1
+	}
+	b = append(b, flags, byte(len(c.Service)))
+	b = append(b, c.Service...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(c.Err)))
+	b = append(b, c.Err...)
+	return append(b, c.Payload...), nil
+}
+
+// decodeCall reads a frameCall payload. The result does not alias p (frame
+// buffers are reused).
+func decodeCall(p []byte) (PeerCall, error) {
+	var c PeerCall
+	if len(p) < 8+1+1 {
+		return c, errors.New("peer call shorter than its header")
+	}
+	c.ID = binary.BigEndian.Uint64(p[:8])
+	if p[8]&^1 != 0 {
+		return c, fmt.Errorf("unknown peer call flags %#x", p[8])
+	}
+	c.Reply = p[8] == 1
+	n := int(p[9])
+	p = p[10:]
+	if len(p) < n+2 {
+		return c, errors.New("peer call service name truncated")
+	}
+	c.Service = string(p[:n])
+	p = p[n:]
+	n = int(binary.BigEndian.Uint16(p[:2]))
+	p = p[2:]
+	if len(p) < n {
+		return c, errors.New("peer call error text truncated")
+	}
+	c.Err = string(p[:n])
+	c.Payload = slices.Clone(p[n:])
+	if err := c.validate(); err != nil {
+		return PeerCall{}, err
+	}
+	return c, nil
 }

@@ -78,6 +78,15 @@ type recordingInbox struct {
 	unreachable int
 	snapOK      int
 	snapFailed  int
+	calls       []PeerCall
+	callSenders []Sender
+}
+
+func (r *recordingInbox) DeliverCall(from Sender, c PeerCall) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, c)
+	r.callSenders = append(r.callSenders, from)
 }
 
 func (r *recordingInbox) Deliver(from Sender, m *raftpb.Message) {

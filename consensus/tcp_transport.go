@@ -174,6 +174,23 @@ func (t *tcpTransport) SendRemoved(to uint64) {
 	t.enqueue(to, outgoing{kind: frameRemoved})
 }
 
+func (t *tcpTransport) SendCall(to uint64, c PeerCall) error {
+	payload, err := encodeCall(c)
+	if err != nil {
+		return err
+	}
+	s := t.sender(to)
+	if s == nil {
+		return fmt.Errorf("no address known for node %d", to)
+	}
+	select {
+	case s.queue <- outgoing{kind: frameCall, payload: payload}:
+		return nil
+	default:
+		return fmt.Errorf("queue to node %d is full", to)
+	}
+}
+
 // outgoing is one frame waiting in a peer queue.
 type outgoing struct {
 	kind    byte
@@ -455,6 +472,13 @@ func (t *tcpTransport) dispatch(from Sender, kind byte, payload []byte) bool {
 		t.inbox.DeliverJoin(from, req)
 	case frameRemoved:
 		t.inbox.DeliverRemoved(from)
+	case frameCall:
+		c, err := decodeCall(payload)
+		if err != nil {
+			t.log.Warn("closing raft connection: bad peer call", "remote_node", from.ID, "err", err)
+			return false
+		}
+		t.inbox.DeliverCall(from, c)
 	case frameKeepalive:
 	default:
 		t.log.Warn("closing raft connection: unknown frame kind", "remote_node", from.ID, "kind", kind)

@@ -28,6 +28,10 @@ type Transport interface {
 	SendJoin(to uint64, req JoinRequest)
 	// SendRemoved tells peer `to` that it is no longer a member.
 	SendRemoved(to uint64)
+	// SendCall queues a peer call or reply (calls.go) for peer `to`. It
+	// fails when the frame cannot be queued; a queued frame may still be
+	// lost (the caller's context bounds the wait for the reply).
+	SendCall(to uint64, c PeerCall) error
 	// Close stops every goroutine of the transport and waits for them.
 	Close() error
 }
@@ -52,6 +56,8 @@ type Inbox interface {
 	DeliverJoin(from Sender, req JoinRequest)
 	// DeliverRemoved says peer `from` told this node it was removed.
 	DeliverRemoved(from Sender)
+	// DeliverCall hands over a peer call or reply (calls.go).
+	DeliverCall(from Sender, c PeerCall)
 	// ReportUnreachable says a message to id could not be sent.
 	ReportUnreachable(id uint64)
 	// ReportSnapshot says whether a MsgSnap to id was sent (ok) or not.
@@ -122,6 +128,8 @@ func (in nodeInbox) DeliverJoin(from Sender, req JoinRequest) {
 func (in nodeInbox) DeliverRemoved(from Sender) {
 	in.report(transportReport{kind: reportRemoved, id: from.ID, role: from.Role})
 }
+
+func (in nodeInbox) DeliverCall(from Sender, c PeerCall) { in.n.deliverCall(from, c) }
 
 func (in nodeInbox) ReportUnreachable(id uint64) {
 	in.report(transportReport{kind: reportUnreachable, id: id})
