@@ -38,6 +38,9 @@ func (n *Node) applyEntries(entries []*raftpb.Entry) error {
 		n.applied = e.GetIndex()
 	}
 	n.lease.applied(n.applied)
+	if !n.cfg.RoutingConfirmation {
+		n.ConfirmRouting(n.applied) // nothing routes by this node's state but the state itself
+	}
 	n.appliedSignal.notify()
 	return nil
 }
@@ -169,6 +172,9 @@ func (n *Node) installSnapshot(snap *raftpb.Snapshot) error {
 	}
 	n.membersDirty = true
 	n.lease.applied(n.applied)
+	if !n.cfg.RoutingConfirmation {
+		n.ConfirmRouting(n.applied) // nothing routes by this node's state but the state itself
+	}
 	n.appliedSignal.notify()
 	n.log.Info("installed snapshot from leader", "index", index, "term", snap.GetMetadata().GetTerm())
 	return nil

@@ -116,9 +116,10 @@ func TestLeaseTracker(t *testing.T) {
 			for _, s := range tc.steps {
 				switch s.op {
 				case "request":
-					ctxs = append(ctxs, l.request(at(s.at)))
+					ctxs = append(ctxs, l.request(at(s.at), 0))
 				case "answer":
 					ctx := binary.BigEndian.AppendUint64(nil, uint64(s.req))
+					ctx = binary.BigEndian.AppendUint64(ctx, 0)
 					if s.req <= len(ctxs) {
 						ctx = ctxs[s.req-1]
 					}

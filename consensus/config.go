@@ -66,6 +66,12 @@ type Config struct {
 	// still reaches cannot acknowledge commits); it bounds how long such a proxy
 	// keeps its sessions (stale reads at most LeaseDuration).
 	LeaseDuration time.Duration
+	// RoutingConfirmation: the routing layer confirms, with ConfirmRouting,
+	// each applied index once the proxy acts on it, and the leader's routing
+	// fences wait for that (see fence.go). False: the node confirms every
+	// index as soon as it applies it (for users whose routing follows the
+	// state synchronously, and for tests).
+	RoutingConfirmation bool
 	// SnapshotEvery is the number of applied entries between snapshots (and
 	// log compactions); default 1000.
 	SnapshotEvery uint64

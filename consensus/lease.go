@@ -34,20 +34,41 @@ func newLeaseTracker(duration time.Duration) *leaseTracker {
 	return &leaseTracker{duration: duration, sent: make(map[uint64]time.Time)}
 }
 
+// A ReadIndex context is 16 bytes: the request id, then the highest index
+// whose routing this member confirmed (see fence.go), both big-endian.
+const readContextSize = 16
+
 // request records a ReadIndex request sent at now and returns its context
-// bytes for RawNode.ReadIndex.
-func (l *leaseTracker) request(now time.Time) []byte {
-	l.nextID++
+// bytes for RawNode.ReadIndex, carrying the confirmed routing index.
+func (l *leaseTracker) request(now time.Time, confirmed uint64) []byte {
+	ctx := l.token(confirmed)
 	l.sent[l.nextID] = now
-	ctx := make([]byte, 8)
-	binary.BigEndian.PutUint64(ctx, l.nextID)
 	return ctx
+}
+
+// token returns the context of a ReadIndex that does not renew this node's
+// lease (the leader's batch while its own renewal is withheld).
+func (l *leaseTracker) token(confirmed uint64) []byte {
+	l.nextID++
+	ctx := make([]byte, readContextSize)
+	binary.BigEndian.PutUint64(ctx, l.nextID)
+	binary.BigEndian.PutUint64(ctx[8:], confirmed)
+	return ctx
+}
+
+// confirmedIn returns the confirmed routing index a ReadIndex context
+// carries (0 for a context without one).
+func confirmedIn(ctx []byte) uint64 {
+	if len(ctx) != readContextSize {
+		return 0
+	}
+	return binary.BigEndian.Uint64(ctx[8:])
 }
 
 // answer handles a ReadState: the request with context ctx was answered with
 // index. applied is this node's applied index.
 func (l *leaseTracker) answer(ctx []byte, index, applied uint64) {
-	if len(ctx) != 8 {
+	if len(ctx) != readContextSize {
 		return
 	}
 	id := binary.BigEndian.Uint64(ctx)

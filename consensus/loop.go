@@ -56,6 +56,10 @@ func (n *Node) loop(ctx context.Context, tick <-chan time.Time) error {
 			n.enqueueConfChange(c)
 		case t := <-n.transfers:
 			n.startTransfer(t)
+		case f := <-n.fences:
+			n.addFence(f, time.Now())
+		case <-n.confirmations:
+			n.onConfirmations(time.Now())
 		}
 		for n.rn.HasReady() {
 			if err := n.handleReady(); err != nil {
@@ -65,7 +69,9 @@ func (n *Node) loop(ctx context.Context, tick <-chan time.Time) error {
 		if n.removed {
 			return ErrRemoved
 		}
-		n.driveConfChanges(time.Now())
+		now := time.Now()
+		n.driveConfChanges(now)
+		n.checkFences(now)
 		n.publish()
 	}
 }
@@ -105,6 +111,7 @@ func (n *Node) onSoftState(ss *raft.SoftState) {
 		n.log.Info("raft leader changed", "leader", ss.Lead, "previous", n.lead, "state", ss.RaftState.String())
 		n.lead = ss.Lead
 		n.membersDirty = true
+		n.leadershipChanged(time.Now())
 	}
 }
 
@@ -147,7 +154,7 @@ func (n *Node) step(in inboundMessage) {
 	n.lastHeard[from] = time.Now()
 	n.peerRoles[from] = in.from.Role
 	if m.GetType() == raftpb.MsgReadIndex && n.lead == n.cfg.NodeID {
-		n.queuePeerRead(m) // answered in batches, see reads.go
+		n.queuePeerRead(m, time.Now()) // answered in batches, see reads.go
 		return
 	}
 	if err := n.rn.Step(m); err != nil {

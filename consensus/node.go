@@ -59,6 +59,12 @@ type Node struct {
 	snapshotRetryAt uint64
 	lead            uint64
 	lease           *leaseTracker
+	fence           *fenceTracker
+	// confirmed is the highest index whose routing this node confirmed;
+	// confirmSent is the one its latest ReadIndex carried (fence.go).
+	confirmed       uint64
+	confirmSent     uint64
+	fenceWaiters    []*fenceRequest
 	nextSeq         uint64
 	waiters         map[uint64]*proposeRequest
 	confQueue       []*confChangeRequest
@@ -84,6 +90,11 @@ type Node struct {
 	incoming    chan inboundMessage
 	joins       chan inboundJoin
 	reports     chan transportReport
+	fences      chan *fenceRequest
+	// confirmations wakes the loop after ConfirmRouting stored a higher
+	// routingConfirmed.
+	confirmations    chan struct{}
+	routingConfirmed atomic.Uint64
 
 	// Published by the loop.
 	status        atomic.Pointer[Status]
@@ -139,6 +150,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		storage:         storage,
 		sm:              cfg.StateMachine,
 		lease:           newLeaseTracker(cfg.LeaseDuration),
+		fence:           newFenceTracker(cfg.LeaseDuration),
 		nextSeq:         storage.incarnation << 32,
 		waiters:         make(map[uint64]*proposeRequest),
 		lastHeard:       make(map[uint64]time.Time),
@@ -153,6 +165,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		incoming:        make(chan inboundMessage, incomingQueue),
 		joins:           make(chan inboundJoin, joinQueue),
 		reports:         make(chan transportReport, reportQueue),
+		fences:          make(chan *fenceRequest),
+		confirmations:   make(chan struct{}, 1),
 		appliedSignal:   newSignal(),
 		statusSignal:    newSignal(),
 		calls:           newCallTable(),
@@ -423,6 +437,10 @@ func (n *Node) shutdown(reason error) {
 	for _, c := range n.confQueue {
 		c.finish(reason)
 	}
+	for _, w := range n.fenceWaiters {
+		w.result <- fenceResult{err: reason}
+	}
+	n.fenceWaiters = nil
 	n.confQueue = nil
 	n.lease.revoke()
 	n.leaseUntil.Store(0)

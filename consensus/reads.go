@@ -27,11 +27,16 @@ type peerReadBatch struct {
 	requests []*raftpb.Message
 }
 
-// queuePeerRead takes a MsgReadIndex addressed to this leader. Runs on the
-// Raft loop.
-func (n *Node) queuePeerRead(m *raftpb.Message) {
+// queuePeerRead takes a MsgReadIndex addressed to this leader, unless the
+// fence tracker withholds the renewal (see fence.go). Runs on the Raft loop.
+func (n *Node) queuePeerRead(m *raftpb.Message, now time.Time) {
 	if len(m.GetEntries()) != 1 || len(n.queuedPeerReads) >= maxQueuedPeerReads {
 		return // raft would reject a malformed one; a full queue is retried by the requester
+	}
+	if !n.fence.renewal(m.GetFrom(), confirmedIn(m.GetEntries()[0].GetData()), now) {
+		n.log.Debug("lease renewal withheld until the member confirms the routing fence",
+			"member", m.GetFrom(), "fence", n.fence.target)
+		return
 	}
 	n.queuedPeerReads = append(n.queuedPeerReads, m)
 }
@@ -49,18 +54,38 @@ func (n *Node) renewReads(now time.Time) {
 			delete(n.peerReadBatches, ctx) // lost with a leadership change; too old to help anyway
 		}
 	}
-	due := n.ticks%leaseRenewTicks == 0 || (leader && len(n.queuedPeerReads) > 0)
-	if !due || n.lead == 0 || !isMember(n.confState, n.cfg.NodeID) {
+	if n.ticks%leaseRenewTicks == 0 || (leader && len(n.queuedPeerReads) > 0) {
+		n.issueRead(now)
+	}
+}
+
+// issueRead sends one ReadIndex: this node's lease renewal, carrying the
+// routing index it confirmed, and on the leader the batch of forwarded
+// requests. The leader's own renewal obeys the fence like anyone else's.
+// Runs on the Raft loop.
+func (n *Node) issueRead(now time.Time) {
+	if n.lead == 0 || !isMember(n.confState, n.cfg.NodeID) {
 		return
 	}
-	ctx := n.lease.request(now)
-	if leader && len(n.queuedPeerReads) > 0 {
+	leader := n.lead == n.cfg.NodeID
+	batch := leader && len(n.queuedPeerReads) > 0
+	renew := !leader || n.fence.renewal(n.cfg.NodeID, n.confirmed, now)
+	var ctx []byte
+	switch {
+	case renew:
+		ctx = n.lease.request(now, n.confirmed)
+	case batch:
+		ctx = n.lease.token(n.confirmed)
+	default:
+		return
+	}
+	if batch {
 		n.peerReadBatches[string(ctx)] = peerReadBatch{sentAt: now, requests: n.queuedPeerReads}
 		n.queuedPeerReads = nil
 	}
+	n.confirmSent = n.confirmed
 	n.rn.ReadIndex(ctx)
 }
-
 // answerPeerReads answers the requests batched under a confirmed ReadIndex.
 // Runs on the Raft loop.
 func (n *Node) answerPeerReads(ctx []byte, index uint64) {
