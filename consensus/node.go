@@ -62,14 +62,14 @@ type Node struct {
 	fence           *fenceTracker
 	// confirmed is the highest index whose routing this node confirmed;
 	// confirmSent is the one its latest ReadIndex carried (fence.go).
-	confirmed       uint64
-	confirmSent     uint64
-	fenceWaiters    []*fenceRequest
-	nextSeq         uint64
-	waiters         map[uint64]*proposeRequest
-	confQueue       []*confChangeRequest
-	lastHeard       map[uint64]time.Time
-	removalNotices  map[uint64]time.Time // removal notices this node sent, by target
+	confirmed      uint64
+	confirmSent    uint64
+	fenceWaiters   []*fenceRequest
+	nextSeq        uint64
+	waiters        map[uint64]*proposeRequest
+	confQueue      []*confChangeRequest
+	lastHeard      map[uint64]time.Time
+	removalNotices map[uint64]time.Time // removal notices this node sent, by target
 	// removalClaims are the removal notices this node received, by sender;
 	// peerRoles the role each peer last authenticated with. See peerauth.go.
 	removalClaims map[uint64]time.Time

@@ -86,6 +86,7 @@ func (n *Node) issueRead(now time.Time) {
 	n.confirmSent = n.confirmed
 	n.rn.ReadIndex(ctx)
 }
+
 // answerPeerReads answers the requests batched under a confirmed ReadIndex.
 // Runs on the Raft loop.
 func (n *Node) answerPeerReads(ctx []byte, index uint64) {
