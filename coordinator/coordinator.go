@@ -23,11 +23,17 @@ type Raft interface {
 	// Members lists the members of the applied configuration; the voters among
 	// them decide whether the primary is down.
 	Members() []consensus.Member
+	// FenceRouting waits until no proxy can still route by a state older
+	// than index: each confirmed it, or its lease provably ran out. Leader only.
+	FenceRouting(ctx context.Context, index uint64) (consensus.FenceReport, error)
 }
 
 // StateSource gives the applied replicated state (*clusterstate.Machine).
 type StateSource interface {
 	State() clusterstate.State
+	// AppliedIndex is the Raft index of the last applied entry (at least the
+	// one State reflects, when read after it).
+	AppliedIndex() uint64
 }
 
 // HealthView is this proxy's own view of the PostgreSQL nodes (*health.Monitor).
@@ -47,6 +53,7 @@ const (
 	DefaultBlockedRecheck    = time.Second
 	DefaultReconcileEvery    = 5 * time.Second
 	DefaultProposeTimeout    = 3 * time.Second
+	DefaultFenceTimeout      = 30 * time.Second
 )
 
 // Coordinator bootstraps the cluster and drives failovers and switchovers (see
@@ -117,6 +124,11 @@ type Coordinator struct {
 	ReconcileEvery time.Duration
 	// ProposeTimeout bounds one Raft proposal; default 3s.
 	ProposeTimeout time.Duration
+	// FenceTimeout bounds the wait for every proxy to confirm a failover's
+	// epoch or lose its lease before the standbys are frozen; default 30s. The
+	// wait itself is bounded by about one routing lease (3 s); this only
+	// guards against a broken Raft member.
+	FenceTimeout time.Duration
 
 	// Metrics receives failover outcomes and phase durations; nil records nothing.
 	Metrics *metrics.Metrics

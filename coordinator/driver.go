@@ -265,12 +265,45 @@ func (d *driver) freezeNodes(ctx context.Context, nodes []string, quiet bool) []
 	return rows
 }
 
-// freeze runs SPEC §4 step 3 and records the LSN table. While the failover is
-// blocked it first checks whether the new table changes anything, so a blocked
-// failover that stays blocked proposes nothing; and it aborts the failover when
-// the old primary is back.
+// fence waits until no proxy can still route to the old primary: every proxy
+// (voters and learners) confirmed that it acts on the failover's epoch (it has
+// closed its backend connections to the old primary and holds new requests), or
+// its routing lease provably ran out (consensus.FenceRouting). It runs first in
+// the freeze step, before anything happens to PostgreSQL: from then on no proxy
+// reads from the old primary, so no client can read what the old primary
+// committed locally but no standby has (a commit waiting for synchronous
+// replication is visible on the primary that waits), and nothing the new primary
+// acknowledges can be followed by a stale read. It returns a description for the
+// step's record.
+func (d *driver) fence(ctx context.Context, f *clusterstate.FailoverProgress) (string, error) {
+	index := d.c.State.AppliedIndex()
+	started := time.Now()
+	fctx, cancel := context.WithTimeout(ctx, orDefault(d.c.FenceTimeout, DefaultFenceTimeout))
+	defer cancel()
+	report, err := d.c.Raft.FenceRouting(fctx, index)
+	if err != nil {
+		return "", fmt.Errorf("fence the proxies' routing at index %d: %w", index, err)
+	}
+	took := time.Since(started).Round(time.Millisecond)
+	level := slog.LevelInfo
+	if len(report.Expired) > 0 {
+		level = slog.LevelWarn
+	}
+	d.logger.Log(ctx, level, "no proxy routes to the old primary any more", "epoch", f.Epoch, "old_primary", f.OldPrimary,
+		"index", index, "waited", took, "fence", report.String())
+	return fmt.Sprintf("fenced in %v: %s", took, report), nil
+}
+
+// freeze runs SPEC §4 step 3, after the routing fence, and records the LSN
+// table. While the failover is blocked it first checks whether the new table
+// changes anything, so a blocked failover that stays blocked proposes nothing;
+// and it aborts the failover when the old primary is back.
 func (d *driver) freeze(ctx context.Context, st clusterstate.State) (time.Duration, error) {
 	f := st.Failover
+	fenced, err := d.fence(ctx, f)
+	if err != nil {
+		return 0, err
+	}
 	standbys := standbysOf(st, f.OldPrimary)
 	var table []clusterstate.LSNRow
 	if f.Kind == clusterstate.KindSwitchover {
@@ -297,9 +330,9 @@ func (d *driver) freeze(ctx context.Context, st clusterstate.State) (time.Durati
 			frozen = append(frozen, r.Node)
 		}
 	}
-	detail := "frozen: " + strings.Join(frozen, ", ")
+	detail := fenced + "; frozen: " + strings.Join(frozen, ", ")
 	if len(frozen) == 0 {
-		detail = "no standby frozen"
+		detail = fenced + "; no standby frozen"
 	}
 	if template, ok := d.template(st, ""); ok {
 		detail += "; " + templateDetail(template)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pgquorum/pgquorum/conninfo"
+	"github.com/pgquorum/pgquorum/consensus"
 	"github.com/pgquorum/pgquorum/consensus/clusterstate"
 	"github.com/pgquorum/pgquorum/health"
 )
@@ -464,4 +465,36 @@ func TestRunDrivesAFailoverWithoutWaiting(t *testing.T) {
 	cancel()
 	<-stopped
 	h.checkFailedOverToPG2(h.raft.State())
+}
+
+// TestNoStandbyIsFrozenBeforeEveryProxyIsFenced: the freeze step first waits for
+// the routing fence (every proxy confirmed the failover's epoch or lost its lease);
+// while the fence fails, no PostgreSQL node is touched, and the step's record says
+// how the proxies were fenced.
+func TestNoStandbyIsFrozenBeforeEveryProxyIsFenced(t *testing.T) {
+	h := newHarness(t)
+	h.primaryDown()
+	h.raft.fenceErr = consensus.ErrNotLeader
+	d := newDriver(h.coord)
+	h.drive(d, func(st clusterstate.State) bool { return st.Failover != nil })
+	began := h.raft.AppliedIndex()
+	for range 3 {
+		d.leaderStep(t.Context())
+	}
+	if len(h.pg.calls) != 0 {
+		t.Fatalf("PostgreSQL actions %v before the routing fence succeeded", h.pg.calls)
+	}
+	if len(h.raft.fences) == 0 || h.raft.fences[0] < began {
+		t.Fatalf("fences asked for %v, want at least the failover's index %d", h.raft.fences, began)
+	}
+	h.raft.mu.Lock()
+	h.raft.fenceErr = nil
+	h.raft.mu.Unlock()
+	st := h.drive(d, failoverEnded)
+	h.checkFailedOverToPG2(st)
+	freeze := st.History[len(st.History)-1].Steps[0]
+	if freeze.Step != clusterstate.StepFreeze || !strings.HasPrefix(freeze.Detail, "fenced in ") ||
+		!strings.Contains(freeze.Detail, "confirmed by proxies 1, 2, 3") {
+		t.Fatalf("freeze record %+v does not say how the proxies were fenced", freeze)
+	}
 }

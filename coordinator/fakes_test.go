@@ -59,6 +59,8 @@ type fakeRaft struct {
 	// beforeApply, when set, may refuse a proposal: it is then not applied and
 	// Propose returns the error (a leader that crashed before proposing).
 	beforeApply func(clusterstate.Command) error
+	fences      []uint64 // indexes FenceRouting was asked for
+	fenceErr    error    // when set, FenceRouting fails with it
 }
 
 func newFakeRaft(voters ...uint64) *fakeRaft {
@@ -115,6 +117,28 @@ func (r *fakeRaft) Propose(ctx context.Context, data []byte) ([]byte, error) {
 }
 
 func (r *fakeRaft) State() clusterstate.State { return r.machine.State() }
+
+func (r *fakeRaft) AppliedIndex() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.index
+}
+
+// FenceRouting answers at once that every member confirmed, unless fenceErr
+// says otherwise; fences records the indexes asked for.
+func (r *fakeRaft) FenceRouting(ctx context.Context, index uint64) (consensus.FenceReport, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.fences = append(r.fences, index)
+	if r.fenceErr != nil {
+		return consensus.FenceReport{}, r.fenceErr
+	}
+	report := consensus.FenceReport{Index: index}
+	for _, m := range r.members {
+		report.Confirmed = append(report.Confirmed, m.ID)
+	}
+	return report, nil
+}
 
 // count returns how many applied commands satisfy match.
 func (r *fakeRaft) count(match func(clusterstate.Command) bool) int {

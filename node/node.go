@@ -109,6 +109,9 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		Plaintext:    n.security.peer == nil, // validated: only with security.insecure on loopback
 		// A sidecar's certificate lets it report, not steer the cluster.
 		LearnerProposals: clusterstate.LearnerMayPropose,
+		// The router confirms each applied index once the proxy acted on it
+		// (routing.ConsensusRouter.RouteApplied), so failovers wait for it.
+		RoutingConfirmation: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("raft: %w", err)

@@ -20,6 +20,16 @@ type Route struct {
 	LeaseExpired bool
 }
 
+// RouteAcknowledger is implemented by Routers that want to know when the proxy has acted on a
+// Route: once RouteApplied(r) is called, every relayed session's backend connection that r
+// forbids is closed (LeaseExpired: all of them; a new Target: those to any other server), and no
+// session sends a new request to a server r does not route to. The Raft leader waits for this
+// before it releases a new primary (SPEC §4: a failover is complete only when no proxy can still
+// route to the old primary). It must not block.
+type RouteAcknowledger interface {
+	RouteApplied(r Route)
+}
+
 // errTooManyHeld means the bound on held requests (Config.MaxHeld) is reached.
 var errTooManyHeld = errors.New("too many requests are waiting for a primary")
 
@@ -42,6 +52,9 @@ func (s *Server) watchRoutes(ctx context.Context, w Router) {
 		old := s.route.Swap(&r)
 		if old == nil || *old != r {
 			s.routeChanged(r)
+		}
+		if a, ok := w.(RouteAcknowledger); ok {
+			a.RouteApplied(r)
 		}
 		select {
 		case <-ctx.Done():

@@ -21,6 +21,9 @@ type RaftView interface {
 	Applied() <-chan struct{}
 	// Done is closed when the Raft member stops.
 	Done() <-chan struct{}
+	// ConfirmRouting tells the member that the proxy now routes as the state
+	// at the applied index says; the leader's routing fences wait for it.
+	ConfirmRouting(index uint64)
 }
 
 // StateSource gives the applied replicated state (*clusterstate.Machine).
@@ -38,6 +41,12 @@ type View struct {
 	// LeaseExpired: not routing because this proxy's view is not confirmed by a quorum (it
 	// may be cut off); the proxy then drops its backend connections (fail closed).
 	LeaseExpired bool
+	// Fenced: a failover is in progress and the old primary is abandoned; the
+	// proxy closes every backend connection, so nothing it holds can still read
+	// from or write to the old primary once the new one is released. A
+	// switchover is fenced only after its demote step: until then the old
+	// primary is still the one writer and its open transactions may finish.
+	Fenced bool
 }
 
 // ConsensusRouter routes to the primary agreed through Raft, and only while this
@@ -46,6 +55,13 @@ type View struct {
 // One goroutine (Run) owns the derivation: it recomputes the View when entries
 // are applied and at every LeaseCheck tick, publishes it atomically and wakes
 // waiting sessions. Primary and Current only read.
+//
+// Routing confirmations (SPEC §4, fencing): the proxy calls RouteApplied once it
+// has acted on a Route (closed the backend connections that Route forbids). The
+// router then confirms to the Raft member the applied index that Route was
+// derived from, and keeps confirming later indexes as long as they derive the
+// same Route. The Raft leader completes a failover only once every proxy
+// confirmed the failover's index or provably lost its lease.
 type ConsensusRouter struct {
 	Raft  RaftView
 	State StateSource
@@ -63,6 +79,13 @@ type ConsensusRouter struct {
 	agreed  agreedRouting // Run's goroutine only
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every View change
+
+	// Under ackMu: the Route the proxy last said it applied, and the applied
+	// index the current View was derived from.
+	ackMu     sync.Mutex
+	acked     proxy.Route
+	hasAcked  bool
+	viewIndex uint64
 }
 
 // Run keeps the View current until ctx ends or the Raft member stops.
@@ -96,6 +119,18 @@ type agreedRouting struct {
 	epoch        uint64
 	primary      string
 	bootstrapped bool
+	fenced       string // the old primary of a failover that abandoned it; "" when none
+}
+
+// fencedPrimary returns the old primary a failover in progress has abandoned:
+// at once for a failover, after the demote step for a switchover (until then
+// the old primary is still the writer and its open transactions may finish).
+func fencedPrimary(st clusterstate.State) string {
+	f := st.Failover
+	if f == nil || f.Next == clusterstate.StepDemoteOldPrimary {
+		return ""
+	}
+	return f.OldPrimary
 }
 
 // refresh recomputes the View and publishes it if it changed.
@@ -104,7 +139,8 @@ func (r *ConsensusRouter) refresh() {
 	// moved, not at every lease tick.
 	if idx := r.State.AppliedIndex(); !r.agreed.read || idx != r.agreed.index {
 		st := r.State.State()
-		r.agreed = agreedRouting{index: idx, read: true, epoch: st.Epoch, primary: st.Primary, bootstrapped: st.Bootstrapped()}
+		r.agreed = agreedRouting{index: idx, read: true, epoch: st.Epoch, primary: st.Primary,
+			bootstrapped: st.Bootstrapped(), fenced: fencedPrimary(st)}
 	}
 	a := r.agreed
 	leaseOK := r.Raft.LeaseValid(time.Now())
@@ -112,6 +148,9 @@ func (r *ConsensusRouter) refresh() {
 	switch {
 	case !a.bootstrapped:
 		v.Reason = "the cluster is not bootstrapped yet (no primary agreed)"
+	case a.fenced != "":
+		v.Reason = fmt.Sprintf("failover in progress at epoch %d: old primary %s is fenced, no backend connection is kept", a.epoch, a.fenced)
+		v.Fenced = true
 	case a.primary == "":
 		v.Reason = fmt.Sprintf("no primary agreed at epoch %d (failover in progress)", a.epoch)
 	case !leaseOK:
@@ -127,6 +166,40 @@ func (r *ConsensusRouter) refresh() {
 		v.Target = proxy.Target{Name: a.primary, Address: addr, Epoch: a.epoch}
 	}
 	r.publish(v)
+	r.confirm(a.index, routeOf(v))
+}
+
+// routeOf is what the proxy sees of a View.
+func routeOf(v View) proxy.Route {
+	return proxy.Route{Target: v.Target, Routing: v.Routing, LeaseExpired: v.LeaseExpired || v.Fenced}
+}
+
+// confirm records that the current View was derived at index, and confirms
+// index to the Raft member if the proxy already applied the same Route.
+func (r *ConsensusRouter) confirm(index uint64, route proxy.Route) {
+	r.ackMu.Lock()
+	r.viewIndex = index
+	ok := r.hasAcked && r.acked == route
+	r.ackMu.Unlock()
+	if ok {
+		r.Raft.ConfirmRouting(index)
+	}
+}
+
+// RouteApplied is called by the proxy once it has acted on route (see
+// proxy.RouteAcknowledger): if route is still the current one, the applied
+// index it was derived from is confirmed to the Raft member.
+func (r *ConsensusRouter) RouteApplied(route proxy.Route) {
+	r.ackMu.Lock()
+	current := routeOf(r.Current()) == route
+	if current {
+		r.acked, r.hasAcked = route, true
+	}
+	index := r.viewIndex
+	r.ackMu.Unlock()
+	if current {
+		r.Raft.ConfirmRouting(index)
+	}
 }
 
 func (r *ConsensusRouter) publish(v View) {
@@ -179,8 +252,7 @@ func (r *ConsensusRouter) wait() <-chan struct{} {
 // change.
 func (r *ConsensusRouter) Route() (proxy.Route, <-chan struct{}) {
 	ch := r.wait() // before reading the view, so no change is missed
-	v := r.Current()
-	return proxy.Route{Target: v.Target, Routing: v.Routing, LeaseExpired: v.LeaseExpired}, ch
+	return routeOf(r.Current()), ch
 }
 
 // Primary returns the agreed primary, waiting while there is none or the lease

@@ -14,8 +14,9 @@ import (
 
 // fakeRaft is a Raft member whose lease and applied signal the test controls.
 type fakeRaft struct {
-	lease   atomic.Bool
-	mu      sync.Mutex
+	lease     atomic.Bool
+	confirmed atomic.Uint64
+	mu        sync.Mutex
 	applied chan struct{}
 	done    chan struct{}
 }
@@ -30,6 +31,14 @@ func (f *fakeRaft) Applied() <-chan struct{} {
 	return f.applied
 }
 func (f *fakeRaft) Done() <-chan struct{} { return f.done }
+func (f *fakeRaft) ConfirmRouting(index uint64) {
+	for {
+		old := f.confirmed.Load()
+		if index <= old || f.confirmed.CompareAndSwap(old, index) {
+			return
+		}
+	}
+}
 func (f *fakeRaft) signal() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -117,16 +126,93 @@ func TestRoutesOnlyWithAgreedPrimaryAndLease(t *testing.T) {
 		t.Fatalf("Primary = %+v, %v", got, err)
 	}
 
-	// A failover begins: no primary at epoch 2.
-	state.set(bootstrapped("", 2))
+	// A failover begins: no primary at epoch 2, the old primary is fenced.
+	state.set(failingOver("pg1", 2, clusterstate.StepFreeze))
 	raft.signal()
-	waitView(t, changes, func(v View) bool { return !v.Routing && strings.Contains(v.Reason, "no primary agreed at epoch 2") })
+	v = waitView(t, changes, func(v View) bool { return !v.Routing && strings.Contains(v.Reason, "pg1 is fenced") })
+	if route, _ := r.Route(); !v.Fenced || !route.LeaseExpired || route.Routing {
+		t.Fatalf("view %+v gives route %+v; want every backend connection closed", v, route)
+	}
 
 	// The lease is lost: fail closed even once a primary is agreed again.
 	raft.lease.Store(false)
 	state.set(bootstrapped("pg2", 2))
 	raft.signal()
 	waitView(t, changes, func(v View) bool { return strings.Contains(v.Reason, "lease expired") })
+}
+
+// failingOver is a state with a failover away from old in progress at epoch, next step next.
+func failingOver(old string, epoch uint64, next clusterstate.Step) clusterstate.State {
+	st := bootstrapped("", epoch)
+	kind := clusterstate.KindAutomatic
+	if next == clusterstate.StepDemoteOldPrimary {
+		kind = clusterstate.KindSwitchover
+	}
+	st.Failover = &clusterstate.FailoverProgress{Epoch: epoch, Kind: kind, OldPrimary: old, Next: next}
+	return st
+}
+
+func TestSwitchoverFencesTheOldPrimaryOnlyAfterDemote(t *testing.T) {
+	r, raft, state, changes := startRouter(t)
+	raft.lease.Store(true)
+	state.set(failingOver("pg1", 2, clusterstate.StepDemoteOldPrimary))
+	raft.signal()
+	v := waitView(t, changes, func(v View) bool { return strings.Contains(v.Reason, "no primary agreed at epoch 2") })
+	if route, _ := r.Route(); v.Fenced || route.LeaseExpired {
+		t.Fatalf("switchover before demote: view %+v, route %+v; want open transactions kept", v, route)
+	}
+	state.set(failingOver("pg1", 2, clusterstate.StepFreeze))
+	raft.signal()
+	waitView(t, changes, func(v View) bool { return v.Fenced })
+}
+
+func TestRoutingIsConfirmedOnlyOnceTheProxyAppliedTheRoute(t *testing.T) {
+	r, raft, state, changes := startRouter(t)
+	raft.lease.Store(true)
+	state.set(bootstrapped("pg1", 1)) // index 1
+	raft.signal()
+	waitView(t, changes, func(v View) bool { return v.Routing })
+	routing, _ := r.Route()
+	if got := raft.confirmed.Load(); got != 0 {
+		t.Fatalf("confirmed index %d before the proxy applied any route", got)
+	}
+	r.RouteApplied(routing)
+	if got := raft.confirmed.Load(); got != 1 {
+		t.Fatalf("confirmed index %d after the proxy applied the route of index 1", got)
+	}
+
+	// Entries that do not change the route are confirmed as they are applied.
+	st := bootstrapped("pg1", 1)
+	st.Paused = true
+	state.set(st) // index 2
+	raft.signal()
+	waitFor(t, func() bool { return raft.confirmed.Load() == 2 }, "index 2 confirmed")
+
+	// A failover: index 3 is not confirmed until the proxy applied the fenced route.
+	state.set(failingOver("pg1", 2, clusterstate.StepFreeze))
+	raft.signal()
+	waitView(t, changes, func(v View) bool { return v.Fenced })
+	r.RouteApplied(routing) // a late acknowledgement of the old route confirms nothing new
+	if got := raft.confirmed.Load(); got != 2 {
+		t.Fatalf("confirmed index %d while the proxy still applies the old route", got)
+	}
+	fenced, _ := r.Route()
+	r.RouteApplied(fenced)
+	if got := raft.confirmed.Load(); got != 3 {
+		t.Fatalf("confirmed index %d after the proxy applied the fenced route of index 3", got)
+	}
+}
+
+// waitFor polls cond until it holds (bounded).
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func TestPrimaryWaitsForAgreementOrContext(t *testing.T) {
