@@ -17,8 +17,8 @@ type fakeRaft struct {
 	lease     atomic.Bool
 	confirmed atomic.Uint64
 	mu        sync.Mutex
-	applied chan struct{}
-	done    chan struct{}
+	applied   chan struct{}
+	done      chan struct{}
 }
 
 func newFakeRaft() *fakeRaft {
