@@ -99,6 +99,11 @@ type Health struct {
 // Failover configures automatic failover.
 type Failover struct {
 	MinInterval Duration `yaml:"min_interval"` // flap guard between automatic failovers; default 60s
+	// AllowAsync: when a failover leaves the new primary without any standby,
+	// turn synchronous replication off (commits acknowledged by one node)
+	// instead of keeping the lost nodes in synchronous_standby_names (commits
+	// wait until one rejoins). Default false. Recorded in the history when used.
+	AllowAsync bool `yaml:"allow_async"`
 }
 
 // PeerTLS is the mutual TLS between proxies (SPEC §3.4): PEM files made by

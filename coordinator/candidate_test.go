@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pgquorum/pgquorum/consensus/clusterstate"
 	"github.com/pgquorum/pgquorum/health"
@@ -182,5 +183,51 @@ func TestNewSyncStandbyNames(t *testing.T) {
 		if spec.Method != health.SyncAny || !slices.Equal(spec.Names, tt.remaining) {
 			t.Errorf("%s parses as %+v, want ANY over %q", got, spec, tt.remaining)
 		}
+	}
+}
+
+// TestSyncStandbysNeverOffByDefault: a new primary gets its remaining standbys;
+// with none left it still waits for the lost and fenced nodes (SPEC §4), unless
+// failover.allow_async says otherwise; both cases are explained.
+func TestSyncStandbysNeverOffByDefault(t *testing.T) {
+	// pg1 failed over to pg2 (pg1 fenced); now pg2 fails over to pg3.
+	secondFailover := func(t *testing.T) clusterstate.State {
+		at := t0.Add(time.Minute)
+		return stateWith(t,
+			clusterstate.Command{BeginFailover: &clusterstate.BeginFailover{ExpectEpoch: 1, OldPrimary: "pg1", Kind: clusterstate.KindManual, Target: "pg2", At: at}},
+			clusterstate.Command{RecordStep: &clusterstate.RecordStep{ExpectEpoch: 2, ExpectSeq: 0, Step: clusterstate.StepFreeze, At: at}},
+			clusterstate.Command{RecordStep: &clusterstate.RecordStep{ExpectEpoch: 2, ExpectSeq: 1, Step: clusterstate.StepChooseCandidate, Candidate: "pg2", At: at}},
+			clusterstate.Command{RecordStep: &clusterstate.RecordStep{ExpectEpoch: 2, ExpectSeq: 2, Step: clusterstate.StepPromote, At: at}},
+			clusterstate.Command{RecordStep: &clusterstate.RecordStep{ExpectEpoch: 2, ExpectSeq: 3, Step: clusterstate.StepRepoint, At: at}},
+			clusterstate.Command{CompleteFailover: &clusterstate.CompleteFailover{ExpectEpoch: 2, NewPrimary: "pg2", At: at}},
+			clusterstate.Command{BeginFailover: &clusterstate.BeginFailover{ExpectEpoch: 2, OldPrimary: "pg2", Kind: clusterstate.KindManual, Target: "pg3", At: at}},
+		)
+	}
+	first := stateWith(t, clusterstate.Command{BeginFailover: &clusterstate.BeginFailover{
+		ExpectEpoch: 1, OldPrimary: "pg1", Kind: clusterstate.KindAutomatic, At: t0}})
+	tests := []struct {
+		name        string
+		st          clusterstate.State
+		candidate   string
+		allowAsync  bool
+		wantNames   string
+		wantWarning string
+	}{
+		{"the other standby remains", first, "pg2", false, `ANY 1 ("pg3")`, ""},
+		{"allow_async changes nothing while a standby remains", first, "pg2", true, `ANY 1 ("pg3")`, ""},
+		{"none remains: wait for the lost and fenced nodes", secondFailover(t), "pg3", false, `ANY 1 ("pg1", "pg2")`,
+			"writes wait (no synchronous standby) until one of pg1, pg2 rejoins"},
+		{"none remains and allow_async: off, loudly", secondFailover(t), "pg3", true, "", "synchronous replication is OFF"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := syncStandbysFor(tt.st, tt.candidate, 1, tt.allowAsync)
+			if got.Names != tt.wantNames {
+				t.Errorf("names %q, want %q", got.Names, tt.wantNames)
+			}
+			if tt.wantWarning == "" && got.Warning != "" || !strings.Contains(got.Warning, tt.wantWarning) {
+				t.Errorf("warning %q, want one containing %q", got.Warning, tt.wantWarning)
+			}
+		})
 	}
 }

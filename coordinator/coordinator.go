@@ -95,6 +95,13 @@ type Coordinator struct {
 	ReplicationUser     string
 	ReplicationPassword string
 
+	// AllowAsync (config failover.allow_async) lets a failover that leaves the
+	// new primary without any standby turn synchronous replication off. By
+	// default it never does: the new primary's synchronous_standby_names keeps
+	// naming the lost and fenced nodes, so commits wait until one of them
+	// streams again (SPEC §4). Either way the promote step's record says which.
+	AllowAsync bool
+
 	// MinInterval is the flap guard (config failover.min_interval): the least
 	// time from the completion of one automatic failover to the next. Default 60s.
 	MinInterval time.Duration

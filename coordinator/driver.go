@@ -411,19 +411,20 @@ func remainingStandbys(st clusterstate.State, candidate string) []string {
 func (d *driver) promote(ctx context.Context, st clusterstate.State) (time.Duration, error) {
 	f := st.Failover
 	q := d.c.quorumView(f.OldPrimary)
-	remaining := remainingStandbys(st, f.Candidate)
-	names := newSyncStandbyNames(q.Quorum.K, remaining)
-	if names == "" {
-		d.logger.Warn("no standby remains for the new primary: it acknowledges commits alone until a standby rejoins",
-			"candidate", f.Candidate)
+	sync := syncStandbysFor(st, f.Candidate, q.Quorum.K, d.c.AllowAsync)
+	if sync.Warning != "" {
+		d.logger.Warn(sync.Warning, "candidate", f.Candidate, "synchronous_standby_names", sync.Names)
 	}
 	pctx, cancel := context.WithTimeout(ctx, orDefault(d.c.PromoteTimeout, DefaultPromoteTimeout))
 	defer cancel()
-	timeline, err := d.pg.Promote(pctx, f.Candidate, names)
+	timeline, err := d.pg.Promote(pctx, f.Candidate, sync.Names)
 	if err != nil {
 		return 0, fmt.Errorf("promote %s: %w", f.Candidate, err)
 	}
-	detail := fmt.Sprintf("%s promoted on timeline %d; synchronous_standby_names = '%s'", f.Candidate, timeline, names)
+	detail := fmt.Sprintf("%s promoted on timeline %d; synchronous_standby_names = '%s'", f.Candidate, timeline, sync.Names)
+	if sync.Warning != "" {
+		detail += "; " + sync.Warning
+	}
 	return 0, d.recordStep(ctx, f, clusterstate.StepPromote, f.Candidate, nil, detail)
 }
 

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgquorum/pgquorum/consensus/clusterstate"
 	"github.com/pgquorum/pgquorum/health"
 )
 
@@ -63,18 +64,52 @@ func quorumFor(oldPrimary string, last health.Probe, ok bool, backends []string)
 }
 
 // newSyncStandbyNames is synchronous_standby_names for a new primary: ANY k over
-// remaining (the standbys that stay in the cluster), names always double-quoted,
-// with k the old quorum capped at the number of remaining standbys. It is "" when
-// none remains: the new primary then acknowledges commits alone, which the caller
-// logs loudly.
-func newSyncStandbyNames(oldK int, remaining []string) string {
-	if len(remaining) == 0 {
+// names (the standbys it should have), names always double-quoted, with k the
+// old quorum capped at the number of names. It is "" only for no names.
+func newSyncStandbyNames(oldK int, names []string) string {
+	if len(names) == 0 {
 		return ""
 	}
-	k := min(max(oldK, 1), len(remaining))
-	quoted := make([]string, len(remaining))
-	for i, name := range remaining {
+	k := min(max(oldK, 1), len(names))
+	quoted := make([]string, len(names))
+	for i, name := range names {
 		quoted[i] = `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
 	}
 	return fmt.Sprintf("ANY %d (%s)", k, strings.Join(quoted, ", "))
+}
+
+// syncChoice is the synchronous_standby_names a failover gives its new primary.
+type syncChoice struct {
+	Names string
+	// Warning, when set, says that no standby remains and what that means; it
+	// is logged and recorded in the promote step (and so in the history).
+	Warning string
+}
+
+// syncStandbysFor decides synchronous_standby_names for candidate, the new
+// primary of the failover in st. Pure.
+//
+// Normally they are the remaining standbys: every agreed node except the
+// candidate, the old primary and fenced nodes. When none remains, pgquorum never
+// switches synchronous replication off on its own (SPEC §4): the names are every
+// other agreed node, the old primary and fenced ones included, so commits wait
+// until one of them rejoins and streams again; clients see held writes while
+// reads keep working. Only allowAsync (failover.allow_async) sets "" then.
+func syncStandbysFor(st clusterstate.State, candidate string, oldK int, allowAsync bool) syncChoice {
+	if remaining := remainingStandbys(st, candidate); len(remaining) > 0 {
+		return syncChoice{Names: newSyncStandbyNames(oldK, remaining)}
+	}
+	if allowAsync {
+		return syncChoice{Warning: "no standby remains and failover.allow_async is set: synchronous replication is OFF, " +
+			"the new primary acknowledges commits alone (a commit can be lost with it) until a standby rejoins"}
+	}
+	var lost []string
+	for _, n := range st.Nodes {
+		if n.Name != candidate {
+			lost = append(lost, n.Name)
+		}
+	}
+	names := newSyncStandbyNames(oldK, lost)
+	return syncChoice{Names: names, Warning: "no standby remains: writes wait (no synchronous standby) until one of " +
+		strings.Join(lost, ", ") + " rejoins and streams; reads keep working"}
 }

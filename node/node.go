@@ -176,6 +176,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		ConnString:  func(address string) string { return cfg.QueryConnString(address, "pgquorum-coordinator") },
 		Health:      monitor,
 		MinInterval: cfg.Failover.MinInterval.Duration,
+		AllowAsync:  cfg.Failover.AllowAsync,
 		Logger:      logger.With("component", "coordinator"),
 	}
 
