@@ -6,6 +6,7 @@ import (
 
 	"github.com/pgquorum/pgquorum/consensus/clusterstate"
 	"github.com/pgquorum/pgquorum/coordinator"
+	"github.com/pgquorum/pgquorum/health"
 )
 
 // ClusterView is the body of GET /cluster.
@@ -29,6 +30,11 @@ type ClusterView struct {
 	// ClusterVersion is the command version every voter understands; each
 	// member's own is in Members (clusterstate/versions.go).
 	ClusterVersion uint32 `json:"cluster_version"`
+	// WritesWait, when set, says that commits on the primary wait for
+	// synchronous standbys that are not streaming ("writes wait: no synchronous
+	// standby ..."), as this proxy's latest probe of the primary sees it:
+	// clients' writes hang, reads work (health.CommitsWait).
+	WritesWait string `json:"writes_wait,omitempty"`
 }
 
 // RaftView is this proxy's view of the Raft cluster.
@@ -126,6 +132,11 @@ func (s *Server) clusterView() ClusterView {
 	}
 	if s.Operator != nil {
 		view.FailoverSafety = s.Operator.Safety()
+	}
+	if s.Health != nil && st.Primary != "" {
+		if probe, ok := s.Health.Latest()[st.Primary]; ok {
+			_, view.WritesWait = health.CommitsWait(probe)
+		}
 	}
 	for _, b := range s.Backends {
 		n := NodeView{Name: b.Name, Address: b.Address, Role: "standby"}

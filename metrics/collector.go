@@ -68,6 +68,8 @@ var (
 	}
 
 	failoverSafeDesc = desc("failover_safe", "1 if an automatic failover would be safe now; when 0 the reason label says why not.", "reason")
+
+	writesWaitDesc = desc("writes_wait_for_standby", "1 while commits on the agreed primary wait for synchronous standbys that are not streaming (writes hang, reads work); the reason label says which setting.", "reason")
 )
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -105,6 +107,9 @@ func (c *sourceCollector) descs() []*prometheus.Desc {
 	}
 	if s.Routing != nil {
 		d = append(d, routingDescs.ready, routingDescs.target)
+	}
+	if s.WritesWait != nil {
+		d = append(d, writesWaitDesc)
 	}
 	if s.FailoverSafety != nil {
 		d = append(d, failoverSafeDesc)
@@ -144,6 +149,14 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 			reason = f.Reason
 		}
 		gauge(ch, failoverSafeDesc, boolValue(f.Safe), labelValue(reason))
+	}
+	if s.WritesWait != nil {
+		w := s.WritesWait()
+		reason := ""
+		if w.Waiting {
+			reason = w.Reason
+		}
+		gauge(ch, writesWaitDesc, boolValue(w.Waiting), labelValue(reason))
 	}
 }
 

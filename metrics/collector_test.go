@@ -145,6 +145,20 @@ pgquorum_backend_replay_lag_bytes{node="pg2"} 1
 			want:    `pgquorum_failover_safe{reason=""} 1`,
 		},
 		{
+			name: "writes wait: the reason says why",
+			sources: Sources{WritesWait: func() WritesWait {
+				return WritesWait{Waiting: true, Reason: "writes wait: no synchronous standby is streaming"}
+			}},
+			prefix: "pgquorum_writes_wait_for_standby",
+			want:   `pgquorum_writes_wait_for_standby{reason="writes wait: no synchronous standby is streaming"} 1`,
+		},
+		{
+			name:    "writes flow: no reason",
+			sources: Sources{WritesWait: func() WritesWait { return WritesWait{Reason: "stale"} }},
+			prefix:  "pgquorum_writes_wait_for_standby",
+			want:    `pgquorum_writes_wait_for_standby{reason=""} 0`,
+		},
+		{
 			name: "a leader without members reports zero of each role",
 			sources: Sources{Raft: func() RaftStatus {
 				return RaftStatus{Term: 1, Leader: 1, IsLeader: true, Voter: true}

@@ -61,6 +61,9 @@ func healthySources() Sources {
 		FailoverSafety: func() FailoverSafety {
 			return FailoverSafety{Safe: false, Reason: "walsender app1 is not a configured backend"}
 		},
+		WritesWait: func() WritesWait {
+			return WritesWait{Waiting: true, Reason: "writes wait: no synchronous standby is streaming"}
+		},
 	}
 }
 
@@ -68,6 +71,7 @@ func healthySources() Sources {
 // check that exactly these families appear.
 var wantTypes = map[string]dto.MetricType{
 	"pgquorum_build_info":                              dto.MetricType_GAUGE,
+	"pgquorum_writes_wait_for_standby":                 dto.MetricType_GAUGE,
 	"pgquorum_node_info":                               dto.MetricType_GAUGE,
 	"pgquorum_proxy_client_connections_open":           dto.MetricType_GAUGE,
 	"pgquorum_proxy_client_connections_accepted_total": dto.MetricType_COUNTER,
@@ -260,6 +264,7 @@ pgquorum_routing_ready 1
 pgquorum_routing_target{node="pg1"} 1
 
 pgquorum_failover_safe{reason="walsender app1 is not a configured backend"} 0
+pgquorum_writes_wait_for_standby{reason="writes wait: no synchronous standby is streaming"} 1
 
 pgquorum_admin_refused_requests_total{reason="unauthorized"} 0
 pgquorum_admin_refused_requests_total{reason="unsupported_media_type"} 0

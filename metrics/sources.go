@@ -26,6 +26,9 @@ type Sources struct {
 	// FailoverSafety says whether an automatic failover would be safe now
 	// (SPEC §4: reachable standbys and the hazards of health.FailoverHazards).
 	FailoverSafety func() FailoverSafety
+	// WritesWait says whether commits on the agreed primary wait for
+	// synchronous standbys that are not streaming (health.CommitsWait).
+	WritesWait func() WritesWait
 }
 
 // ProxyStats are the PostgreSQL listener's counters. The fields mirror
@@ -128,5 +131,15 @@ type FailoverSafety struct {
 	Safe bool
 	// Reason says why not, when !Safe (for example "walsender app1 is not a
 	// configured backend"). Several reasons may be joined with "; ".
+	Reason string
+}
+
+// WritesWait says whether commits on the agreed primary are held because
+// fewer synchronous standbys stream than synchronous_standby_names needs (SPEC
+// §4: pgquorum never switches synchronous replication off, so after losing
+// every standby writes wait until one rejoins).
+type WritesWait struct {
+	Waiting bool
+	// Reason says why, when Waiting ("writes wait: no synchronous standby ...").
 	Reason string
 }

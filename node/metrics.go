@@ -61,6 +61,15 @@ func (n *Node) metricsSources(monitor *health.Monitor) metrics.Sources {
 			v := n.router.Current()
 			return metrics.RoutingStatus{Routing: v.Routing, Target: v.Target.Name}
 		},
+		WritesWait: func() metrics.WritesWait {
+			primary := n.machine.State().Primary
+			probe, ok := monitor.Latest()[primary]
+			if primary == "" || !ok {
+				return metrics.WritesWait{}
+			}
+			waiting, reason := health.CommitsWait(probe)
+			return metrics.WritesWait{Waiting: waiting, Reason: reason}
+		},
 		FailoverSafety: func() metrics.FailoverSafety {
 			s := n.coordinator.Safety()
 			return metrics.FailoverSafety{Safe: s.Safe, Reason: strings.Join(s.Reasons, "; ")}

@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -74,6 +75,9 @@ func printCluster(w io.Writer, v admin.ClusterView) {
 		fmt.Fprint(w, "   PAUSED (no automatic failover)")
 	}
 	fmt.Fprintln(w)
+	if v.WritesWait != "" {
+		fmt.Fprintf(w, "WRITES WAIT: %s\n", strings.TrimPrefix(v.WritesWait, "writes wait: "))
+	}
 	if v.Failover != nil {
 		fmt.Fprintf(w, "Failover in progress: %s from %s, next step %s", v.Failover.Kind, v.Failover.OldPrimary, v.Failover.Next)
 		if v.Failover.Blocked {

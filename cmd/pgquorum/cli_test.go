@@ -22,9 +22,10 @@ func fakeAdmin(t *testing.T, token string) (*httptest.Server, *[]string) {
 	var calls []string
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	view := admin.ClusterView{ClusterName: "demo", NodeID: 2, Epoch: 3, Primary: "pg2",
-		Raft:    admin.RaftView{Leader: 1, Term: 4, Commit: 40, Applied: 40},
-		Members: []admin.MemberView{{ID: 1, Addr: "127.0.0.1:7001", Voter: true, Leader: true, Reachable: true}, {ID: 2, Addr: "127.0.0.1:7002", Voter: true, Reachable: true}},
-		Routing: admin.RoutingInfo{Routing: true, Primary: "pg2", Epoch: 3},
+		Raft:       admin.RaftView{Leader: 1, Term: 4, Commit: 40, Applied: 40},
+		Members:    []admin.MemberView{{ID: 1, Addr: "127.0.0.1:7001", Voter: true, Leader: true, Reachable: true}, {ID: 2, Addr: "127.0.0.1:7002", Voter: true, Reachable: true}},
+		Routing:    admin.RoutingInfo{Routing: true, Primary: "pg2", Epoch: 3},
+		WritesWait: "writes wait: no synchronous standby is streaming (synchronous_standby_names = 'ANY 1 (pg1, pg3)' on pg2)",
 		Nodes: []admin.NodeView{
 			{Name: "pg1", Address: "127.0.0.1:5432", Role: "fenced", Observations: []clusterstate.Observation{{Proxy: 1, At: now}}},
 			{Name: "pg2", Address: "127.0.0.1:5433", Role: "primary", Observations: []clusterstate.Observation{{Proxy: 1, Up: true, Timeline: 2, ReceiveLSN: 0x3000000 + 2048, At: now}}},
@@ -99,7 +100,8 @@ func TestListPrintsNodesAndProxies(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	for _, want := range []string{"epoch 3", "primary pg2", "pg1", "fenced", "pg3", "streaming", "0/3000000", "2.0 KiB", "leader"} {
+	for _, want := range []string{"epoch 3", "primary pg2", "pg1", "fenced", "pg3", "streaming", "0/3000000", "2.0 KiB", "leader",
+		"WRITES WAIT: no synchronous standby is streaming"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("list output lacks %q:\n%s", want, out)
 		}
