@@ -143,6 +143,7 @@ func (d *driver) driveFailover(ctx context.Context, st clusterstate.State) time.
 		d.logger.Error("a failover is in progress but the coordinator has no PostgreSQL access (Postgres or ConnString)")
 		return maxRetryDelay
 	}
+	failpoint(ctx, d.logger, "before:"+string(f.Next))
 	var wait time.Duration
 	var err error
 	switch f.Next {
@@ -180,6 +181,7 @@ func (d *driver) driveFailover(ctx context.Context, st clusterstate.State) time.
 // (another leader got there first) is not an error: the caller re-reads the state.
 func (d *driver) recordStep(ctx context.Context, f *clusterstate.FailoverProgress, step clusterstate.Step,
 	candidate string, table []clusterstate.LSNRow, detail string) error {
+	failpoint(ctx, d.logger, "after:"+string(step))
 	res, err := d.c.propose(ctx, clusterstate.Command{RecordStep: &clusterstate.RecordStep{
 		ExpectEpoch: f.Epoch,
 		ExpectSeq:   f.Seq,

@@ -260,12 +260,6 @@ func residentMemory(pid int) (int64, error) {
 }
 
 // pid returns the process id of p.
-func (p *ProxyProcess) pid() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.cmd.Process.Pid
-}
-
 // waitUntil polls cond every 10 ms until it holds or ctx ends.
 func waitUntil(ctx context.Context, t *testing.T, what string, cond func() bool) {
 	t.Helper()

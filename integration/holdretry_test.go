@@ -211,7 +211,7 @@ func testHoldRetryTimeout(t *testing.T, pg *localcluster.Cluster, proxies *Proxy
 	if _, err := session.Exec(ctx, "SELECT 1"); err != nil {
 		t.Fatal(err)
 	}
-	rssBefore, err := residentMemory(p.pid())
+	rssBefore, err := residentMemory(p.Pid())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +240,7 @@ func testHoldRetryTimeout(t *testing.T, pg *localcluster.Cluster, proxies *Proxy
 	// While they wait: the proxy counts them as held, and its memory stays bounded.
 	var peakRSS, peakHeld int64
 	waitUntil(ctx, t, "the connections to be held", func() bool {
-		rss, _ := residentMemory(p.pid())
+		rss, _ := residentMemory(p.Pid())
 		peakRSS = max(peakRSS, rss)
 		held, _ := heldRequests(ctx, p)
 		peakHeld = max(peakHeld, held)

@@ -1,4 +1,8 @@
-package integration
+// Package proxies runs pgquorum proxy processes (`pgquorum run`) on loopback in
+// front of a localcluster, for end-to-end tests: one process per proxy, each with
+// its own YAML file, data directory and log, started and killed by the test.
+// The integration tests and the fault-injection suite (integration/faults) share it.
+package proxies
 
 import (
 	"context"
@@ -21,13 +25,13 @@ import (
 	"github.com/pgquorum/pgquorum/localcluster"
 )
 
-// ProxyCluster is a set of pgquorum proxy processes (`pgquorum run`) on loopback in
+// Cluster is a set of pgquorum proxy processes (`pgquorum run`) on loopback in
 // front of a localcluster, as an operator would run them: one process per proxy,
 // each with its own YAML file and data directory. It runs secure, as production
 // does: the harness makes a cluster CA with `pgquorum cert` (mutual TLS between
-// the proxies) and an operators' token, unless ProxyOptions.Insecure.
-type ProxyCluster struct {
-	Proxies []*ProxyProcess
+// the proxies) and an operators' token, unless Options.Insecure.
+type Cluster struct {
+	Proxies []*Process
 	// Certs holds ca.pem, ca-key.pem, node-N.pem and an operator's client
 	// certificate (client-itest-operator.pem); TokenFile the operators' token.
 	Certs     string
@@ -35,26 +39,32 @@ type ProxyCluster struct {
 	Token     string
 	binary    string
 	dir       string
+	opts      Options
+	pwFile    string
+	peers     string // the voters of the first start, as YAML list items
+	backend   string // the PostgreSQL nodes, as YAML list items
 }
 
-// ProxyProcess is one `pgquorum run` process.
-type ProxyProcess struct {
+// Process is one `pgquorum run` process.
+type Process struct {
 	ID         uint64
 	ConfigPath string
 	LogPath    string
+	DataDir    string // node.data_dir: the Raft log
 	Postgres   string // client address
 	Admin      string // admin API address
 	Raft       string
 	// Admin API credentials as an operator has them.
 	adminOptions admin.ClientOptions
+	attr         *syscall.SysProcAttr
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
 }
 
-// ProxyOptions tune the proxies' configuration.
-type ProxyOptions struct {
+// Options tune the proxies' configuration.
+type Options struct {
 	Proxies     int    // default 3
 	AuthMethod  string // default scram-sha-256
 	HoldTimeout string // default 30s
@@ -68,6 +78,13 @@ type ProxyOptions struct {
 	// WithoutToken lists proxies configured without admin.token_file (they
 	// need AdminHTTPS: only an operator certificate can authorize them).
 	WithoutToken []uint64
+	// Binary is the pgquorum program to run; default Binary.
+	Binary string
+	// Env is added to each process's environment.
+	Env []string
+	// SysProcAttr, when set, gives the process attributes of proxy id (for
+	// example its own group id, so that firewall rules can tell proxies apart).
+	SysProcAttr func(id uint64) *syscall.SysProcAttr
 }
 
 // operatorName is the harness's operator client certificate.
@@ -79,8 +96,8 @@ var buildOnce struct {
 	err  error
 }
 
-// PgquorumBinary builds cmd/pgquorum once per test binary and returns its path.
-func PgquorumBinary(t testing.TB) string {
+// Binary builds cmd/pgquorum once per test binary and returns its path.
+func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "pgquorum-test-bin-")
@@ -100,9 +117,9 @@ func PgquorumBinary(t testing.TB) string {
 	return buildOnce.path
 }
 
-// StartProxies starts the proxy processes in front of pg and waits until every
+// Start starts the proxy processes in front of pg and waits until every
 // one routes to the agreed primary. They are killed when the test ends.
-func StartProxies(t testing.TB, pg *localcluster.Cluster, opts ProxyOptions) *ProxyCluster {
+func Start(t testing.TB, pg *localcluster.Cluster, opts Options) *Cluster {
 	t.Helper()
 	if opts.Proxies == 0 {
 		opts.Proxies = 3
@@ -113,9 +130,12 @@ func StartProxies(t testing.TB, pg *localcluster.Cluster, opts ProxyOptions) *Pr
 	if opts.HoldTimeout == "" {
 		opts.HoldTimeout = "30s"
 	}
-	pc := &ProxyCluster{binary: PgquorumBinary(t), dir: t.TempDir()}
-	pwFile := filepath.Join(pc.dir, "query-password")
-	if err := os.WriteFile(pwFile, []byte(localcluster.QueryPassword), 0o600); err != nil {
+	if opts.Binary == "" {
+		opts.Binary = Binary(t)
+	}
+	pc := &Cluster{binary: opts.Binary, dir: t.TempDir(), opts: opts}
+	pc.pwFile = filepath.Join(pc.dir, "query-password")
+	if err := os.WriteFile(pc.pwFile, []byte(localcluster.QueryPassword), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if !opts.Insecure {
@@ -123,29 +143,18 @@ func StartProxies(t testing.TB, pg *localcluster.Cluster, opts ProxyOptions) *Pr
 	}
 	var peers strings.Builder
 	for i := 1; i <= opts.Proxies; i++ {
-		p := &ProxyProcess{ID: uint64(i), Postgres: FreeAddr(t), Admin: FreeAddr(t), Raft: FreeAddr(t)}
+		p := pc.newProcess(t, uint64(i))
 		fmt.Fprintf(&peers, "  - {id: %d, raft: %q}\n", p.ID, p.Raft)
 		pc.Proxies = append(pc.Proxies, p)
 	}
+	pc.peers = peers.String()
 	var backends strings.Builder
 	for _, n := range pg.Nodes {
 		fmt.Fprintf(&backends, "  - {name: %s, address: %q}\n", n.Name, n.Address())
 	}
+	pc.backend = backends.String()
 	for _, p := range pc.Proxies {
-		yaml := fmt.Sprintf(`cluster_name: itest
-node: {id: %d, data_dir: %q}
-listen: {postgres: %q, admin: %q, raft: %q}
-peers:
-%sbackends:
-%sauth: {method: %s, query_user: %s, query_password_file: %q}
-hold: {timeout: %s}
-log: {level: debug}
-%s%s`, p.ID, filepath.Join(pc.dir, fmt.Sprintf("data-%d", p.ID)), p.Postgres, p.Admin, p.Raft,
-			peers.String(), backends.String(), opts.AuthMethod, localcluster.QueryUser, pwFile, opts.HoldTimeout,
-			pc.securityYAML(t, p, opts), opts.Extra)
-		p.ConfigPath = filepath.Join(pc.dir, fmt.Sprintf("proxy-%d.yaml", p.ID))
-		p.LogPath = filepath.Join(pc.dir, fmt.Sprintf("proxy-%d.log", p.ID))
-		if err := os.WriteFile(p.ConfigPath, []byte(yaml), 0o600); err != nil {
+		if err := pc.writeConfig(t, p, true); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -174,10 +183,78 @@ log: {level: debug}
 	return pc
 }
 
+// newProcess allocates the addresses and paths of proxy id (not started).
+func (pc *Cluster) newProcess(t testing.TB, id uint64) *Process {
+	p := &Process{ID: id, Postgres: FreeAddr(t), Admin: FreeAddr(t), Raft: FreeAddr(t),
+		DataDir:    filepath.Join(pc.dir, fmt.Sprintf("data-%d", id)),
+		ConfigPath: filepath.Join(pc.dir, fmt.Sprintf("proxy-%d.yaml", id)),
+		LogPath:    filepath.Join(pc.dir, fmt.Sprintf("proxy-%d.log", id))}
+	if pc.opts.SysProcAttr != nil {
+		p.attr = pc.opts.SysProcAttr(id)
+	}
+	return p
+}
+
+// writeConfig writes p's YAML file: the first start's voters as peers, every
+// PostgreSQL node as a backend, and the security settings.
+func (pc *Cluster) writeConfig(t testing.TB, p *Process, voter bool) error {
+	yaml := fmt.Sprintf(`cluster_name: itest
+node: {id: %d, data_dir: %q, voter: %t}
+listen: {postgres: %q, admin: %q, raft: %q}
+peers:
+%sbackends:
+%sauth: {method: %s, query_user: %s, query_password_file: %q}
+hold: {timeout: %s}
+log: {level: debug}
+%s%s`, p.ID, p.DataDir, voter, p.Postgres, p.Admin, p.Raft,
+		pc.peers, pc.backend, pc.opts.AuthMethod, localcluster.QueryUser, pc.pwFile, pc.opts.HoldTimeout,
+		pc.securityYAML(t, p, pc.opts), pc.opts.Extra)
+	return os.WriteFile(p.ConfigPath, []byte(yaml), 0o600)
+}
+
+// AddNode configures, starts and returns a new proxy id with node.voter:
+// false and an empty data directory. With a learner certificate it joins the
+// running cluster by itself, as a sidecar; with a voter certificate (voter
+// true) the operator adds it with `pgquorum members add ID ADDR`, which makes
+// it a voter (docs/operations.md, Membership). It is killed when the test
+// ends, like the others.
+func (pc *Cluster) AddNode(t testing.TB, id uint64, voter bool) *Process {
+	t.Helper()
+	p := pc.newProcess(t, id)
+	if pc.Certs != "" {
+		args := []string{"--id", strconv.FormatUint(id, 10), "--hosts", "127.0.0.1,localhost"}
+		if !voter {
+			args = append(args, "--learner")
+		}
+		pc.Cert(t, "node", args...)
+	}
+	if err := pc.writeConfig(t, p, false); err != nil {
+		t.Fatal(err)
+	}
+	pc.Proxies = append(pc.Proxies, p) // killed by Start's cleanup
+	if err := pc.Start(p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Proxy returns the proxy with the given id, or nil.
+func (pc *Cluster) Proxy(id uint64) *Process {
+	for _, p := range pc.Proxies {
+		if p.ID == id {
+			return p
+		}
+	}
+	return nil
+}
+
+// BinaryPath is the pgquorum program the proxies run.
+func (pc *Cluster) BinaryPath() string { return pc.binary }
+
 // makeSecrets makes the cluster's CA, a voter certificate per proxy and an
 // operator's client certificate with `pgquorum cert` (as the docs tell an
 // operator to), and the operators' token.
-func (pc *ProxyCluster) makeSecrets(t testing.TB, proxies int) {
+func (pc *Cluster) makeSecrets(t testing.TB, proxies int) {
 	t.Helper()
 	pc.Certs = filepath.Join(pc.dir, "certs")
 	ids := make([]string, proxies)
@@ -200,7 +277,7 @@ func (pc *ProxyCluster) makeSecrets(t testing.TB, proxies int) {
 
 // Cert runs `pgquorum cert KIND --dir Certs ARGS...` (for example a learner
 // certificate: Cert(t, "node", "--id", "100-119", "--learner")).
-func (pc *ProxyCluster) Cert(t testing.TB, kind string, args ...string) {
+func (pc *Cluster) Cert(t testing.TB, kind string, args ...string) {
 	t.Helper()
 	args = append([]string{"cert", kind, "--dir", pc.Certs}, args...)
 	if out, err := exec.Command(pc.binary, args...).CombinedOutput(); err != nil {
@@ -210,7 +287,7 @@ func (pc *ProxyCluster) Cert(t testing.TB, kind string, args ...string) {
 
 // securityYAML is p's peer_tls, admin and security configuration, and sets
 // the credentials its admin client uses.
-func (pc *ProxyCluster) securityYAML(t testing.TB, p *ProxyProcess, opts ProxyOptions) string {
+func (pc *Cluster) securityYAML(t testing.TB, p *Process, opts Options) string {
 	t.Helper()
 	if opts.Insecure {
 		return "security: {insecure: true}\n"
@@ -279,7 +356,7 @@ func FreeAddr(t testing.TB) string {
 }
 
 // Start (re)starts p's process.
-func (pc *ProxyCluster) Start(p *ProxyProcess) error {
+func (pc *Cluster) Start(p *Process) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	logFile, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -288,6 +365,10 @@ func (pc *ProxyCluster) Start(p *ProxyProcess) error {
 	}
 	cmd := exec.Command(pc.binary, "run", "--config", p.ConfigPath)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = p.attr
+	if len(pc.opts.Env) > 0 {
+		cmd.Env = append(os.Environ(), pc.opts.Env...)
+	}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		return fmt.Errorf("start proxy %d: %w", p.ID, err)
@@ -301,25 +382,25 @@ func (pc *ProxyCluster) Start(p *ProxyProcess) error {
 }
 
 // Kill sends SIGKILL (after SIGCONT, in case it was frozen) and waits for the exit.
-func (p *ProxyProcess) Kill() {
+func (p *Process) Kill() {
 	p.signal(syscall.SIGCONT)
 	p.signal(syscall.SIGKILL)
 	p.wait()
 }
 
 // Stop sends SIGTERM and waits (the node drains sessions and hands over leadership).
-func (p *ProxyProcess) Stop() {
+func (p *Process) Stop() {
 	p.signal(syscall.SIGTERM)
 	p.wait()
 }
 
 // Freeze stops the process with SIGSTOP: to its peers it is as if cut off.
-func (p *ProxyProcess) Freeze() { p.signal(syscall.SIGSTOP) }
+func (p *Process) Freeze() { p.signal(syscall.SIGSTOP) }
 
 // Thaw continues a frozen process.
-func (p *ProxyProcess) Thaw() { p.signal(syscall.SIGCONT) }
+func (p *Process) Thaw() { p.signal(syscall.SIGCONT) }
 
-func (p *ProxyProcess) signal(sig syscall.Signal) {
+func (p *Process) signal(sig syscall.Signal) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cmd != nil && p.cmd.Process != nil {
@@ -327,7 +408,31 @@ func (p *ProxyProcess) signal(sig syscall.Signal) {
 	}
 }
 
-func (p *ProxyProcess) wait() {
+// Pid is the process id of the running process (0 before the first Start).
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// Exited returns a channel closed when the process exits, and its exit
+// status once it has (nil before the first Start).
+func (p *Process) Exited() (<-chan struct{}, func() *os.ProcessState) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cmd := p.cmd
+	return p.done, func() *os.ProcessState {
+		if cmd == nil {
+			return nil
+		}
+		return cmd.ProcessState
+	}
+}
+
+func (p *Process) wait() {
 	p.mu.Lock()
 	done := p.done
 	p.mu.Unlock()
@@ -337,27 +442,27 @@ func (p *ProxyProcess) wait() {
 }
 
 // Client returns an admin API client for p with the operators' credentials.
-func (p *ProxyProcess) Client() *admin.Client {
+func (p *Process) Client() *admin.Client {
 	o := p.adminOptions
 	o.Timeout = 2 * time.Second
 	return admin.NewClientWithOptions(p.Admin, o)
 }
 
 // AdminOptions are the operators' credentials for p's admin API.
-func (p *ProxyProcess) AdminOptions() admin.ClientOptions { return p.adminOptions }
+func (p *Process) AdminOptions() admin.ClientOptions { return p.adminOptions }
 
 // Cluster returns p's GET /cluster.
-func (p *ProxyProcess) Cluster(ctx context.Context) (admin.ClusterView, error) {
+func (p *Process) Cluster(ctx context.Context) (admin.ClusterView, error) {
 	return p.Client().Cluster(ctx)
 }
 
 // WaitRouting waits until p routes to an agreed primary.
-func (p *ProxyProcess) WaitRouting(ctx context.Context) error {
+func (p *Process) WaitRouting(ctx context.Context) error {
 	return p.WaitCluster(ctx, "routing to an agreed primary", func(v admin.ClusterView) bool { return v.Routing.Routing })
 }
 
 // WaitCluster polls p's /cluster every 20ms until cond holds or ctx ends.
-func (p *ProxyProcess) WaitCluster(ctx context.Context, what string, cond func(admin.ClusterView) bool) error {
+func (p *Process) WaitCluster(ctx context.Context, what string, cond func(admin.ClusterView) bool) error {
 	var last admin.ClusterView
 	var lastErr error
 	for {
@@ -379,8 +484,19 @@ func (p *ProxyProcess) WaitCluster(ctx context.Context, what string, cond func(a
 }
 
 // ConnString is a libpq connection string through p as the query user.
-func (p *ProxyProcess) ConnString() string {
+func (p *Process) ConnString() string {
 	host, port, _ := net.SplitHostPort(p.Postgres)
 	return fmt.Sprintf("host=%s port=%s user=%s password=%s dbname=postgres sslmode=disable connect_timeout=10",
 		host, port, localcluster.QueryUser, localcluster.QueryPassword)
+}
+
+// lastLines returns at most n last lines of the file at path (read fully: the
+// logs of a test are small).
+func lastLines(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(cannot read: %v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
 }
