@@ -1,0 +1,179 @@
+package faults
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// Outcome is what a client knows about one operation once it returned.
+type Outcome int
+
+const (
+	// Ok: the server answered with success.
+	Ok Outcome = iota
+	// Failed: the operation certainly did not take effect (it was refused
+	// before it reached a server: 57P03 after hold.timeout, 40001 "not
+	// committed"). It is left out of the history.
+	Failed
+	// Unknown: the operation may or may not have taken effect (08007, a lost
+	// connection, a timeout). A write with an unknown outcome may take effect
+	// at any time after its call, so the checker gives it no return time.
+	Unknown
+)
+
+// Op is one operation of the register workload: a read or a write of one key.
+// Times are nanoseconds since the history began (monotonic clock).
+type Op struct {
+	Client int
+	Key    int
+	Write  bool
+	Value  int64 // written, or read (valid when Outcome is Ok)
+	Call   int64
+	Return int64
+	// Outcome of the operation; reads that did not succeed are not recorded.
+	Outcome Outcome
+	// Port is inet_server_port() of the PostgreSQL server that answered (Ok only).
+	Port int
+}
+
+// History collects the operations of concurrent clients. Safe for concurrent
+// use.
+type History struct {
+	start time.Time
+	mu    sync.Mutex
+	ops   []Op
+}
+
+// NewHistory starts a history now.
+func NewHistory() *History { return &History{start: time.Now()} }
+
+// Now is the time since the history began, in nanoseconds.
+func (h *History) Now() int64 { return int64(time.Since(h.start)) }
+
+// At turns a history time back into a wall-clock time.
+func (h *History) At(ns int64) time.Time { return h.start.Add(time.Duration(ns)) }
+
+// Since is the history time of t.
+func (h *History) Since(t time.Time) int64 { return int64(t.Sub(h.start)) }
+
+// Add records one returned operation.
+func (h *History) Add(op Op) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ops = append(h.ops, op)
+}
+
+// Ops returns a copy of the operations so far.
+func (h *History) Ops() []Op {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.ops)
+}
+
+// registerInput is what the porcupine model sees of an operation.
+type registerInput struct {
+	key   int
+	write bool
+	value int64
+}
+
+// registerModel is a set of registers, one per key, each starting at 0:
+// a read returns the last value written. The history is partitioned by key,
+// so each partition's state is one int64.
+var registerModel = porcupine.Model{
+	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
+		byKey := map[int][]porcupine.Operation{}
+		for _, op := range history {
+			k := op.Input.(registerInput).key
+			byKey[k] = append(byKey[k], op)
+		}
+		keys := make([]int, 0, len(byKey))
+		for k := range byKey {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		out := make([][]porcupine.Operation, 0, len(keys))
+		for _, k := range keys {
+			out = append(out, byKey[k])
+		}
+		return out
+	},
+	Init: func() any { return int64(0) },
+	Step: func(state, input, output any) (bool, any) {
+		in := input.(registerInput)
+		if in.write {
+			return true, in.value
+		}
+		return output.(int64) == state.(int64), state
+	},
+	DescribeOperation: func(input, output any) string {
+		in := input.(registerInput)
+		if in.write {
+			return fmt.Sprintf("write(k%d, %d)", in.key, in.value)
+		}
+		return fmt.Sprintf("read(k%d) -> %d", in.key, output.(int64))
+	},
+	DescribeState: func(state any) string { return fmt.Sprint(state.(int64)) },
+}
+
+// Linearizability is the verdict of CheckLinearizable.
+type Linearizability struct {
+	Result porcupine.CheckResult // Ok, Illegal, or Unknown (the search timed out)
+	Ops    int                   // operations checked
+	Reads  int
+	Writes int
+	// UnknownWrites are writes whose outcome the client could not know.
+	UnknownWrites int
+	info          porcupine.LinearizationInfo
+}
+
+func (l Linearizability) String() string {
+	return fmt.Sprintf("%s over %d operations (%d reads, %d writes of which %d with an unknown outcome)",
+		l.Result, l.Ops, l.Reads, l.Writes, l.UnknownWrites)
+}
+
+// CheckLinearizable checks the register history with porcupine: is there one
+// order of the operations, consistent with real time (an operation that
+// returned before another was called comes first), in which every read returns
+// the latest write? Failed operations are left out; writes with an unknown
+// outcome may take effect at any time after their call, or never.
+func CheckLinearizable(ops []Op, timeout time.Duration) Linearizability {
+	var history []porcupine.Operation
+	v := Linearizability{}
+	for _, op := range ops {
+		if op.Outcome == Failed || (!op.Write && op.Outcome != Ok) {
+			continue
+		}
+		ret := op.Return
+		if op.Outcome == Unknown {
+			ret = math.MaxInt64
+			v.UnknownWrites++
+		}
+		if op.Write {
+			v.Writes++
+		} else {
+			v.Reads++
+		}
+		history = append(history, porcupine.Operation{
+			ClientId: op.Client,
+			Input:    registerInput{key: op.Key, write: op.Write, value: op.Value},
+			Call:     op.Call,
+			Output:   op.Value,
+			Return:   ret,
+		})
+	}
+	v.Ops = len(history)
+	v.Result, v.info = porcupine.CheckOperationsVerbose(registerModel, history, timeout)
+	return v
+}
+
+// Visualize writes porcupine's HTML view of the checked history to path (to
+// look at an Illegal verdict).
+func (l Linearizability) Visualize(path string) error {
+	return porcupine.VisualizePath(registerModel, l.info, path)
+}
