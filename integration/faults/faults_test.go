@@ -20,6 +20,7 @@ import (
 
 	"github.com/pgquorum/pgquorum/admin"
 	"github.com/pgquorum/pgquorum/consensus/clusterstate"
+	"github.com/pgquorum/pgquorum/health"
 	"github.com/pgquorum/pgquorum/integration"
 	"github.com/pgquorum/pgquorum/integration/proxies"
 	"github.com/pgquorum/pgquorum/localcluster"
@@ -37,6 +38,8 @@ func TestFaults(t *testing.T) {
 		run  func(t *testing.T, s *suite)
 	}{
 		{"StaleReadUnderPartition", testStaleReadUnderPartition},
+		{"ZombiePrimaryAnswers08007", testZombiePrimaryAnswers08007},
+		{"LeaderKilledAtEveryStep", testLeaderKilledAtEveryStep},
 	}
 	for _, sc := range scenarios {
 		if !t.Run(sc.name, func(t *testing.T) { sc.run(t, s) }) {
@@ -204,18 +207,23 @@ func (s *suite) finishLoad(t *testing.T, w *Workload, nodes ...*localcluster.Nod
 // given time to replay everything the primary has.
 func writeLog(ctx context.Context, node *localcluster.Node, standby bool, primary *localcluster.Node) (map[int64]int, error) {
 	if standby {
-		lsn, err := primary.QueryString(ctx, "SELECT pg_current_wal_lsn()::text")
+		lsn, err := primary.QueryString(ctx, "SELECT pg_current_wal_flush_lsn()::text")
 		if err != nil {
 			return nil, err
 		}
+		want, err := health.ParseLSN(lsn)
+		if err != nil {
+			return nil, err
+		}
+		var replayed string
 		for {
-			caught, err := node.QueryString(ctx, "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", lsn)
-			if err == nil && caught == "true" {
+			replayed, err = node.QueryString(ctx, "SELECT coalesce(pg_last_wal_replay_lsn()::text, '0/0')")
+			if got, perr := health.ParseLSN(replayed); err == nil && perr == nil && got >= want {
 				break
 			}
 			select {
 			case <-ctx.Done():
-				return nil, fmt.Errorf("%s did not replay up to %s: %v", node.Name, lsn, err)
+				return nil, fmt.Errorf("%s did not replay up to %s of %s (replayed %s, %v)", node.Name, lsn, primary.Name, replayed, err)
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
