@@ -40,6 +40,7 @@ func TestFaults(t *testing.T) {
 		{"StaleReadUnderPartition", testStaleReadUnderPartition},
 		{"ZombiePrimaryAnswers08007", testZombiePrimaryAnswers08007},
 		{"LeaderKilledAtEveryStep", testLeaderKilledAtEveryStep},
+		{"TwoFailuresNeverAsync", testTwoFailuresNeverAsync},
 	}
 	for _, sc := range scenarios {
 		if !t.Run(sc.name, func(t *testing.T) { sc.run(t, s) }) {
@@ -287,12 +288,14 @@ func (s *suite) rejoin(t *testing.T, name string) {
 	node := s.pg.Node(name)
 	started := time.Now()
 	res, err := rejoin.Run(ctx, rejoin.Options{
-		PGData:        node.DataDir,
-		AdminURL:      s.leader(t).Admin,
-		SSLMode:       "disable",
-		ServerLog:     node.LogFile,
-		StreamTimeout: time.Minute,
-		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		PGData:   node.DataDir,
+		AdminURL: s.leader(t).Admin,
+		SSLMode:  "disable",
+		// After two failures no standby is left to copy credentials from.
+		ReplicationUser: localcluster.ReplicationUser,
+		ServerLog:       node.LogFile,
+		StreamTimeout:   time.Minute,
+		Logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		t.Fatalf("rejoin %s: %v", name, err)
