@@ -29,4 +29,10 @@ var (
 	ErrCannotApply = errors.New("consensus: cannot apply a committed entry")
 	// ErrMemberRemoved means the id was removed before; ids are never reused.
 	ErrMemberRemoved = errors.New("consensus: member id was removed and cannot be reused")
+	// ErrLogLost stops a node whose Raft log is shorter than what it already
+	// acknowledged to the leader: its data directory was lost, emptied or
+	// restored from an old copy. Such a node must not take part again under
+	// its id (it could vote twice in a term and forget committed entries):
+	// remove it and add a replacement with a new id.
+	ErrLogLost = errors.New("consensus: this node's Raft log was lost")
 )

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -31,6 +32,9 @@ func (n *Node) loopUntilStopped(ctx context.Context, tick <-chan time.Time) (err
 		if r := recover(); r != nil {
 			n.log.Error("raft loop panicked", "panic", r, "stack", string(debug.Stack()))
 			err = fmt.Errorf("consensus: raft invariant broken: %v", r)
+			if strings.Contains(fmt.Sprint(r), "corrupted, truncated, or lost") {
+				err = fmt.Errorf("%w: raft: %v; %s", ErrLogLost, r, n.lostLogProcedure())
+			}
 		}
 	}()
 	return n.loop(ctx, tick)
@@ -60,6 +64,9 @@ func (n *Node) loop(ctx context.Context, tick <-chan time.Time) error {
 			n.addFence(f, time.Now())
 		case <-n.confirmations:
 			n.onConfirmations(time.Now())
+		}
+		if n.fatal != nil {
+			return n.fatal
 		}
 		for n.rn.HasReady() {
 			if err := n.handleReady(); err != nil {
@@ -137,6 +144,9 @@ func (n *Node) tick(now time.Time) {
 // step hands a peer's message to raft, if its sender may send it (see
 // peerauth.go).
 func (n *Node) step(in inboundMessage) {
+	if n.fatal != nil {
+		return // the loop stops after this batch
+	}
 	m := in.m
 	from := m.GetFrom()
 	if m.GetTo() != n.cfg.NodeID {
@@ -153,6 +163,10 @@ func (n *Node) step(in inboundMessage) {
 	}
 	n.lastHeard[from] = time.Now()
 	n.peerRoles[from] = in.from.Role
+	if err := n.checkLogNotLost(m); err != nil {
+		n.fatal = err
+		return
+	}
 	if m.GetType() == raftpb.MsgReadIndex && n.lead == n.cfg.NodeID {
 		n.queuePeerRead(m, time.Now()) // answered in batches, see reads.go
 		return
@@ -184,6 +198,30 @@ func (n *Node) refuse(what string, from Sender, err error, args ...any) {
 		return
 	}
 	n.log.Warn("refusing "+what+" from peer", append([]any{"peer", from.ID, "role", from.Role.String(), "reason", err.Error()}, args...)...)
+}
+
+// checkLogNotLost stops the node before raft panics on a leader's heartbeat
+// that commits beyond the end of this node's log: the leader knows this node
+// acknowledged entries it no longer has, so its log was lost (ErrLogLost).
+func (n *Node) checkLogNotLost(m *raftpb.Message) error {
+	if m.GetType() != raftpb.MsgHeartbeat || m.GetTerm() < n.rn.BasicStatus().GetTerm() {
+		return nil
+	}
+	last, err := n.storage.mem.LastIndex()
+	if err != nil || m.GetCommit() <= last {
+		return nil
+	}
+	return fmt.Errorf("%w: the log in %s ends at index %d, but the leader (node %d) says this node acknowledged entries up to %d; %s",
+		ErrLogLost, n.cfg.DataDir, last, m.GetFrom(), m.GetCommit(), n.lostLogProcedure())
+}
+
+// lostLogProcedure tells the operator what to do with a node whose log was lost.
+func (n *Node) lostLogProcedure() string {
+	return fmt.Sprintf("its data directory was lost, emptied or restored from an old copy, and it must never rejoin "+
+		"as node %d (it could vote twice in a term and forget committed entries). Replace it: on a running node "+
+		"`pgquorum members remove %d`, then start this proxy with a new node.id, a voter certificate for it, an empty data_dir and "+
+		"node.voter: false, and add it with `pgquorum members add NEWID ADDR` (docs/operations.md, \"A proxy lost its data directory\")",
+		n.cfg.NodeID, n.cfg.NodeID)
 }
 
 // stepQueued steps the messages already waiting, up to a bound, without

@@ -80,6 +80,7 @@ type Node struct {
 	peerReadBatches map[string]peerReadBatch
 	ticks           uint64
 	removed         bool
+	fatal           error // set by a step that found the node cannot go on (ErrLogLost)
 	membersDirty    bool
 	lastStatus      Status
 
