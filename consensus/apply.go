@@ -120,6 +120,10 @@ func (n *Node) applyConfChange(index uint64, cc raftpb.ConfChangeI) {
 		}
 	}
 	n.membersDirty = true
+	// A member that joins may need a snapshot to catch up, and raft only
+	// installs a snapshot whose configuration lists the receiver: take one
+	// that does now, instead of up to SnapshotEvery entries later.
+	n.snapshotSoon = true
 	n.log.Info("membership changed", "index", index, "change", describeConfChange(v2),
 		"voters", n.confState.GetVoters(), "learners", n.confState.GetLearners())
 	n.finishConfChange(ctx, nil)
@@ -185,9 +189,11 @@ func (n *Node) installSnapshot(snap *raftpb.Snapshot) error {
 // entries behind the snapshot for followers that lag a little.
 func (n *Node) maybeSnapshot() error {
 	every := n.cfg.SnapshotEvery
-	if n.applied-n.snapshotIndex < every || n.applied < n.snapshotRetryAt {
+	due := n.applied-n.snapshotIndex >= every || n.snapshotSoon && n.applied > n.snapshotIndex
+	if !due || n.applied < n.snapshotRetryAt {
 		return nil
 	}
+	n.snapshotSoon = false
 	state, err := n.sm.Snapshot()
 	if err != nil {
 		// Not fatal: the log still has everything; try again SnapshotEvery

@@ -57,6 +57,7 @@ type Node struct {
 	applied         uint64
 	snapshotIndex   uint64
 	snapshotRetryAt uint64
+	snapshotSoon    bool // a conf change was applied: snapshot at the next Ready
 	lead            uint64
 	lease           *leaseTracker
 	fence           *fenceTracker

@@ -49,6 +49,7 @@ func commands() []command {
 		{"members", "list | add ID ADDR [--learner] | remove ID: the proxies of the Raft cluster", membersCommand},
 		{"check", "validate a configuration, every problem at once: check --config FILE", checkCommand},
 		{"cert", "make the cluster's CA and certificates: cert ca|node|client --dir DIR ...", certCommand},
+		{"recover", "after losing a majority of the voters, on the stopped survivor: recover [--force-new-cluster] --config FILE", recoverCommand},
 		{"version", "print the version", versionCommand},
 	}
 }

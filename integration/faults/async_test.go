@@ -37,7 +37,7 @@ func testTwoFailuresNeverAsync(t *testing.T, s *suite) {
 		t.Fatal(err)
 	}
 	third := s.pg.Node(s.waitFailover(t, second.Name))
-	h := s.completed(t, s.proxies.Proxies[0])
+	h := s.completed(t, s.running()[0])
 	promote := stepDetail(h, clusterstate.StepPromote)
 	t.Logf("%s and then %s killed: %s promoted: %s", first.Name, second.Name, third.Name, promote)
 	names, err := third.QueryString(ctx, "SHOW synchronous_standby_names")
@@ -53,7 +53,7 @@ func testTwoFailuresNeverAsync(t *testing.T, s *suite) {
 
 	// Loudly: every proxy's /cluster, pgquorum list, and the metric.
 	var reason string
-	for _, p := range s.proxies.Proxies {
+	for _, p := range s.running() {
 		if err := p.WaitCluster(ctx, "writes_wait in /cluster", func(v admin.ClusterView) bool {
 			reason = v.WritesWait
 			return strings.HasPrefix(v.WritesWait, "writes wait: no synchronous standby")
@@ -62,7 +62,7 @@ func testTwoFailuresNeverAsync(t *testing.T, s *suite) {
 		}
 	}
 	t.Logf("/cluster: %s", reason)
-	p := s.proxies.Proxies[0]
+	p := s.running()[0]
 	list, err := exec.CommandContext(ctx, failpointBinary(t), "list", "--admin", p.Admin).CombinedOutput()
 	if err != nil || !strings.Contains(string(list), "WRITES WAIT: no synchronous standby") {
 		t.Errorf("pgquorum list does not say that writes wait (%v):\n%s", err, list)
@@ -100,7 +100,7 @@ func testTwoFailuresNeverAsync(t *testing.T, s *suite) {
 	if err := w.WaitAcks(ctx, 30); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range s.proxies.Proxies {
+	for _, p := range s.running() {
 		if err := p.WaitCluster(ctx, "no writes_wait in /cluster", func(v admin.ClusterView) bool { return v.WritesWait == "" }); err != nil {
 			t.Fatal(err)
 		}

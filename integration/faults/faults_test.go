@@ -41,6 +41,8 @@ func TestFaults(t *testing.T) {
 		{"ZombiePrimaryAnswers08007", testZombiePrimaryAnswers08007},
 		{"LeaderKilledAtEveryStep", testLeaderKilledAtEveryStep},
 		{"TwoFailuresNeverAsync", testTwoFailuresNeverAsync},
+		{"VoterLostItsDataDirectory", testVoterLostItsDataDirectory},
+		{"MajorityOfVotersLost", testMajorityOfVotersLost},
 	}
 	for _, sc := range scenarios {
 		if !t.Run(sc.name, func(t *testing.T) { sc.run(t, s) }) {
@@ -64,6 +66,7 @@ type suite struct {
 	failpoint string // the failpoint file of the coordinator (failpoints build)
 	primary   string // the agreed primary between scenarios
 	epoch     uint64
+	retired   map[uint64]bool // proxies replaced for good (disaster recovery)
 
 	mu      sync.Mutex
 	results []result
@@ -91,7 +94,7 @@ func startSuite(t *testing.T) *suite {
 		}
 	})
 	pg := integration.StartCluster(t, localcluster.Options{})
-	s := &suite{pg: pg, fw: fw, failpoint: filepath.Join(t.TempDir(), "failpoint"), primary: "pg1", epoch: 1}
+	s := &suite{pg: pg, fw: fw, failpoint: filepath.Join(t.TempDir(), "failpoint"), primary: "pg1", epoch: 1, retired: map[uint64]bool{}}
 	s.proxies = proxies.Start(t, pg, proxies.Options{
 		Binary:      failpointBinary(t),
 		Env:         []string{"PGQUORUM_FAILPOINT_FILE=" + s.failpoint},
@@ -155,7 +158,7 @@ func (s *suite) startLoad(t *testing.T, through ...*proxies.Process) *Workload {
 		t.Fatal(err)
 	}
 	if len(through) == 0 {
-		through = s.proxies.Proxies
+		through = s.running()
 	}
 	var targets []string
 	for _, p := range through {
@@ -257,7 +260,7 @@ func (s *suite) waitFailover(t *testing.T, old string, ps ...*proxies.Process) s
 	ctx, cancel := context.WithTimeout(t.Context(), stepTimeout)
 	defer cancel()
 	if len(ps) == 0 {
-		ps = s.proxies.Proxies
+		ps = s.running()
 	}
 	var primary string
 	var epoch uint64
@@ -300,7 +303,7 @@ func (s *suite) rejoin(t *testing.T, name string) {
 	if err != nil {
 		t.Fatalf("rejoin %s: %v", name, err)
 	}
-	for _, p := range s.proxies.Proxies {
+	for _, p := range s.running() {
 		if err := p.WaitCluster(ctx, name+" unfenced", func(v admin.ClusterView) bool {
 			return !slices.Contains(v.Fenced, name) && v.Primary == s.primary
 		}); err != nil {
@@ -362,7 +365,7 @@ func (s *suite) leader(t *testing.T, ps ...*proxies.Process) *proxies.Process {
 	ctx, cancel := context.WithTimeout(t.Context(), stepTimeout)
 	defer cancel()
 	if len(ps) == 0 {
-		ps = s.proxies.Proxies
+		ps = s.running()
 	}
 	for {
 		var id uint64
@@ -384,6 +387,17 @@ func (s *suite) leader(t *testing.T, ps ...*proxies.Process) *proxies.Process {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// running lists the proxies in service (not retired).
+func (s *suite) running() []*proxies.Process {
+	var out []*proxies.Process
+	for _, p := range s.proxies.Proxies {
+		if !s.retired[p.ID] {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // raftPort is the port of p's Raft listener.

@@ -66,7 +66,7 @@ func leaderKilledAt(t *testing.T, s *suite, point string) {
 	leader.Kill()
 	leaderKilledAt := time.Now()
 	var survivors []*proxies.Process
-	for _, p := range s.proxies.Proxies {
+	for _, p := range s.running() {
 		if p != leader {
 			survivors = append(survivors, p)
 		}

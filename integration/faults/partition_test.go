@@ -31,7 +31,7 @@ func testStaleReadUnderPartition(t *testing.T, s *suite) {
 	var p1, p2, p3 *proxies.Process // p3 is cut off; p1 leads
 	victimIndex := 0
 	p1 = leader
-	for i, p := range s.proxies.Proxies {
+	for i, p := range s.running() {
 		switch {
 		case p == leader:
 		case p2 == nil:
