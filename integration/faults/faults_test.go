@@ -92,6 +92,9 @@ func startSuite(t *testing.T) *suite {
 		if err := fw.Close(); err != nil {
 			t.Errorf("remove the firewall rules: %v", err)
 		}
+		if left, err := fw.Leftover(); err != nil || len(left) > 0 {
+			t.Errorf("firewall rules left behind: %q (%v)", left, err)
+		}
 	})
 	pg := integration.StartCluster(t, localcluster.Options{})
 	s := &suite{pg: pg, fw: fw, failpoint: filepath.Join(t.TempDir(), "failpoint"), primary: "pg1", epoch: 1, retired: map[uint64]bool{}}

@@ -149,6 +149,22 @@ func (f *Firewall) Close() error {
 	return nil
 }
 
+// Leftover reports the rules of this test process still in iptables (none
+// after Close), for the test to check that it cleaned up.
+func (f *Firewall) Leftover() ([]string, error) {
+	out, err := exec.Command(f.iptables, "-w", "5", "-S").Output()
+	if err != nil {
+		return nil, fmt.Errorf("iptables -S: %w", err)
+	}
+	var left []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, f.chain) {
+			left = append(left, line)
+		}
+	}
+	return left, nil
+}
+
 // removeStale deletes the chains of test processes that no longer run.
 func (f *Firewall) removeStale() {
 	out, err := exec.Command(f.iptables, "-w", "5", "-S", "OUTPUT").Output()
