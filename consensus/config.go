@@ -57,14 +57,14 @@ type Config struct {
 	// randomizes it to [10, 20) ticks, 1-2 s with the default tick).
 	ElectionTicks int
 	// LeaseDuration is the routing lease; default 3s. A member renews it every
-	// two ticks through ReadIndex, so a member cut off from the quorum loses it at
-	// most LeaseDuration after the cut. It is deliberately longer than a leader
-	// election (1-2 s with the default ticks), so that followers keep routing
-	// while a crashed leader is replaced. It is not a leader lease for
-	// linearizable reads: routing safety does not rest on it (a failover freezes
-	// the standbys before promoting, so an old primary that a partitioned proxy
-	// still reaches cannot acknowledge commits); it bounds how long such a proxy
-	// keeps its sessions (stale reads at most LeaseDuration).
+	// two ticks through ReadIndex, so a member cut off from the quorum loses it
+	// at most LeaseDuration after the cut. A failover's routing fence
+	// (FenceRouting) waits up to about one LeaseDuration for a member that is
+	// cut off or dead while the failover starts; with every member reachable it
+	// waits only for their confirmations (milliseconds). It is deliberately
+	// longer than a leader election (1-2 s with the default ticks), so that
+	// followers keep routing while a crashed leader is replaced. See
+	// docs/architecture.md for the trade-off.
 	LeaseDuration time.Duration
 	// RoutingConfirmation: the routing layer confirms, with ConfirmRouting,
 	// each applied index once the proxy acts on it, and the leader's routing

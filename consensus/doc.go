@@ -73,6 +73,31 @@
 // cut off from the quorum receives no answers and loses its lease at most
 // LeaseDuration after the cut.
 //
+// # Routing fences
+//
+// Every ReadIndex context also carries the highest applied index whose routing
+// this member confirmed (ConfirmRouting, called by the router once the proxy
+// acted on it), and a new confirmation sends one at once. The leader batches
+// and answers them (reads.go), so it knows per member what it confirmed and
+// when it last granted it a lease. FenceRouting(i), on the leader, returns once
+// every member confirmed i or provably lost its lease (LeaseDuration·1.01 +
+// FenceMargin after the last renewal this leader granted it, or after this
+// leader's election for leases granted before), withholding renewals meanwhile
+// from members that have not confirmed i. The failover coordinator calls it
+// before it touches PostgreSQL, so no proxy can still route to an old primary
+// once a new one is promoted. The assumptions (clock rates within
+// ClockRateBound, a proxy acting on its expired lease within FenceMargin) are in
+// fence.go.
+//
+// # Disaster recovery
+//
+// A node whose log was lost (an emptied or replaced DataDir) and that restarts
+// under its old id stops with ErrLogLost as soon as the leader shows it had
+// acknowledged more than it now has, with the replacement procedure in the
+// error. After the loss of a majority of the voters, InspectLog and
+// ForceNewCluster (offline, on the stopped survivor whose log goes furthest)
+// make a one-voter cluster that keeps every entry of that log (recover.go).
+//
 // # Peer calls
 //
 // Besides Raft, the transport carries peer calls (calls.go): a small

@@ -28,14 +28,18 @@
 //	           not paused, flap guard passed                  -> BeginFailover (epoch E+1, no primary)
 //	demote     switchover only: old primary read-only, sessions ended,
 //	           candidate received its final LSN                -> RecordStep demote_old_primary
-//	freeze     every reachable standby: primary_conninfo = '', reload, WAL receiver
-//	           confirmed stopped, position read                -> RecordStep freeze (LSN table)
+//	freeze     first the routing fence: every proxy confirmed the epoch (closed its
+//	           connections to the old primary) or provably lost its lease
+//	           (consensus.FenceRouting); then every reachable standby:
+//	           primary_conninfo = '', reload, WAL receiver confirmed stopped,
+//	           position read                                    -> RecordStep freeze (LSN table;
+//	                                                               the detail says how the proxies were fenced)
 //	check      |R| >= |N| - k + 1 over the frozen standbys; no hazard (foreign
 //	           walsender under "*", synchronous replication off) -> BlockFailover when not
 //	choose     highest (timeline, received LSN), then priority, then name
 //	                                                           -> RecordStep choose_candidate
-//	promote    synchronous_standby_names for the remaining standbys, pg_promote
-//	                                                           -> RecordStep promote
+//	promote    synchronous_standby_names for the remaining standbys (never empty, see
+//	           below), pg_promote                              -> RecordStep promote
 //	repoint    the other frozen standbys follow the new primary -> RecordStep repoint
 //	complete                                                   -> CompleteFailover (primary = X)
 //
@@ -44,6 +48,26 @@
 // observes down (and this leader reaches as a primary) ends it with AbortFailover
 // after the standbys were unfrozen. The operator may force it (--force
 // --allow-data-loss), which is recorded in the history.
+//
+// # Why the fence comes first
+//
+// A proxy that still routes to the old primary could serve reads that a write
+// acknowledged by the new primary has already overwritten, and a commit that
+// waits for synchronous replication on the old primary is visible on it. So
+// nothing happens to PostgreSQL until no proxy can still route to the old
+// primary. A leader that resumes a failover before its freeze step was recorded
+// fences again (a dead former leader is waited for until its lease ran out).
+//
+// # Synchronous replication is never switched off
+//
+// The promote step gives the new primary the remaining standbys. When none
+// remains (the second of two failures), it names every other agreed node, the
+// lost and fenced ones included (ANY 1 ("pg1", "pg2")): commits wait until one
+// of them rejoins and streams, clients see held writes while reads keep
+// working, and /cluster, pgquorum list and pgquorum_writes_wait_for_standby say
+// "writes wait: no synchronous standby". AllowAsync (failover.allow_async) is
+// the explicit opt-out: synchronous_standby_names = ''. Either way the promote
+// step's detail, and so the history, says which.
 //
 // # Where N and k come from
 //

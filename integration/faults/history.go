@@ -16,9 +16,9 @@ type Outcome int
 const (
 	// Ok: the server answered with success.
 	Ok Outcome = iota
-	// Failed: the operation certainly did not take effect (it was refused
-	// before it reached a server: 57P03 after hold.timeout, 40001 "not
-	// committed"). It is left out of the history.
+	// Failed: the operation certainly did not take effect (57P03 after
+	// hold.timeout, 40001 "not committed", 25006 read-only). It is left out of
+	// the history.
 	Failed
 	// Unknown: the operation may or may not have taken effect (08007, a lost
 	// connection, a timeout). A write with an unknown outcome may take effect

@@ -155,15 +155,15 @@ func (w *Workload) run(ctx context.Context, id int, target string, readOnly bool
 }
 
 // outcomeOf classifies an operation's error: only answers that say the
-// request never ran (SPEC §5: 57P03 held too long, 40001 not committed) are
-// failures; anything else may have run.
+// request never ran (SPEC §5: 57P03 held too long, 40001 not committed; 25006
+// refused by a read-only server) are failures; anything else may have run.
 func outcomeOf(err error) Outcome {
 	if err == nil {
 		return Ok
 	}
 	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
 		switch pgErr.Code {
-		case "57P03", "40001":
+		case "57P03", "40001", "25006":
 			return Failed
 		}
 	}
