@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -22,10 +23,9 @@ func fakeAdmin(t *testing.T, token string) (*httptest.Server, *[]string) {
 	var calls []string
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	view := admin.ClusterView{ClusterName: "demo", NodeID: 2, Epoch: 3, Primary: "pg2",
-		Raft:       admin.RaftView{Leader: 1, Term: 4, Commit: 40, Applied: 40},
-		Members:    []admin.MemberView{{ID: 1, Addr: "127.0.0.1:7001", Voter: true, Leader: true, Reachable: true}, {ID: 2, Addr: "127.0.0.1:7002", Voter: true, Reachable: true}},
-		Routing:    admin.RoutingInfo{Routing: true, Primary: "pg2", Epoch: 3},
-		WritesWait: "writes wait: no synchronous standby is streaming (synchronous_standby_names = 'ANY 1 (pg1, pg3)' on pg2)",
+		Raft:    admin.RaftView{Leader: 1, Term: 4, Commit: 40, Applied: 40},
+		Members: []admin.MemberView{{ID: 1, Addr: "127.0.0.1:7001", Voter: true, Leader: true, Reachable: true}, {ID: 2, Addr: "127.0.0.1:7002", Voter: true, Reachable: true}},
+		Routing: admin.RoutingInfo{Routing: true, Primary: "pg2", Epoch: 3},
 		Nodes: []admin.NodeView{
 			{Name: "pg1", Address: "127.0.0.1:5432", Role: "fenced", Observations: []clusterstate.Observation{{Proxy: 1, At: now}}},
 			{Name: "pg2", Address: "127.0.0.1:5433", Role: "primary", Observations: []clusterstate.Observation{{Proxy: 1, Up: true, Timeline: 2, ReceiveLSN: 0x3000000 + 2048, At: now}}},
@@ -85,6 +85,8 @@ func TestUsageAndExitCodes(t *testing.T) {
 		{[]string{"switchover"}, exitUsage, "--to NAME is required"},
 		{[]string{"failover", "--force"}, exitUsage, "--force and --allow-data-loss go together"},
 		{[]string{"list", "--admin", "127.0.0.1:1"}, exitFailed, "cannot reach the admin API"},
+		{[]string{"recover"}, exitUsage, "--config FILE is required"},
+		{[]string{"recover", "--force-new-cluster", "--config", "/nonexistent.yaml"}, exitFailed, "no such file"},
 	}
 	for _, tt := range tests {
 		code, out, errOut := runCLI(tt.args...)
@@ -100,8 +102,7 @@ func TestListPrintsNodesAndProxies(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	for _, want := range []string{"epoch 3", "primary pg2", "pg1", "fenced", "pg3", "streaming", "0/3000000", "2.0 KiB", "leader",
-		"WRITES WAIT: no synchronous standby is streaming"} {
+	for _, want := range []string{"epoch 3", "primary pg2", "pg1", "fenced", "pg3", "streaming", "0/3000000", "2.0 KiB", "leader"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("list output lacks %q:\n%s", want, out)
 		}
@@ -279,5 +280,32 @@ security: {insecure: true}
 	code, _, errOut = runCLI("check", "--config", write("10.0.0.1:7001"))
 	if code != exitFailed || !strings.Contains(errOut, "security.insecure: only allowed when every address is on loopback, and listen.raft") {
 		t.Fatalf("insecure off loopback: exit %d %s", code, errOut)
+	}
+}
+
+// TestRecoverRefusesAnEmptyDataDirectory: recover finds no log to recover (and
+// creates none) rather than making an empty cluster.
+func TestRecoverRefusesAnEmptyDataDirectory(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "proxy-1.yaml")
+	doc := fmt.Sprintf(`cluster_name: demo
+node: {id: 1, data_dir: %q}
+listen: {postgres: "127.0.0.1:6432", admin: "127.0.0.1:8008", raft: "127.0.0.1:7001"}
+peers: [{id: 1, raft: "127.0.0.1:7001"}]
+backends: [{name: pg1, address: "127.0.0.1:5432"}]
+auth: {method: scram-sha-256, query_user: pgquorum}
+security: {insecure: true}
+`, filepath.Join(dir, "data"))
+	if err := os.WriteFile(config, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"recover", "--config", config}, {"recover", "--force-new-cluster", "--config", config}} {
+		code, out, errOut := runCLI(args...)
+		if code != exitFailed || !strings.Contains(errOut, "no Raft log") {
+			t.Errorf("pgquorum %v: exit %d, %q %q; want exit 1 saying there is no Raft log", args, code, out, errOut)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "raft.db")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("recover created a Raft log: %v", err)
 	}
 }

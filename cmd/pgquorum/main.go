@@ -109,7 +109,7 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 
 // confirmationFlags confirm something that cannot be undone: they must be
 // typed on the command line, never inherited from the environment.
-var confirmationFlags = map[string]bool{"yes": true, "force": true, "allow-data-loss": true}
+var confirmationFlags = map[string]bool{"yes": true, "force": true, "allow-data-loss": true, "force-new-cluster": true}
 
 // parseFlags parses args and wraps a bad flag as a usage error. Every flag can
 // also come from the environment: --admin from PGQUORUM_ADMIN, --config from
