@@ -188,6 +188,26 @@ func TestRoutingFenceWaitsForConfirmationsOrExpiredLeases(t *testing.T) {
 		t.Logf("fence at %d done in %v: %v", index, took, r)
 	})
 
+	t.Run("a cut-off learner cannot block the fence either", func(t *testing.T) {
+		c.start(4, false)
+		c.propose(leader, "e=5")
+		want := []string{"a=1", "b=2", "c=3", "d=4", "e=5"}
+		c.waitValues(want)
+		confirmAll(c.running()...)
+		waitFor(t, testWait, func() bool { return c.get(4).node.LeaseValid(time.Now()) }, "lease on learner 4")
+		c.net.isolate(4)
+		defer c.net.heal()
+		c.propose(leader, "f=6")
+		want = append(want, "f=6")
+		c.waitValues(want, without(c.running(), 4)...)
+		index := confirmAll(without(c.running(), 4)...)
+		r, took := fence(index)
+		if !slices.Contains(r.Expired, 4) || c.get(4).node.LeaseValid(time.Now()) {
+			t.Fatalf("report %v: want learner 4's lease run out, and over", r)
+		}
+		t.Logf("fence at %d done in %v: %v", index, took, r)
+	})
+
 	t.Run("only the leader fences", func(t *testing.T) {
 		_, err := c.get(followers[0]).node.FenceRouting(context.Background(), 1)
 		if !errors.Is(err, ErrNotLeader) {
