@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgquorum/pgquorum/localcluster"
+	"github.com/pgquorum/pgquorum/rejoin"
 )
 
 // TestHoldRetry proves SPEC §5 end to end: three `pgquorum run` processes in front of a real
@@ -26,8 +27,10 @@ import (
 //     statements survive; 20 autocommit writers see only success or 08007 and no insert is
 //     lost or doubled; a client mid-transaction gets 40001, rolls back and retries; a
 //     connection opened during the failover succeeds after it;
-//  2. a planned switchover to the last standby under the same write load: no error at all;
-//  3. the loss of that last primary, which cannot fail over (no standby left): requests and
+//  2. the killed primary rejoins, then a planned switchover to the other standby under the same
+//     write load: no error at all;
+//  3. the loss of that last primary and of the rejoined node, which cannot fail over (no
+//     standby left): requests and
 //     1,000 new connections are held and refused with 57P03 at hold.timeout, and the proxy's
 //     memory stays bounded meanwhile.
 //
@@ -160,6 +163,12 @@ func testHoldRetrySwitchover(t *testing.T, pg *localcluster.Cluster, proxies *Pr
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	to := otherStandby(pg, "pg1", from)
+	// pg1 rejoins as a standby first: without it the target would have no standby
+	// and its commits would wait (SPEC §4: synchronous replication is never off).
+	if _, err := rejoin.Run(ctx, rejoinOptions(t, proxies.Proxies[0], pg.Node("pg1"), false)); err != nil {
+		t.Fatalf("rejoin pg1: %v", err)
+	}
+	requireRejoined(ctx, t, pg, proxies, pg.Node("pg1"), from)
 	writeLoadTable(ctx, t, pg.Node(from), "hr_switch")
 	var idle []idleClient
 	for i := range 6 {
@@ -216,7 +225,10 @@ func testHoldRetryTimeout(t *testing.T, pg *localcluster.Cluster, proxies *Proxy
 		t.Fatal(err)
 	}
 
-	// The last primary dies; no standby is left to promote.
+	// The last primary dies, and its only standby (pg1) too: no standby is left to promote.
+	if err := pg.Node("pg1").Kill(); err != nil {
+		t.Fatal(err)
+	}
 	if err := primary.Kill(); err != nil {
 		t.Fatal(err)
 	}
