@@ -27,7 +27,8 @@ import (
 //
 //	detect   kill -> a majority of proxies reported the primary down (observation At)
 //	decide   -> the leader began the failover (BeginFailover At)
-//	freeze   -> the standbys were frozen (freeze step At)
+//	freeze   -> the standbys were frozen (freeze step At); it includes the routing
+//	            fence (every proxy confirmed the new epoch), reported apart as "fence"
 //	promote  -> the candidate was chosen and promoted (promote step At)
 //	reroute  -> the first acknowledged insert on the new primary: re-point the other
 //	            standby, commit the new primary, proxies route, clients reconnect
@@ -57,6 +58,7 @@ type failoverRun struct {
 	unavailable                              time.Duration // kill -> first acknowledged insert on the new primary
 	detect, decide, freeze, promote, reroute time.Duration
 	complete                                 time.Duration // kill -> CompleteFailover At, for the table
+	fence                                    time.Duration // the routing fence, from the freeze step's detail
 	acked, errors                            int
 }
 
@@ -67,6 +69,7 @@ var failoverPhases = []struct {
 	{"detect", func(r failoverRun) time.Duration { return r.detect }},
 	{"decide", func(r failoverRun) time.Duration { return r.decide }},
 	{"freeze", func(r failoverRun) time.Duration { return r.freeze }},
+	{"fence", func(r failoverRun) time.Duration { return r.fence }},
 	{"promote", func(r failoverRun) time.Duration { return r.promote }},
 	{"reroute", func(r failoverRun) time.Duration { return r.reroute }},
 }
@@ -125,7 +128,12 @@ func benchOneFailover(b *testing.B, iteration int) failoverRun {
 	if freezeAt.IsZero() || promoteAt.IsZero() {
 		b.Fatalf("the failover recorded no freeze or promote step: %+v", h.Steps)
 	}
+	fence, err := fenceDuration(h)
+	if err != nil {
+		b.Fatal(err)
+	}
 	run := failoverRun{
+		fence:       fence,
 		newPrimary:  newName,
 		unavailable: first.At.Sub(killedAt),
 		freeze:      freezeAt.Sub(h.StartedAt),
@@ -143,10 +151,27 @@ func benchOneFailover(b *testing.B, iteration int) failoverRun {
 		b.Logf("iteration %d: saw %d down reports of pg1; detect and decide unknown", iteration, len(downAt))
 		run.detect, run.decide = -1, -1
 	}
-	b.Logf("iteration %d: %s in %v (detect %v, decide %v, freeze %v, promote %v, reroute %v)", iteration, newName,
+	b.Logf("iteration %d: %s in %v (detect %v, decide %v, freeze %v of which fence %v, promote %v, reroute %v)", iteration, newName,
 		run.unavailable.Round(time.Millisecond), run.detect.Round(time.Millisecond), run.decide.Round(time.Millisecond),
-		run.freeze.Round(time.Millisecond), run.promote.Round(time.Millisecond), run.reroute.Round(time.Millisecond))
+		run.freeze.Round(time.Millisecond), run.fence.Round(time.Millisecond), run.promote.Round(time.Millisecond), run.reroute.Round(time.Millisecond))
 	return run
+}
+
+// fenceDuration reads how long the routing fence took from the freeze step's
+// detail ("fenced in 3ms: confirmed by proxies 1, 2, 3; frozen: ...").
+func fenceDuration(h clusterstate.HistoryEntry) (time.Duration, error) {
+	for _, s := range h.Steps {
+		if s.Step != clusterstate.StepFreeze {
+			continue
+		}
+		rest, ok := strings.CutPrefix(s.Detail, "fenced in ")
+		if !ok {
+			break
+		}
+		took, _, _ := strings.Cut(rest, ":")
+		return time.ParseDuration(took)
+	}
+	return 0, fmt.Errorf("the freeze step does not say how long the routing fence took: %+v", h.Steps)
 }
 
 // teardown stops one iteration's proxies and PostgreSQL cluster at once, and
@@ -246,11 +271,11 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // failoverTable renders the runs, one line each, with the median and worst.
 func failoverTable(runs []failoverRun) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%-4s %-4s %11s %8s %8s %8s %8s %8s %9s %7s %6s\n",
-		"run", "new", "unavail-ms", "detect", "decide", "freeze", "promote", "reroute", "complete", "acked", "errors")
+	fmt.Fprintf(&b, "\n%-4s %-4s %11s %8s %8s %8s %8s %8s %8s %9s %7s %6s\n",
+		"run", "new", "unavail-ms", "detect", "decide", "freeze", "fence", "promote", "reroute", "complete", "acked", "errors")
 	for i, r := range runs {
-		fmt.Fprintf(&b, "%-4d %-4s %11.0f %8.0f %8.0f %8.0f %8.0f %8.0f %9.0f %7d %6d\n", i+1, r.newPrimary,
-			ms(r.unavailable), ms(r.detect), ms(r.decide), ms(r.freeze), ms(r.promote), ms(r.reroute), ms(r.complete), r.acked, r.errors)
+		fmt.Fprintf(&b, "%-4d %-4s %11.0f %8.0f %8.0f %8.0f %8.0f %8.0f %8.0f %9.0f %7d %6d\n", i+1, r.newPrimary,
+			ms(r.unavailable), ms(r.detect), ms(r.decide), ms(r.freeze), ms(r.fence), ms(r.promote), ms(r.reroute), ms(r.complete), r.acked, r.errors)
 	}
 	for _, q := range []struct {
 		name string
