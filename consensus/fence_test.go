@@ -112,13 +112,15 @@ func TestRoutingFenceWaitsForConfirmationsOrExpiredLeases(t *testing.T) {
 	})
 	leader := c.waitLeader()
 	c.propose(leader, "a=1")
+	// confirmAll waits until each of ids has published the leader's applied
+	// index (its state machine may be ahead of its published Status by one
+	// loop turn), and confirms that index on each.
 	confirmAll := func(ids ...uint64) uint64 {
-		var index uint64
+		index := c.get(leader).node.Status().Applied
 		for _, id := range ids {
 			n := c.get(id).node
-			applied := n.Status().Applied
-			n.ConfirmRouting(applied)
-			index = max(index, applied)
+			waitFor(t, testWait, func() bool { return n.Status().Applied >= index }, "node %d to apply %d", id, index)
+			n.ConfirmRouting(index)
 		}
 		return index
 	}
