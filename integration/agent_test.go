@@ -450,7 +450,7 @@ func settingPort(ctx context.Context, t *testing.T, n *localcluster.Node) int {
 // it printed (with its exit status when that is not 0).
 func pgquorumList(ctx context.Context, t *testing.T, proxies *ProxyCluster) string {
 	t.Helper()
-	out, err := exec.CommandContext(ctx, proxies.binary, "list", "--admin", proxies.Proxies[0].Admin).CombinedOutput()
+	out, err := exec.CommandContext(ctx, proxies.BinaryPath(), "list", "--admin", proxies.Proxies[0].Admin).CombinedOutput()
 	if len(out) == 0 {
 		t.Fatalf("pgquorum list printed nothing: %v", err)
 	}

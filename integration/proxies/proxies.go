@@ -183,6 +183,9 @@ func Start(t testing.TB, pg *localcluster.Cluster, opts Options) *Cluster {
 	return pc
 }
 
+// BinaryPath is the pgquorum program the proxies run.
+func (pc *Cluster) BinaryPath() string { return pc.binary }
+
 // newProcess allocates the addresses and paths of proxy id (not started).
 func (pc *Cluster) newProcess(t testing.TB, id uint64) *Process {
 	p := &Process{ID: id, Postgres: FreeAddr(t), Admin: FreeAddr(t), Raft: FreeAddr(t),
