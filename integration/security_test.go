@@ -298,7 +298,7 @@ func (a *attacker) learnerVotes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if out, err := exec.Command(a.pc.binary, "cert", "node", "--dir", dir, "--id", strconv.FormatUint(leader.ID, 10), "--learner").CombinedOutput(); err != nil {
+	if out, err := exec.Command(a.pc.BinaryPath(), "cert", "node", "--dir", dir, "--id", strconv.FormatUint(leader.ID, 10), "--learner").CombinedOutput(); err != nil {
 		t.Fatalf("cert: %v %s", err, out)
 	}
 	posing, err := tls.LoadX509KeyPair(filepath.Join(dir, fmt.Sprintf("node-%d.pem", leader.ID)), filepath.Join(dir, fmt.Sprintf("node-%d-key.pem", leader.ID)))
@@ -338,8 +338,9 @@ func (a *attacker) removedNotice(t *testing.T) {
 	if err := follower.WaitRouting(ctx); err != nil {
 		t.Fatal(err)
 	}
+	exited, _ := follower.Exited()
 	select {
-	case <-follower.done:
+	case <-exited:
 		t.Fatalf("proxy %d stopped after a removal notice from %d", follower.ID, other.ID)
 	default:
 	}
@@ -360,7 +361,7 @@ func (a *attacker) joins(t *testing.T) {
 	// The attacker's own CA, same cluster name.
 	dir := t.TempDir()
 	for _, args := range [][]string{{"ca", "--cluster", "itest"}, {"node", "--id", "61", "--learner"}} {
-		if out, err := exec.Command(a.pc.binary, append(append([]string{"cert"}, args[0], "--dir", dir), args[1:]...)...).CombinedOutput(); err != nil {
+		if out, err := exec.Command(a.pc.BinaryPath(), append(append([]string{"cert"}, args[0], "--dir", dir), args[1:]...)...).CombinedOutput(); err != nil {
 			t.Fatalf("cert: %v %s", err, out)
 		}
 	}

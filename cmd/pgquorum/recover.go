@@ -56,8 +56,8 @@ func recoverCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	fmt.Fprintf(stdout, "\nRecovered: node %d is now the only voter, with every entry of its log up to index %d; voters %v are removed.\n"+
 		"Never start the removed voters again with their old data directories.\n"+
-		"Next: start this node (pgquorum run --config %s), then add voters back with new ids:\n"+
-		"start each as a learner (node.voter: false, empty data_dir) and promote it with pgquorum members add ID ADDR.\n",
+		"Next: start this node (pgquorum run --config %s), then add voters back with new ids: for each, a voter\n"+
+		"certificate, node.voter: false and an empty data_dir, then pgquorum members add ID ADDR.\n",
 		cfg.Node.ID, info.LastIndex, removed, *configPath)
 	return nil
 }

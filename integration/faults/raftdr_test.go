@@ -18,7 +18,7 @@ import (
 // testVoterLostItsDataDirectory restarts a voter with an empty data
 // directory. It must not panic, nor rejoin as itself: it exits with an error
 // that names the procedure, and the procedure (docs/operations.md) replaces it:
-// remove its id, start a proxy with a new id as a learner, promote it.
+// remove its id, start a proxy with a new id and a voter certificate, add it.
 func testVoterLostItsDataDirectory(t *testing.T, s *suite) {
 	ctx, cancel := context.WithTimeout(t.Context(), stepTimeout)
 	defer cancel()
@@ -50,12 +50,12 @@ func testVoterLostItsDataDirectory(t *testing.T, s *suite) {
 	}
 	t.Logf("proxy %d with an empty data directory: exit 1: %s", victim.ID, lastLines(log, 1))
 
-	// The procedure: remove the old id, add a new proxy as a learner, promote it.
+	// The procedure: remove the old id; start a proxy with a new id, a voter
+	// certificate, node.voter: false and an empty data directory; add it.
 	s.retired[victim.ID] = true
-	cli(ctx, t, "members", "remove", strconv.FormatUint(victim.ID, 10), "--admin", leader.Admin)
-	replacement := s.proxies.AddLearner(t, nextID(s))
-	waitMember(ctx, t, leader, replacement.ID, false)
-	cli(ctx, t, "members", "add", strconv.FormatUint(replacement.ID, 10), replacement.Raft, "--admin", leader.Admin)
+	cli(ctx, t, "members", "remove", strconv.FormatUint(victim.ID, 10), "--admin", leader.Admin, "--token-file", s.proxies.TokenFile)
+	replacement := s.proxies.AddNode(t, nextID(s), true)
+	cli(ctx, t, "members", "add", strconv.FormatUint(replacement.ID, 10), replacement.Raft, "--admin", leader.Admin, "--token-file", s.proxies.TokenFile)
 	waitMember(ctx, t, leader, replacement.ID, true)
 	if err := replacement.WaitRouting(ctx); err != nil {
 		t.Fatal(err)
@@ -139,9 +139,8 @@ func testMajorityOfVotersLost(t *testing.T, s *suite) {
 
 	// New voters join, the cluster has three voters again.
 	for range 2 {
-		p := s.proxies.AddLearner(t, nextID(s))
-		waitMember(ctx, t, survivor, p.ID, false)
-		cli(ctx, t, "members", "add", strconv.FormatUint(p.ID, 10), p.Raft, "--admin", survivor.Admin)
+		p := s.proxies.AddNode(t, nextID(s), true)
+		cli(ctx, t, "members", "add", strconv.FormatUint(p.ID, 10), p.Raft, "--admin", survivor.Admin, "--token-file", s.proxies.TokenFile)
 		waitMember(ctx, t, survivor, p.ID, true)
 		if err := p.WaitRouting(ctx); err != nil {
 			t.Fatal(err)

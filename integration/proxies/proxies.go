@@ -251,9 +251,6 @@ func (pc *Cluster) Proxy(id uint64) *Process {
 	return nil
 }
 
-// BinaryPath is the pgquorum program the proxies run.
-func (pc *Cluster) BinaryPath() string { return pc.binary }
-
 // makeSecrets makes the cluster's CA, a voter certificate per proxy and an
 // operator's client certificate with `pgquorum cert` (as the docs tell an
 // operator to), and the operators' token.
