@@ -33,7 +33,9 @@ import (
 // by a recovery.
 //
 // The other voters are marked removed in the address book: one that comes
-// back with its old log is told it was removed and stops. Learners stay
+// back with its old log is refused by the recovered node and never gets a
+// lease (its removal notice is not believed from a node that is not its
+// leader, so it keeps trying until it is stopped). Learners stay
 // learners; one whose log went further than the survivor's cannot follow the
 // new log and stops with an error (replace it with a new id). The lost voters
 // must never run again with their old data: two of them together would still

@@ -66,7 +66,7 @@
 // of them rejoins and streams, clients see held writes while reads keep
 // working, and /cluster, pgquorum list and pgquorum_writes_wait_for_standby say
 // "writes wait: no synchronous standby". AllowAsync (failover.allow_async) is
-// the explicit opt-out: synchronous_standby_names = ''. Either way the promote
+// the explicit opt-out: synchronous_standby_names = ”. Either way the promote
 // step's detail, and so the history, says which.
 //
 // # Where N and k come from

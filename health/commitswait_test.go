@@ -13,7 +13,9 @@ func TestCommitsWait(t *testing.T) {
 		}
 		return Probe{Node: "pg3", Reachable: true, SyncStandbyNames: names, SyncSpec: spec, SynchronousCommit: commit, Replication: replicas}
 	}
-	streaming := func(name string) Replica { return Replica{ApplicationName: name, State: "streaming", SyncState: "quorum"} }
+	streaming := func(name string) Replica {
+		return Replica{ApplicationName: name, State: "streaming", SyncState: "quorum"}
+	}
 	tests := []struct {
 		name   string
 		probe  Probe
