@@ -294,9 +294,10 @@ func (s *suite) rejoin(t *testing.T, name string) {
 	node := s.pg.Node(name)
 	started := time.Now()
 	res, err := rejoin.Run(ctx, rejoin.Options{
-		PGData:  node.DataDir,
-		Admin:   []string{s.leader(t).Admin},
-		SSLMode: "disable",
+		PGData:    node.DataDir,
+		Admin:     []string{s.leader(t).Admin},
+		TokenFile: s.proxies.TokenFile,
+		SSLMode:   "disable",
 		// After two failures no standby is left to copy credentials from.
 		ReplicationUser: localcluster.ReplicationUser,
 		ServerLog:       node.LogFile,
