@@ -273,7 +273,7 @@ func (n *Node) goRun(name string, f func() error) {
 
 // routingChanged runs on the router's goroutine when the routing view changes.
 // The proxy watches the router itself (routing.ConsensusRouter implements
-// proxy.RouteWatcher): it holds new requests while no primary is agreed, moves
+// proxy.Router): it holds new requests while no primary is agreed, moves
 // sessions to a new primary, and drops its backend connections when the lease
 // expires. Nothing else to do here.
 func (n *Node) routingChanged(old, new routing.View) {}

@@ -71,7 +71,7 @@ type ConsensusRouter struct {
 	LeaseCheck time.Duration
 	// OnChange, if set, is called from Run's goroutine whenever the View changes
 	// (for example to log). It must not block. The proxy learns of changes through
-	// Route (proxy.RouteWatcher).
+	// Route (proxy.Router).
 	OnChange func(old, new View)
 	Logger   *slog.Logger
 
@@ -248,7 +248,7 @@ func (r *ConsensusRouter) wait() <-chan struct{} {
 	return r.changed
 }
 
-// Route implements proxy.RouteWatcher: the current decision, and a channel closed at the next
+// Route implements proxy.Router: the current decision, and a channel closed at the next
 // change.
 func (r *ConsensusRouter) Route() (proxy.Route, <-chan struct{}) {
 	ch := r.wait() // before reading the view, so no change is missed
