@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"time"
 
 	"github.com/pgquorum/pgquorum/admin"
 	"github.com/pgquorum/pgquorum/conninfo"
@@ -164,22 +163,4 @@ func conninfoTarget(s string) string {
 func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
-}
-
-// waitNotBusy waits until no process works in the data directory any more, at
-// most timeout.
-func (h *host) waitNotBusy(ctx context.Context, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		left := append(liveProcessesIn(h.dataDir), liveProcessesIn(h.clonePath())...)
-		if len(left) == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("processes %v still work in %s", left, h.dataDir)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }

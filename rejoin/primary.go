@@ -176,54 +176,6 @@ func (h *host) replicationUserOnPrimary(ctx context.Context, address, node strin
 	return user, err
 }
 
-// waitStreaming waits until the primary's pg_stat_replication shows node
-// streaming, or timeout passes.
-func (h *host) waitStreaming(ctx context.Context, primary, address, node string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var conn *pgx.Conn
-	defer func() {
-		if conn != nil {
-			conn.Close(context.WithoutCancel(ctx))
-		}
-	}()
-	last := "no walsender for it yet"
-	ticker := time.NewTicker(200 * time.Millisecond)
-	defer ticker.Stop()
-	for {
-		if conn == nil {
-			c, err := h.connect(ctx, address)
-			if err != nil {
-				last = err.Error()
-			} else {
-				conn = c
-			}
-		}
-		if conn != nil {
-			var state string
-			err := conn.QueryRow(ctx, `SELECT state FROM pg_stat_replication WHERE application_name = $1
-				ORDER BY (state = 'streaming') DESC LIMIT 1`, node).Scan(&state)
-			switch {
-			case err == nil && state == "streaming":
-				return nil
-			case err == nil:
-				last = "its walsender is in state " + state
-			case errors.Is(err, pgx.ErrNoRows):
-				last = "no walsender for it yet"
-			default:
-				last = err.Error()
-				conn.Close(context.WithoutCancel(ctx))
-				conn = nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s does not stream from the primary %s after %v (%s)", node, primary, timeout, last)
-		case <-ticker.C:
-		}
-	}
-}
-
 // isLocalHost reports whether host (a name or an address) is this machine.
 func isLocalHost(ctx context.Context, host string) bool {
 	if host == "localhost" {

@@ -50,10 +50,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "interleaved rounds; the median is reported")
 	flag.Parse()
 	if *child != "" {
-		if err := runChild(*child, *listen, *server); err != nil {
-			log.Fatal(err)
-		}
-		return
+		log.Fatal(runChild(*child, *listen, *server)) // serves until it fails
 	}
 	if err := run(*pairs, *rate, *duration, *rounds); err != nil {
 		log.Fatal(err)
@@ -250,7 +247,8 @@ func median(v []float64) float64 {
 	return s[len(s)/2]
 }
 
-// runChild relays every connection accepted on listen to server with the named design.
+// runChild relays every connection accepted on listen to server with the named design. It
+// returns only when accepting or dialing fails.
 func runChild(design, listen, server string) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
