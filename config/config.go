@@ -28,6 +28,7 @@ type Config struct {
 	PeerTLS     *PeerTLS   `yaml:"peer_tls"`
 	Admin       Admin      `yaml:"admin"`
 	Security    Security   `yaml:"security"`
+	Limits      Limits     `yaml:"limits"`
 	Log         Log        `yaml:"log"`
 }
 
@@ -67,20 +68,78 @@ type Auth struct {
 	QueryUser         string `yaml:"query_user"`          // reads verifiers, runs probes and admin SQL
 	QueryPasswordFile string `yaml:"query_password_file"` // optional; empty = the backend trusts query_user
 	QueryDatabase     string `yaml:"query_database"`      // default "postgres"
+	// LookupFunction, e.g. pgquorum.get_auth, is a SECURITY DEFINER function
+	// that returns a role's verifier, so that query_user needs no superuser
+	// (docs/operations.md). Empty = read pg_catalog.pg_authid directly.
+	LookupFunction string `yaml:"lookup_function"`
+	// Lookup says where the proxy gets verifiers: "query" (the default: the
+	// auth query as query_user) or "voters" (learners only: ask the voting
+	// proxies over the peer transport; no database password in the pod).
+	Lookup string `yaml:"lookup"`
+	// MockSecretFile holds the secret that keys the fake SCRAM exchanges of
+	// unknown roles (same file on every proxy). Default: derived from the
+	// cluster CA (peer_tls.ca).
+	MockSecretFile string `yaml:"mock_secret_file"`
 
-	// QueryPassword is read from QueryPasswordFile by Load; never from YAML.
+	// QueryPassword and MockSecret are read from their files by Load; never from YAML.
 	QueryPassword string `yaml:"-"`
+	MockSecret    string `yaml:"-"`
 }
+
+// Auth.Lookup values.
+const (
+	LookupQuery  = "query"
+	LookupVoters = "voters"
+)
 
 // TLS configures TLS towards clients.
 type TLS struct {
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
+	// Mode is prefer (the default: TLS for clients that ask for it) or
+	// require (sessions without TLS are refused, like hostssl-only pg_hba).
+	Mode string `yaml:"mode"`
 }
 
-// BackendTLS configures how the proxy connects to PostgreSQL.
+// Client TLS modes (TLS.Mode).
+const (
+	TLSPrefer  = "prefer"
+	TLSRequire = "require"
+)
+
+// BackendTLS configures TLS on every connection the proxy opens to
+// PostgreSQL (client sessions, the auth query, probes, the coordinator's SQL)
+// and in the primary_conninfo it writes when it re-points a standby. The keys
+// mean what libpq's do.
 type BackendTLS struct {
-	SSLMode string `yaml:"sslmode"` // disable (the default and, for now, the only mode)
+	SSLMode string `yaml:"sslmode"` // disable (default) | require | verify-ca | verify-full
+	CA      string `yaml:"ca"`      // sslrootcert: the CA of the PostgreSQL servers' certificates
+	Cert    string `yaml:"cert"`    // sslcert: optional client certificate
+	Key     string `yaml:"key"`     // sslkey
+	// StandbyCA is the sslrootcert written into re-pointed standbys'
+	// primary_conninfo: a path on the database hosts, where the standby reads
+	// it. Default: CA (the same path on every host).
+	StandbyCA string `yaml:"standby_ca"`
+}
+
+// Backend TLS modes (BackendTLS.SSLMode), libpq's names.
+const (
+	SSLDisable    = "disable"
+	SSLRequire    = "require"
+	SSLVerifyCA   = "verify-ca"
+	SSLVerifyFull = "verify-full"
+)
+
+// Limits bound what clients can make the proxy hold. Zero = the proxy's
+// default.
+type Limits struct {
+	// MaxClientConnections bounds the client connections at once (default
+	// 10000); past it a new connection gets FATAL 53300 at once.
+	MaxClientConnections int `yaml:"max_client_connections"`
+	// MaxStartupConnections bounds the connections not yet authenticated
+	// (default 1000), so a flood of them cannot crowd out the rest; they never
+	// count against hold.max_held.
+	MaxStartupConnections int `yaml:"max_startup_connections"`
 }
 
 // Hold bounds how long requests wait for a primary.

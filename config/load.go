@@ -59,6 +59,7 @@ func (c *Config) checkCredentials(p *Problems) {
 	p.AddErr(err)
 	_, err = c.AdminCredentials()
 	p.AddErr(err)
+	c.checkBackendFiles(p)
 }
 
 // Parse decodes YAML into a Config with defaults filled in. Unknown keys are an
@@ -126,6 +127,10 @@ func (c *Config) resolvePaths(dir string) {
 	}
 	abs(&c.Node.DataDir)
 	abs(&c.Auth.QueryPasswordFile)
+	abs(&c.Auth.MockSecretFile)
+	abs(&c.Backend.CA)
+	abs(&c.Backend.Cert)
+	abs(&c.Backend.Key)
 	abs(&c.Admin.TokenFile)
 	if c.TLS != nil {
 		abs(&c.TLS.Cert)
@@ -165,6 +170,11 @@ func (c *Config) readSecrets(p *Problems) {
 	}
 	c.Auth.QueryPassword = read("auth.query_password_file", c.Auth.QueryPasswordFile)
 	c.Admin.Token = read("admin.token_file", c.Admin.TokenFile)
+	c.Auth.MockSecret = read("auth.mock_secret_file", c.Auth.MockSecretFile)
+	if n := len(c.Auth.MockSecret); n > 0 && n < MinMockSecretBytes {
+		p.Add("auth.mock_secret_file", "the secret in %s has %d bytes; use at least %d random ones (`head -c 32 /dev/urandom | base64`)",
+			c.Auth.MockSecretFile, n, MinMockSecretBytes)
+	}
 	if n := len(c.Admin.Token); n > 0 && n < MinTokenBytes {
 		p.Add("admin.token_file", "the token in %s has %d bytes; use at least %d random ones (`head -c 32 /dev/urandom | base64`)",
 			c.Admin.TokenFile, n, MinTokenBytes)

@@ -51,17 +51,10 @@ func (c *Config) validate(p *Problems) {
 	default:
 		p.Add("auth.method", "%q is not one of trust, md5, scram-sha-256", c.Auth.Method)
 	}
-	if c.Auth.QueryUser == "" {
-		p.Add("auth.query_user", "required (the role that reads password verifiers and runs health probes)")
-	}
 	if c.TLS != nil && (c.TLS.Cert == "" || c.TLS.Key == "") {
 		p.Add("tls", "both cert and key are required")
 	}
-	switch c.Backend.SSLMode {
-	case "disable":
-	default:
-		p.Add("backend.sslmode", "%q is not supported yet (only disable; run the proxy next to PostgreSQL or on a trusted network)", c.Backend.SSLMode)
-	}
+	c.validatePostgresSecurity(p)
 	if c.Hold.Timeout.Duration < 10*time.Millisecond {
 		p.Add("hold.timeout", "%s is too short (minimum 10ms)", c.Hold.Timeout)
 	}
