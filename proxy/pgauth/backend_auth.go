@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -36,6 +37,11 @@ type BackendAuth struct {
 	// (by tests).
 	clientNonce string
 
+	// channelBinding is the tls-server-end-point data of the backend's
+	// certificate when the connection uses TLS (SetChannelBinding).
+	channelBinding []byte
+	gs2Header      string // "n,,", "y,," or "p=tls-server-end-point,,"
+
 	clientFirstBare         string
 	expectedServerSignature []byte
 }
@@ -60,6 +66,13 @@ func NewBackendAuth(c Credentials, nonceSource io.Reader) *BackendAuth {
 	}
 	return &BackendAuth{creds: c, nonceSource: nonceSource}
 }
+
+// SetChannelBinding says the connection uses TLS and gives the
+// tls-server-end-point data of the backend's certificate (TLSServerEndPoint).
+// When the backend offers SCRAM-SHA-256-PLUS the exchange is then bound to
+// this TLS connection, so that a man in the middle (with sslmode=require,
+// which does not verify the certificate) cannot relay it.
+func (b *BackendAuth) SetChannelBinding(data []byte) { b.channelBinding = data }
 
 // Done reports whether the backend has sent AuthenticationOk.
 func (b *BackendAuth) Done() bool { return b.state == backendDone }
@@ -129,11 +142,20 @@ func (b *BackendAuth) startSCRAM(mechanisms []string) (pgproto3.FrontendMessage,
 		}
 		b.clientNonce = nonce
 	}
+	mechanism := SCRAMMechanism
+	switch {
+	case len(b.channelBinding) > 0 && slices.Contains(mechanisms, SCRAMMechanismPlus):
+		mechanism, b.gs2Header = SCRAMMechanismPlus, "p="+ChannelBindingType+",,"
+	case len(b.channelBinding) > 0:
+		b.gs2Header = "y,," // we could bind, the server did not offer it
+	default:
+		b.gs2Header = "n,,"
+	}
 	b.clientFirstBare = "n=" + b.saslUser + ",r=" + b.clientNonce
 	b.state = backendSentClientFirst
 	return &pgproto3.SASLInitialResponse{
-		AuthMechanism: SCRAMMechanism,
-		Data:          []byte("n,," + b.clientFirstBare),
+		AuthMechanism: mechanism,
+		Data:          []byte(b.gs2Header + b.clientFirstBare),
 	}, nil
 }
 
@@ -147,7 +169,11 @@ func (b *BackendAuth) answerServerFirst(data []byte) (pgproto3.FrontendMessage, 
 	if err != nil {
 		return nil, err
 	}
-	withoutProof := "c=" + base64.StdEncoding.EncodeToString([]byte("n,,")) + ",r=" + combinedNonce
+	binding := []byte(b.gs2Header)
+	if strings.HasPrefix(b.gs2Header, "p=") {
+		binding = append(binding, b.channelBinding...)
+	}
+	withoutProof := "c=" + base64.StdEncoding.EncodeToString(binding) + ",r=" + combinedNonce
 	message := authMessage(b.clientFirstBare, serverFirst, withoutProof)
 	storedKey := sha256Sum(b.creds.ClientKey)
 	proof := xorKeys(b.creds.ClientKey, hmacSHA256(storedKey, message))

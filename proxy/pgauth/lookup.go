@@ -56,9 +56,48 @@ func Lookup(ctx context.Context, conn *pgconn.PgConn, user string) (Verifier, er
 	case expired != "f":
 		return Verifier{}, fmt.Errorf("look up verifier of role %q: password expired (rolvaliduntil): %w", user, ErrNoVerifier)
 	}
+	return parseLookedUp(user, password)
+}
+
+// parseLookedUp parses a verifier read for user.
+func parseLookedUp(user string, password []byte) (Verifier, error) {
 	verifier, err := ParseVerifier(string(password))
 	if err != nil {
 		return Verifier{}, fmt.Errorf("look up verifier of role %q: %w: %w", user, ErrNoVerifier, err)
 	}
 	return verifier, nil
+}
+
+// LookupWithFunction reads the verifier of user on conn by calling function,
+// a schema-qualified name ("pgquorum.get_auth") of a function that takes the
+// role name and returns its verifier as text, or NULL when the role must not
+// log in (it does not exist, cannot log in, has no password, has expired, or
+// the function's owner chose to keep it out). Such a SECURITY DEFINER
+// function lets a query user without superuser read verifiers (see
+// docs/operations.md). Errors are those of Lookup.
+func LookupWithFunction(ctx context.Context, conn *pgconn.PgConn, function, user string) (Verifier, error) {
+	schema, name, ok := strings.Cut(function, ".")
+	if !ok || schema == "" || name == "" || strings.Contains(name, ".") {
+		return Verifier{}, fmt.Errorf("look up verifier of role %q: lookup function %q is not schema.name", user, function)
+	}
+	if user == "" || strings.ContainsRune(user, 0) || !utf8.ValidString(user) {
+		return Verifier{}, fmt.Errorf("look up verifier of role %q: not a valid role name: %w", user, ErrNoVerifier)
+	}
+	sql := "SELECT " + quoteIdentifier(schema) + "." + quoteIdentifier(name) + "($1::pg_catalog.text)"
+	result := conn.ExecParams(ctx, sql, [][]byte{[]byte(user)}, nil, nil, nil).Read()
+	if result.Err != nil {
+		return Verifier{}, fmt.Errorf("look up verifier of role %q with %s: %w", user, function, result.Err)
+	}
+	switch {
+	case len(result.Rows) == 0 || len(result.Rows) == 1 && len(result.Rows[0]) == 1 && result.Rows[0][0] == nil:
+		return Verifier{}, fmt.Errorf("look up verifier of role %q: %s returned no verifier: %w", user, function, ErrNoVerifier)
+	case len(result.Rows) > 1 || len(result.Rows[0]) != 1:
+		return Verifier{}, fmt.Errorf("look up verifier of role %q: %s returned %d rows, want one text value", user, function, len(result.Rows))
+	}
+	return parseLookedUp(user, result.Rows[0][0])
+}
+
+// quoteIdentifier quotes a SQL identifier.
+func quoteIdentifier(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
 }
