@@ -123,3 +123,37 @@ func TestRedacted(t *testing.T) {
 		t.Fatalf("Redact of an unparsable string leaks: %q", got)
 	}
 }
+
+func TestWithTLSPolicyIsNeverWeaker(t *testing.T) {
+	policy := Params{{Key: "sslmode", Value: "verify-full"}, {Key: "sslrootcert", Value: "/etc/pg/ca.pem"}}
+	tests := []struct {
+		name, template, policy, want string
+	}{
+		{"plaintext template gets the policy", "user=rep sslmode=disable", policy.String(),
+			"user='rep' sslmode='verify-full' sslrootcert='/etc/pg/ca.pem'"},
+		{"libpq default (prefer) gets the policy", "user=rep", policy.String(),
+			"user='rep' sslmode='verify-full' sslrootcert='/etc/pg/ca.pem'"},
+		{"a stronger template stays, with its own root", "user=rep sslmode=verify-full sslrootcert=/own.pem", "sslmode=require",
+			"user='rep' sslmode='verify-full' sslrootcert='/own.pem'"},
+		{"the template's root wins", "sslmode=require sslrootcert=/own.pem", policy.String(),
+			"sslmode='verify-full' sslrootcert='/own.pem'"},
+		{"no root in the policy", "user=rep", "sslmode=require", "user='rep' sslmode='require'"},
+		{"empty policy changes nothing", "user=rep sslmode=disable", "", "user='rep' sslmode='disable'"},
+		{"unknown sslmode is replaced", "sslmode=bogus", "sslmode=require", "sslmode='require'"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			template, err := Parse(tt.template)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := Parse(tt.policy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := WithTLSPolicy(template, p).String(); got != tt.want {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/pgquorum/pgquorum/conninfo"
 	"github.com/pgquorum/pgquorum/consensus"
 	"github.com/pgquorum/pgquorum/consensus/clusterstate"
 	"github.com/pgquorum/pgquorum/health"
@@ -94,6 +95,11 @@ type Coordinator struct {
 	// the other user); see conninfo.Standby.
 	ReplicationUser     string
 	ReplicationPassword string
+	// StandbyTLS is the TLS policy (sslmode, sslrootcert) of re-pointed
+	// standbys' primary_conninfo (config backend.*): applied over the template,
+	// never making it weaker (conninfo.WithTLSPolicy). sslrootcert is a path on
+	// the standby's host. Empty = the template's settings as they are.
+	StandbyTLS conninfo.Params
 
 	// AllowAsync (config failover.allow_async) lets a failover that leaves the
 	// new primary without any standby turn synchronous replication off. By

@@ -434,6 +434,21 @@ func TestReconcileRepointsStandbysThatDoNotFollowThePrimary(t *testing.T) {
 	}
 }
 
+func TestRepointedStandbysGetTheBackendTLSPolicy(t *testing.T) {
+	h := newHarness(t)
+	h.coord.StandbyTLS = conninfo.Params{{Key: "sslmode", Value: "verify-full"}, {Key: "sslrootcert", Value: "/etc/pg/ca.pem"}}
+	h.pg.set("pg3", func(n *fakeNode) { n.conninfo = "" })
+	h.health.set("pg3", upStatus(health.Probe{Node: "pg3", At: t0, Reachable: true, InRecovery: true, Timeline: 1}))
+	newDriver(h.coord).leaderStep(t.Context())
+	// The template (pg2's primary_conninfo) says sslmode=disable: the policy makes it
+	// verify-full, with the CA path as the standby's host sees it.
+	got := h.pg.node("pg3").conninfo
+	want := "host='10.0.0.1' port='5432' user='replicator' password='s3cret' sslmode='verify-full' sslrootcert='/etc/pg/ca.pem' application_name='pg3'"
+	if got != want {
+		t.Errorf("pg3 primary_conninfo = %s\nwant                  %s", conninfo.Redact(got), conninfo.Redact(want))
+	}
+}
+
 func TestFollowersDoNothing(t *testing.T) {
 	h := newHarness(t)
 	h.raft.leader = false

@@ -21,7 +21,7 @@ import (
 
 // queryConnString is the superuser connection string the coordinator uses.
 func queryConnString(address string) string {
-	return config.ConnString(address, localcluster.QueryUser, localcluster.QueryPassword, "postgres", "")
+	return config.ConnString(address, localcluster.QueryUser, localcluster.QueryPassword, "postgres", "", nil)
 }
 
 func addressesOf(c *localcluster.Cluster) map[string]string {

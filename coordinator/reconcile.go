@@ -69,6 +69,7 @@ func (d *driver) conninfoFor(st clusterstate.State, standby, primary string) (st
 		return "", fmt.Errorf("no configured address for %s", primary)
 	}
 	template, _ := d.template(st, standby)
+	template = conninfo.WithTLSPolicy(template, d.c.StandbyTLS)
 	return standbyConninfo(template, address, standby, d.c.ReplicationUser, d.c.ReplicationPassword), nil
 }
 
