@@ -8,7 +8,8 @@ import (
 var (
 	proxyDescs = struct {
 		connectionsOpen, connectionsAccepted, sessionsActive, sessionsStarted,
-		startupFailures, cancelRequests, receivedBytes, sentBytes *prometheus.Desc
+		startupFailures, cancelRequests, receivedBytes, sentBytes,
+		connectionsStarting, connectionsRefused, namedPortals *prometheus.Desc
 	}{
 		connectionsOpen:     desc("proxy_client_connections_open", "Client connections open now (in startup or relaying)."),
 		connectionsAccepted: desc("proxy_client_connections_accepted_total", "Client connections accepted since start."),
@@ -18,6 +19,9 @@ var (
 		cancelRequests:      desc("proxy_cancel_requests_total", "CancelRequest packets received."),
 		receivedBytes:       desc("proxy_client_received_bytes_total", "Bytes read from clients and relayed."),
 		sentBytes:           desc("proxy_client_sent_bytes_total", "Bytes relayed and written to clients."),
+		connectionsStarting: desc("proxy_client_connections_starting", "Client connections not authenticated yet (bounded by limits.max_startup_connections)."),
+		connectionsRefused:  desc("proxy_client_connections_refused_total", "Client connections refused at once by limits.max_client_connections or limits.max_startup_connections."),
+		namedPortals:        desc("proxy_named_portals", "Named portals the proxy tracks for its sessions now (forgotten when PostgreSQL forgets them)."),
 	}
 
 	raftDescs = struct {
@@ -89,7 +93,8 @@ func (c *sourceCollector) descs() []*prometheus.Desc {
 	if s.Proxy != nil {
 		p := proxyDescs
 		d = append(d, p.connectionsOpen, p.connectionsAccepted, p.sessionsActive, p.sessionsStarted,
-			p.startupFailures, p.cancelRequests, p.receivedBytes, p.sentBytes)
+			p.startupFailures, p.cancelRequests, p.receivedBytes, p.sentBytes,
+			p.connectionsStarting, p.connectionsRefused, p.namedPortals)
 	}
 	if s.Raft != nil {
 		r := raftDescs
@@ -170,6 +175,9 @@ func collectProxy(ch chan<- prometheus.Metric, p ProxyStats) {
 	counter(ch, d.cancelRequests, float64(p.CancelRequests))
 	counter(ch, d.receivedBytes, float64(p.BytesFromClients))
 	counter(ch, d.sentBytes, float64(p.BytesToClients))
+	gauge(ch, d.connectionsStarting, float64(p.StartupConnections))
+	counter(ch, d.connectionsRefused, float64(p.RefusedConnections))
+	gauge(ch, d.namedPortals, float64(p.NamedPortals))
 }
 
 func collectRaft(ch chan<- prometheus.Metric, r RaftStatus) {

@@ -25,6 +25,7 @@ func healthySources() Sources {
 			return ProxyStats{
 				ClientConnections: 7, TotalClientConnections: 42, Sessions: 5, TotalSessions: 40,
 				StartupFailures: 2, CancelRequests: 3, BytesFromClients: 1000, BytesToClients: 5000,
+				StartupConnections: 1, RefusedConnections: 9, NamedPortals: 4,
 			}
 		},
 		Raft: func() RaftStatus {
@@ -81,6 +82,9 @@ var wantTypes = map[string]dto.MetricType{
 	"pgquorum_proxy_cancel_requests_total":             dto.MetricType_COUNTER,
 	"pgquorum_proxy_client_received_bytes_total":       dto.MetricType_COUNTER,
 	"pgquorum_proxy_client_sent_bytes_total":           dto.MetricType_COUNTER,
+	"pgquorum_proxy_client_connections_starting":       dto.MetricType_GAUGE,
+	"pgquorum_proxy_client_connections_refused_total":  dto.MetricType_COUNTER,
+	"pgquorum_proxy_named_portals":                     dto.MetricType_GAUGE,
 	"pgquorum_proxy_queries_total":                     dto.MetricType_COUNTER,
 	"pgquorum_proxy_transactions_total":                dto.MetricType_COUNTER,
 	"pgquorum_client_errors_total":                     dto.MetricType_COUNTER,
@@ -206,6 +210,9 @@ pgquorum_proxy_startup_failures_total 2
 pgquorum_proxy_cancel_requests_total 3
 pgquorum_proxy_client_received_bytes_total 1000
 pgquorum_proxy_client_sent_bytes_total 5000
+pgquorum_proxy_client_connections_starting 1
+pgquorum_proxy_client_connections_refused_total 9
+pgquorum_proxy_named_portals 4
 
 pgquorum_raft_term 4
 pgquorum_raft_leader_id 2

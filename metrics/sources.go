@@ -38,6 +38,9 @@ type Sources struct {
 type ProxyStats struct {
 	ClientConnections      int64  // client connections open now (in startup or relaying)
 	TotalClientConnections uint64 // client connections accepted since start
+	StartupConnections     int64  // client connections not authenticated yet, now
+	RefusedConnections     uint64 // connections refused at once by the limits since start
+	NamedPortals           int64  // named portals the sessions track now
 	Sessions               int64  // sessions relaying now (startup and authentication done)
 	TotalSessions          uint64 // sessions that reached the relay since start
 	StartupFailures        uint64 // connections closed during startup with an error

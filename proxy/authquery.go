@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgquorum/pgquorum/conninfo"
 	"github.com/pgquorum/pgquorum/proxy/pgauth"
 )
 
@@ -22,13 +22,20 @@ const maxAuthQueryConns = 4
 // authConnCloseTimeout bounds closing an auth query connection.
 const authConnCloseTimeout = time.Second
 
+// authQuerySettings say how the auth query connects and reads verifiers.
+type authQuerySettings struct {
+	user, password, database string
+	tls                      conninfo.Params // sslmode and files (backendtls.go)
+	lookupFunction           string          // "" = read pg_authid (pgauth.Lookup)
+}
+
 // authQueryPool is a small pool of connections opened as Config.QueryUser to the current
-// primary, used to read password verifiers (pgauth.Lookup). Connections to an earlier target are
-// closed when the target changes. Safe for concurrent use.
+// primary, used to read password verifiers (pgauth.Lookup or pgauth.LookupWithFunction).
+// Connections to an earlier target are closed when the target changes. Safe for concurrent use.
 type authQueryPool struct {
-	user, password string
-	log            *slog.Logger
-	tokens         chan struct{} // one token per connection in use or being opened
+	settings authQuerySettings
+	log      *slog.Logger
+	tokens   chan struct{} // one token per connection in use or being opened
 
 	mu      sync.Mutex
 	address string           // address of the idle connections
@@ -36,8 +43,16 @@ type authQueryPool struct {
 	closed  bool
 }
 
-func newAuthQueryPool(user, password string, log *slog.Logger) *authQueryPool {
-	return &authQueryPool{user: user, password: password, log: log, tokens: make(chan struct{}, maxAuthQueryConns)}
+func newAuthQueryPool(settings authQuerySettings, log *slog.Logger) *authQueryPool {
+	return &authQueryPool{settings: settings, log: log, tokens: make(chan struct{}, maxAuthQueryConns)}
+}
+
+// lookup reads user's verifier on conn, a connection of the pool.
+func (p *authQueryPool) lookup(ctx context.Context, conn *pgconn.PgConn, user string) (pgauth.Verifier, error) {
+	if p.settings.lookupFunction != "" {
+		return pgauth.LookupWithFunction(ctx, conn, p.settings.lookupFunction, user)
+	}
+	return pgauth.Lookup(ctx, conn, user)
 }
 
 // lookupVerifier reads user's password verifier on the current primary, waiting while no
@@ -48,7 +63,9 @@ func newAuthQueryPool(user, password string, log *slog.Logger) *authQueryPool {
 func (s *Server) lookupVerifier(ctx context.Context, user string) (pgauth.Verifier, Target, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.HoldTimeout)
 	defer cancel()
-	hold := s.newHold(true)
+	// The client is not authenticated yet: its wait counts against MaxStartupConnections, never
+	// against MaxHeld, so unauthenticated connections cannot take the places of held requests.
+	hold := s.newHold(false)
 	defer hold.finish(ctx)
 	var avoid Target
 	var lastErr error
@@ -58,16 +75,12 @@ func (s *Server) lookupVerifier(ctx context.Context, user string) (pgauth.Verifi
 			if lastErr != nil {
 				err = fmt.Errorf("%w (last attempt: %v)", err, lastErr)
 			}
-			if errors.Is(err, errTooManyHeld) {
-				return pgauth.Verifier{}, Target{}, fatalf(codeCannotConnectNow, "too many connections are waiting for a primary PostgreSQL server").
-					withHint("Retry later.")
-			}
 			return pgauth.Verifier{}, Target{}, noPrimaryError(err, s.cfg.HoldTimeout)
 		}
 		var v pgauth.Verifier
 		err = s.authConns.with(ctx, target, func(conn *pgconn.PgConn) error {
 			var err error
-			v, err = pgauth.Lookup(ctx, conn, user)
+			v, err = s.authConns.lookup(ctx, conn, user)
 			if errors.Is(err, pgauth.ErrNoVerifier) {
 				return nil
 			}
@@ -145,15 +158,18 @@ func (p *authQueryPool) get(ctx context.Context, target Target) (conn *pgconn.Pg
 	if err != nil {
 		return nil, false, fmt.Errorf("primary address %q: %w", target.Address, err)
 	}
-	connString := fmt.Sprintf("host=%s port=%s user=%s password=%s dbname=postgres sslmode=disable application_name=pgquorum-auth-query",
-		quoteConnValue(host), quoteConnValue(port), quoteConnValue(p.user), quoteConnValue(p.password))
-	cfg, err := pgconn.ParseConfig(connString)
+	params := conninfo.Params{
+		{Key: "host", Value: host}, {Key: "port", Value: port}, {Key: "user", Value: p.settings.user},
+		{Key: "password", Value: p.settings.password}, {Key: "dbname", Value: p.settings.database},
+		{Key: "application_name", Value: "pgquorum-auth-query"},
+	}
+	cfg, err := pgconn.ParseConfig(append(params, p.settings.tls...).String())
 	if err != nil {
 		return nil, false, fmt.Errorf("auth query connection settings: %w", err)
 	}
 	conn, err = pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, false, fmt.Errorf("connect to %s (%s) as %s: %w", target.Name, target.Address, p.user, err)
+		return nil, false, fmt.Errorf("connect to %s (%s) as %s: %w", target.Name, target.Address, p.settings.user, err)
 	}
 	return conn, false, nil
 }
@@ -189,11 +205,4 @@ func closeAuthConns(conns []*pgconn.PgConn) {
 		_ = conn.Close(ctx)
 		cancel()
 	}
-}
-
-// quoteConnValue quotes a value for a keyword/value connection string.
-func quoteConnValue(v string) string {
-	v = strings.ReplaceAll(v, `\`, `\\`)
-	v = strings.ReplaceAll(v, `'`, `\'`)
-	return "'" + v + "'"
 }

@@ -92,15 +92,20 @@ func retryableLoginError(err error) bool {
 // The backend's startup phase is read with a small framing reader of our own rather than
 // pgproto3.Frontend, so that bytes read past ReadyForQuery are handed to the relay exactly.
 func (s *session) loginBackend(ctx context.Context, target Target) (net.Conn, backendStartup, error) {
-	var dialer net.Dialer
-	conn, err := dialer.DialContext(ctx, "tcp", target.Address)
+	conn, channelBinding, err := s.srv.dialBackend(ctx, target.Address)
+	if errors.Is(err, errBackendTLS) {
+		// Trying again will not help: the server does not do TLS, or its certificate is not
+		// the configured one (backend.sslmode, backend.ca).
+		return nil, backendStartup{}, fatalf(codeUnableToConnect, "could not establish TLS with the primary PostgreSQL server %s", target.Name).
+			withDetail(err.Error()).withCause(err)
+	}
 	if err != nil {
 		return nil, backendStartup{}, fatalf(codeConnectionFailure, "could not connect to the primary PostgreSQL server %s", target.Name).
 			withCause(err)
 	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
 	defer stop()
-	ready, err := s.backendStartup(conn, target)
+	ready, err := s.backendStartup(conn, target, channelBinding)
 	if err != nil {
 		_ = conn.Close()
 		var ce *clientError
@@ -121,12 +126,14 @@ func (s *session) loginBackend(ctx context.Context, target Target) (net.Conn, ba
 }
 
 // backendStartup sends the startup message and answers the backend until ReadyForQuery.
-func (s *session) backendStartup(conn net.Conn, target Target) (backendStartup, error) {
+// channelBinding is the TLS connection's tls-server-end-point data (nil without TLS).
+func (s *session) backendStartup(conn net.Conn, target Target, channelBinding []byte) (backendStartup, error) {
 	if _, err := conn.Write(s.appendBackendStartupMessage(nil)); err != nil {
 		return backendStartup{}, fmt.Errorf("send startup message: %w", err)
 	}
 	br := bufio.NewReaderSize(conn, startupBufferSize)
 	auth := pgauth.NewBackendAuth(s.creds, nil)
+	auth.SetChannelBinding(channelBinding)
 	ready := backendStartup{params: make(map[string]string)}
 	for {
 		typ, body, err := readMessage(br, maxBackendStartupMessageBody)

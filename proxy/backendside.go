@@ -42,13 +42,13 @@ func (r *relay) forwardBackend(data []byte) error {
 	}
 	i := r.f.continuation(data)
 	w := i // output end: kept messages are moved down over dropped ones
-	var readies uint64
+	var readies, idleAt uint64
 	var status byte
 	for {
 		kind, typ, total, lengthErr := r.f.next(data, i, 0)
 		if kind != frameWhole {
 			if lengthErr != nil {
-				return r.backendBatchFailed(data, w, readies, status, lengthErr)
+				return r.backendBatchFailed(data, w, readies, idleAt, status, lengthErr)
 			}
 			if kind == frameStreamStart {
 				w += copy(data[w:], data[i:])
@@ -63,6 +63,9 @@ func (r *relay) forwardBackend(data []byte) error {
 			if total == 6 {
 				readies++
 				status = data[start+5]
+				if status == 'I' {
+					idleAt = readies
+				}
 				b.lastStatus, b.segErr, b.completes = status, false, 0
 			}
 		case 'E', 'S':
@@ -77,7 +80,7 @@ func (r *relay) forwardBackend(data []byte) error {
 		}
 		w += total
 	}
-	drained := readies > 0 && s.publishReadies(readies, status)
+	drained := readies > 0 && s.publishReadies(readies, idleAt, status)
 	if w > 0 {
 		if err := r.write(data[:w]); err != nil {
 			return &relayWriteError{err}
@@ -95,9 +98,9 @@ func (r *relay) forwardBackend(data []byte) error {
 // relayed, then the error ends the relay.
 //
 //go:noinline
-func (r *relay) backendBatchFailed(data []byte, w int, readies uint64, status byte, protocolErr *clientError) error {
+func (r *relay) backendBatchFailed(data []byte, w int, readies, idleAt uint64, status byte, protocolErr *clientError) error {
 	if readies > 0 {
-		r.s.publishReadies(readies, status) // the protocol error ends the session anyway
+		r.s.publishReadies(readies, idleAt, status) // the protocol error ends the session anyway
 	}
 	return r.finishBackendBatch(data, len(data), w, protocolErr)
 }
@@ -130,17 +133,22 @@ func (r *relay) noteBackendMessage(typ byte, msg []byte) bool {
 // ended a draining session (publishReadiesLocked).
 //
 //go:noinline
-func (s *session) publishReadies(readies uint64, status byte) bool {
+func (s *session) publishReadies(readies, idleAt uint64, status byte) bool {
 	s.mu.Lock()
-	drained := s.publishReadiesLocked(readies, status)
+	drained := s.publishReadiesLocked(readies, idleAt, status)
 	s.mu.Unlock()
 	return drained
 }
 
-// publishReadiesLocked publishes the ReadyForQuery messages of a batch. When that brings a
-// draining session to a safe point, the session is closed and it returns true: the relay
-// forwards the batch, then ends the session (the client hears Shutdown's reason). s.mu is held.
-func (s *session) publishReadiesLocked(readies uint64, status byte) bool {
+// publishReadiesLocked publishes the ReadyForQuery messages of a batch: readies of them, the
+// idleAt-th (from 1; 0 for none) the last that said idle, and status the last one's. When that
+// brings a draining session to a safe point, the session is closed and it returns true: the
+// relay forwards the batch, then ends the session (the client hears Shutdown's reason). s.mu is
+// held.
+func (s *session) publishReadiesLocked(readies, idleAt uint64, status byte) bool {
+	if idleAt > 0 {
+		s.idleThrough = s.readyReceived + idleAt
+	}
 	s.readyReceived += readies
 	s.txStatus = status
 	if s.readyReceived == s.syncsSent && !s.extendedOpen {
@@ -179,7 +187,7 @@ func (r *relay) forwardBackendSlow(data []byte) error {
 	s.mu.Lock()
 	b.retry.begin(s)
 	w := i
-	var readies uint64
+	var readies, idleAt uint64
 	var status byte
 	var protocolErr *clientError
 	for {
@@ -201,6 +209,9 @@ func (r *relay) forwardBackendSlow(data []byte) error {
 			if total == 6 {
 				readies++
 				status = msg[5]
+				if status == 'I' {
+					idleAt = readies
+				}
 				var ok bool
 				if w, ok = b.retry.readyForQuery(s, data, w, msg); !ok {
 					keep = false
@@ -236,7 +247,7 @@ func (r *relay) forwardBackendSlow(data []byte) error {
 		}
 	}
 	w = b.retry.endOfBatch(data, w)
-	drained := readies > 0 && s.publishReadiesLocked(readies, status)
+	drained := readies > 0 && s.publishReadiesLocked(readies, idleAt, status)
 	s.mu.Unlock()
 	if err := r.finishBackendBatch(data, i, w, protocolErr); err != nil || !drained {
 		return err

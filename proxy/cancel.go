@@ -6,7 +6,6 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
-	"net"
 	"strconv"
 	"time"
 
@@ -125,7 +124,7 @@ func (s *Server) handleCancel(ctx context.Context, pkt startupPacket) {
 			return
 		}
 	}
-	if err := sendCancel(ctx, key); err != nil {
+	if err := s.sendCancel(ctx, key); err != nil {
 		s.log.Warn("cannot forward cancel request to the backend", "pid", pkt.CancelProcessID, "backend", key.address, "err", err)
 	}
 }
@@ -215,12 +214,12 @@ func (s *Server) forwardCancel(owner uint64, pkt startupPacket) {
 		"owner_node", owner, "pid", pkt.CancelProcessID)
 }
 
-// sendCancel opens a connection to the backend and sends it a CancelRequest.
-func sendCancel(ctx context.Context, key backendCancelKey) error {
+// sendCancel opens a connection to the backend (with TLS as configured: the cancel key travels
+// in it) and sends it a CancelRequest.
+func (s *Server) sendCancel(ctx context.Context, key backendCancelKey) error {
 	ctx, cancel := context.WithTimeout(ctx, cancelDialTimeout)
 	defer cancel()
-	var dialer net.Dialer
-	conn, err := dialer.DialContext(ctx, "tcp", key.address)
+	conn, _, err := s.dialBackend(ctx, key.address)
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", key.address, err)
 	}

@@ -76,13 +76,14 @@ func (s *session) authenticateMD5(br *bufio.Reader, out []byte, verifier pgauth.
 // authenticateSCRAM runs a SCRAM-SHA-256 exchange (a fake one that fails at the end when the
 // verifier is not a SCRAM one).
 func (s *session) authenticateSCRAM(br *bufio.Reader, out []byte, verifier pgauth.Verifier) (credentials, []byte, error) {
-	var scram *pgauth.SCRAMServer
-	if verifier.Kind == pgauth.NoVerifier {
-		scram = pgauth.NewSCRAMServerForUnknownUser(s.user)
-	} else {
-		scram = pgauth.NewSCRAMServer(s.user, verifier, nil)
-	}
-	out, _ = (&pgproto3.AuthenticationSASL{AuthMechanisms: []string{pgauth.SCRAMMechanism}}).Encode(out)
+	// Over TLS, SCRAM-SHA-256-PLUS is offered too; a role without a usable SCRAM verifier gets
+	// the cluster's mock one (the same salt on every proxy), and the exchange fails at its end.
+	scram := pgauth.NewSCRAMServerWith(s.user, verifier, pgauth.SCRAMServerOptions{
+		ChannelBinding: s.clientBinding,
+		Mock:           s.srv.mockKey,
+	})
+	s.clientBinding = nil
+	out, _ = (&pgproto3.AuthenticationSASL{AuthMechanisms: scram.Mechanisms()}).Encode(out)
 	body, err := s.exchangeAuthMessage(br, out)
 	if err != nil {
 		return credentials{}, nil, err
@@ -91,7 +92,7 @@ func (s *session) authenticateSCRAM(br *bufio.Reader, out []byte, verifier pgaut
 	if err := initial.Decode(body); err != nil {
 		return credentials{}, nil, fatalf(codeProtocolViolation, "malformed SASL message").withCause(err)
 	}
-	if err := pgauth.CheckSASLMechanism(initial.AuthMechanism); err != nil {
+	if err := scram.SelectMechanism(initial.AuthMechanism); err != nil {
 		return credentials{}, nil, fatalf(codeProtocolViolation, "client selected an invalid SASL authentication mechanism").withCause(err)
 	}
 	serverFirst, err := scram.First(initial.Data)

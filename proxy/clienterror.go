@@ -9,6 +9,7 @@ import (
 const (
 	codeProtocolViolation            = "08P01"
 	codeConnectionFailure            = "08006"
+	codeUnableToConnect              = "08001"
 	codeTransactionResolutionUnknown = "08007"
 	codeSerializationFailure         = "40001"
 	codeInFailedTransaction          = "25P02"

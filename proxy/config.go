@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/pgquorum/pgquorum/conninfo"
 	"github.com/pgquorum/pgquorum/metrics"
 )
 
@@ -45,6 +46,9 @@ const (
 	DefaultMaxHeld            = 10000
 	DefaultReleaseConcurrency = 16
 	DefaultStartupTimeout     = 10 * time.Second
+	DefaultMaxClients         = 10000
+	DefaultMaxStartups        = 1000
+	DefaultQueryDatabase      = "postgres"
 	DefaultMaxStartupPacket   = 10000 // bytes of startup packet body, like PostgreSQL's MAX_STARTUP_PACKET_LENGTH
 )
 
@@ -66,8 +70,32 @@ type Config struct {
 	QueryUser string
 	// QueryPassword is QueryUser's password; "" when the backend trusts QueryUser.
 	QueryPassword string
+	// QueryDatabase is the database the auth query connects to. Default "postgres".
+	QueryDatabase string
+	// LookupFunction, when set, is a schema-qualified SECURITY DEFINER function (for example
+	// pgquorum.get_auth) that returns a role's verifier or NULL; the auth query calls it instead
+	// of reading pg_authid, so QueryUser needs no superuser (pgauth.LookupWithFunction).
+	LookupFunction string
+	// MockSecret keys the fake SCRAM exchanges of unknown roles (pgauth.NewMockKey): the same
+	// on every proxy of the cluster, so that the salt announced for a role that does not exist
+	// is the same everywhere and across restarts. nil = a per-process secret.
+	MockSecret []byte
+	// BackendTLS are the libpq TLS keywords (sslmode, sslrootcert, sslcert, sslkey) of every
+	// connection the proxy opens to PostgreSQL: sessions' backends, the auth query, cancel
+	// requests (backendtls.go). Empty = sslmode=disable.
+	BackendTLS conninfo.Params
 	// TLS enables SSLRequest (and direct TLS) for clients; nil answers SSLRequest with 'N'.
 	TLS *tls.Config
+	// TLSRequired refuses sessions that did not negotiate TLS (FATAL 28000), like a
+	// hostssl-only pg_hba.conf. Needs TLS.
+	TLSRequired bool
+	// MaxClientConnections bounds the client connections at once; past it a new connection gets
+	// FATAL 53300 at once. Default 10000.
+	MaxClientConnections int
+	// MaxStartupConnections bounds the connections not yet authenticated; past it a new
+	// connection gets FATAL 53300 at once. Their waits for a primary (the auth query during a
+	// failover) never count against MaxHeld. Default 1000 (at most MaxClientConnections).
+	MaxStartupConnections int
 	// HoldTimeout bounds how long a request or a new connection waits for a primary (and
 	// connecting to it); past it the client gets 57P03 and the request is not sent. Default 30s.
 	HoldTimeout time.Duration
@@ -111,8 +139,25 @@ func (c Config) withDefaults() (Config, error) {
 	default:
 		return c, fmt.Errorf("proxy: config: unknown AuthMethod %q (want trust, md5 or scram-sha-256)", c.AuthMethod)
 	}
-	if c.HoldTimeout < 0 || c.StartupTimeout < 0 || c.MaxStartupPacket < 0 || c.MaxHeld < 0 || c.ReleaseConcurrency < 0 {
+	if c.HoldTimeout < 0 || c.StartupTimeout < 0 || c.MaxStartupPacket < 0 || c.MaxHeld < 0 || c.ReleaseConcurrency < 0 ||
+		c.MaxClientConnections < 0 || c.MaxStartupConnections < 0 {
 		return c, errors.New("proxy: config: negative timeout or size")
+	}
+	if c.TLSRequired && c.TLS == nil {
+		return c, errors.New("proxy: config: TLSRequired needs TLS")
+	}
+	if c.MaxClientConnections == 0 {
+		c.MaxClientConnections = DefaultMaxClients
+	}
+	if c.MaxStartupConnections == 0 {
+		c.MaxStartupConnections = min(DefaultMaxStartups, c.MaxClientConnections)
+	}
+	if c.MaxStartupConnections > c.MaxClientConnections {
+		return c, fmt.Errorf("proxy: config: MaxStartupConnections %d is more than MaxClientConnections %d",
+			c.MaxStartupConnections, c.MaxClientConnections)
+	}
+	if c.QueryDatabase == "" {
+		c.QueryDatabase = DefaultQueryDatabase
 	}
 	if c.HoldTimeout == 0 {
 		c.HoldTimeout = DefaultHoldTimeout

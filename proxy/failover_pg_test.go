@@ -258,7 +258,11 @@ func testHeldUntilPrimary(t *testing.T, p *pgPair) {
 		errs <- err
 		newConn <- c
 	}()
-	waitFor(t, "a request and a connection to be held", func() bool { return p.srv.held.Load() == 2 })
+	// The request is held; the new connection waits too, in authentication (its verifier is
+	// read on the primary), where it counts as starting, not held (MaxStartupConnections).
+	waitFor(t, "a request to be held and a connection to wait in startup", func() bool {
+		return p.srv.held.Load() == 1 && p.srv.Stats().StartupConnections == 1
+	})
 	select {
 	case <-ports:
 		t.Fatal("a request was answered while no primary was agreed")

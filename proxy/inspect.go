@@ -54,8 +54,8 @@ type parseRef struct {
 // stmtClass is what an unnamed statement or a portal runs.
 type stmtClass struct {
 	sum  sqlclass.Summary
-	text []byte // the SQL text, kept only when its state items may be needed
-	name string // a named statement: its text is in the registry
+	text []byte          // the SQL text, kept only when its state items may be needed
+	stmt *namedStatement // a named statement the portal runs: its text is in its Parse message
 }
 
 // worstCase is the class of a statement the proxy could not read: it may do anything.
@@ -71,9 +71,13 @@ var unknownStatement = sqlclass.Summary{Writes: true, MayCommit: true}
 // parts published to the session are written under session.mu.
 type clientSide struct {
 	reg           statementRegistry
-	unnamed       stmtClass            // the unnamed prepared statement
-	unnamedPortal stmtClass            // the unnamed portal
-	portals       map[string]stmtClass // named portals (rare)
+	unnamed       stmtClass // the unnamed prepared statement
+	unnamedPortal stmtClass // the unnamed portal
+	// Named portals (rare; portals.go): by PostgreSQL's key, forgotten when PostgreSQL forgets
+	// them.
+	portals             map[string]portalEntry
+	portalsOverflow     bool   // a portal was not remembered (maxTrackedPortals) since the last idle point
+	portalsEndedThrough uint64 // session.idleThrough when ended portals were last dropped
 
 	seg segAccum // the request being sent
 
@@ -181,22 +185,20 @@ func (c *clientSide) inspectBind(s *session, body []byte, f *batchFacts) []byte 
 	stmt := cstring(rest)
 	ahead := c.prepareBeforeUse(s, f, stmt)
 	c.seg.open = true
-	target := &c.unnamedPortal
-	if len(portal) > 0 {
-		if c.portals == nil {
-			c.portals = make(map[string]stmtClass)
+	class := c.unnamed
+	if len(stmt) > 0 {
+		class = stmtClass{sum: unknownStatement}
+		if entry := c.reg.byName[string(stmt)]; entry != nil {
+			class = stmtClass{sum: entry.sum}
+			if needsText(entry.sum) {
+				class.stmt = entry
+			}
 		}
-		class := c.portals[string(portal)]
-		target = &class
-		defer func() { c.portals[string(portal)] = class }()
 	}
-	if len(stmt) == 0 {
-		*target = c.unnamed
-		return ahead
-	}
-	*target = stmtClass{name: string(stmt), sum: unknownStatement}
-	if entry := c.reg.lookup(target.name); entry != nil {
-		target.sum = entry.sum
+	if len(portal) == 0 {
+		c.unnamedPortal = class
+	} else {
+		c.bindPortal(s, portal, s.syncsSent+f.syncs, class)
 	}
 	return ahead
 }
@@ -205,10 +207,7 @@ func (c *clientSide) inspectBind(s *session, body []byte, f *batchFacts) []byte 
 func (c *clientSide) inspectExecute(s *session, body []byte, f *batchFacts) {
 	class := &c.unnamedPortal
 	if portal := cstring(body); len(portal) > 0 {
-		named, ok := c.portals[string(portal)]
-		if !ok {
-			named = stmtClass{sum: unknownStatement}
-		}
+		named := c.portal(portal)
 		class = &named
 	}
 	c.addStatements(s, f, class.sum, c.textOf(class), false)
@@ -231,7 +230,7 @@ func (c *clientSide) inspectClose(s *session, body []byte) {
 	case body[0] == 'S':
 		c.unnamed = stmtClass{}
 	case body[0] == 'P' && len(name) > 0:
-		delete(c.portals, string(name))
+		c.closePortal(s, name)
 	}
 }
 
@@ -318,22 +317,25 @@ func (c *clientSide) prepareBeforeUse(s *session, f *batchFacts, stmt []byte) []
 // may be needed at Execute.
 func (c *clientSide) classOf(sum sqlclass.Summary, text []byte) stmtClass {
 	class := stmtClass{sum: sum}
-	if sum.Effects || sum.TxControl || sum.Unmovable != "" || sum.Uncertain {
+	if needsText(sum) {
 		class.text = append([]byte(nil), text...)
 	}
 	return class
 }
 
+// needsText reports whether the text of a statement that does sum may be needed at Execute (for
+// its state items).
+func needsText(sum sqlclass.Summary) bool {
+	return sum.Effects || sum.TxControl || sum.Unmovable != "" || sum.Uncertain
+}
+
 // textOf returns the SQL text a class runs (nil when it was not kept).
 func (c *clientSide) textOf(class *stmtClass) []byte {
-	if class.name == "" {
+	if class.stmt == nil {
 		return class.text
 	}
-	if entry := c.reg.lookup(class.name); entry != nil {
-		_, rest := splitCString(entry.parse[5:])
-		return cstring(rest)
-	}
-	return nil
+	_, rest := splitCString(class.stmt.parse[5:])
+	return cstring(rest)
 }
 
 // addStatements adds the statements of a Query or an Execute to the request being sent.

@@ -90,7 +90,8 @@ func (s *session) move(r *relay, urgent bool) error {
 	}
 	s.backslashQuotes.Store(s.serverParams["standard_conforming_strings"] == "off")
 	c.reg.moved()
-	c.unnamed, c.unnamedPortal, c.portals = stmtClass{}, stmtClass{}, nil
+	c.unnamed, c.unnamedPortal = stmtClass{}, stmtClass{}
+	c.forgetPortals(s)
 
 	s.mu.Lock()
 	if !s.transitionLocked(evMoved) {

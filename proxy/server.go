@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/pgquorum/pgquorum/proxy/pgauth"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -36,6 +38,10 @@ type Server struct {
 	sessions  *sessionRegistry
 	counters  counters
 	authConns *authQueryPool
+	// backendTLS secures every connection to PostgreSQL (backendtls.go).
+	backendTLS *backendTLS
+	// mockKey keys the fake SCRAM exchanges of unknown roles.
+	mockKey pgauth.MockKey
 
 	mu       sync.Mutex
 	listener net.Listener
@@ -66,7 +72,12 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	r, _ := cfg.Router.Route()
 	s.route.Store(&r)
-	s.authConns = newAuthQueryPool(cfg.QueryUser, cfg.QueryPassword, s.log)
+	s.backendTLS = newBackendTLS(cfg.BackendTLS)
+	s.mockKey = pgauth.NewMockKey(cfg.MockSecret)
+	s.authConns = newAuthQueryPool(authQuerySettings{
+		user: cfg.QueryUser, password: cfg.QueryPassword, database: cfg.QueryDatabase,
+		tls: s.backendTLS.connStringParams(), lookupFunction: cfg.LookupFunction,
+	}, s.log)
 	return s, nil
 }
 

@@ -49,10 +49,14 @@ type session struct {
 
 	startupCancel   context.CancelFunc // cancels the startup phase's context
 	startupDeadline time.Time          // end of the client's startup budget (startup goroutine)
+	startupPlace    bool               // holds one of Config.MaxStartupConnections (startup goroutine)
 
 	// Set during startup, read-only afterwards.
-	client        net.Conn // conn, or the TLS connection over it
-	clientTLS     bool
+	client    net.Conn // conn, or the TLS connection over it
+	clientTLS bool
+	// clientBinding is the tls-server-end-point data of the certificate the client got (for
+	// SCRAM-SHA-256-PLUS); set by the TLS handshake, dropped after authentication.
+	clientBinding []byte
 	protocolMinor uint16 // protocol 3.x the client speaks (after negotiation: 0, 1 or 2)
 	params        []startupParam
 	user          string
@@ -93,6 +97,7 @@ type session struct {
 	reason         *clientError  // what the client is told before the close; first one wins
 	txStatus       byte          // transaction status the client last saw in a ReadyForQuery
 	readyReceived  uint64        // requests answered (ReadyForQuery from the backend or the proxy)
+	idleThrough    uint64        // requests answered when a ReadyForQuery last said idle: the named portals of requests before it are gone
 	syncsSent      uint64        // requests sent to the backend (Query, FunctionCall, Sync)
 	lastClientType byte          // type of the last message the client sent
 	extendedOpen   bool          // an extended-protocol batch was started and not yet ended by Sync
@@ -296,6 +301,7 @@ func (s *session) runClientToBackend(r *relay) {
 	for err == nil {
 		err = s.clientInterrupted(r, r.run())
 	}
+	r.c.forgetPortals(s)
 	s.clientRelayEnded(err)
 }
 

@@ -25,19 +25,29 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	defer s.goroutines.Done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s.counters.clientConnections.Add(1)
 	s.counters.totalClientConnections.Add(1)
 	sess := newSession(s, conn, cancel)
 	sess.startupDeadline = time.Now().Add(s.cfg.StartupTimeout)
 	_ = conn.SetDeadline(sess.startupDeadline)
-	if err := s.sessions.add(sess); err != nil {
-		sess.writeFinalError(fatalf(codeTooManyConnections, "sorry, too many clients already"))
+	refusal := s.admit()
+	if refusal == nil {
+		sess.startupPlace = true
+		if err := s.sessions.add(sess); err != nil {
+			sess.endStartup()
+			s.counters.clientConnections.Add(-1)
+			refusal = fatalf(codeTooManyConnections, "sorry, too many clients already")
+		}
+	}
+	if refusal != nil {
+		s.counters.refusedConnections.Add(1)
+		sess.writeFinalError(refusal)
 		_ = conn.Close()
-		s.counters.clientConnections.Add(-1)
 		return
 	}
 	sess.log = s.log.With("session", sess.pid, "client", conn.RemoteAddr().String())
-	if !sess.runStartupRecovering(ctx) {
+	relaying := sess.runStartupRecovering(ctx)
+	sess.endStartup()
+	if !relaying {
 		sess.finish()
 	}
 }
@@ -132,11 +142,21 @@ func (s *session) startup(ctx context.Context) (clientLeftover, backendLeftover 
 	}
 	s.user, _ = pkt.param("user")
 	s.log = s.log.With("user", s.user)
+	if s.srv.cfg.TLSRequired && !s.clientTLS {
+		// Like a hostssl-only pg_hba.conf: refused before any authentication.
+		database, ok := pkt.param("database")
+		if !ok {
+			database = s.user
+		}
+		return nil, nil, fatalf(codeInvalidAuthSpec, "connection without encryption refused for user %q, database %q: the pgquorum proxy requires TLS", s.user, database).
+			withHint("Connect with sslmode=require (or verify-ca, verify-full).")
+	}
 
 	creds, out, err := s.authenticateClient(ctx, br, out)
 	if err != nil {
 		return nil, nil, err
 	}
+	s.endStartup() // authenticated: waiting for the primary now counts as held (MaxHeld)
 	s.creds = creds
 	out, _ = (&pgproto3.AuthenticationOk{}).Encode(out)
 

@@ -6,6 +6,9 @@ import "sync/atomic"
 type Stats struct {
 	ClientConnections      int64  // client connections open now (in startup or relaying)
 	TotalClientConnections uint64 // client connections accepted since start
+	StartupConnections     int64  // client connections not authenticated yet, now
+	RefusedConnections     uint64 // connections refused at once by the limits since start
+	NamedPortals           int64  // named portals the sessions track now (forgotten as PostgreSQL forgets them)
 	Sessions               int64  // sessions relaying now (startup and authentication done)
 	TotalSessions          uint64 // sessions that reached the relay since start
 	StartupFailures        uint64 // connections closed during startup with an error (bad input, auth, backend)
@@ -18,6 +21,9 @@ type Stats struct {
 type counters struct {
 	clientConnections      atomic.Int64
 	totalClientConnections atomic.Uint64
+	startupConnections     atomic.Int64
+	refusedConnections     atomic.Uint64
+	namedPortals           atomic.Int64
 	sessions               atomic.Int64
 	totalSessions          atomic.Uint64
 	startupFailures        atomic.Uint64
@@ -30,6 +36,9 @@ func (c *counters) snapshot() Stats {
 	return Stats{
 		ClientConnections:      c.clientConnections.Load(),
 		TotalClientConnections: c.totalClientConnections.Load(),
+		StartupConnections:     c.startupConnections.Load(),
+		RefusedConnections:     c.refusedConnections.Load(),
+		NamedPortals:           c.namedPortals.Load(),
 		Sessions:               c.sessions.Load(),
 		TotalSessions:          c.totalSessions.Load(),
 		StartupFailures:        c.startupFailures.Load(),
