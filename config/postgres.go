@@ -1,8 +1,10 @@
 package config
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -167,4 +169,32 @@ func (c *Config) UnencryptedBackends() []string {
 		}
 	}
 	return names
+}
+
+// MockSecret is the secret that keys the fake SCRAM exchanges of unknown roles
+// (proxy.Config.MockSecret): auth.mock_secret_file's contents, else a digest of
+// the cluster name and the public key of the first certificate in peer_tls.ca
+// (the same on every proxy of the cluster, and across restarts), else nil (no
+// peer_tls: a per-process secret).
+func (c *Config) MockSecret() ([]byte, error) {
+	if c.Auth.MockSecret != "" {
+		return []byte(c.Auth.MockSecret), nil
+	}
+	if c.PeerTLS == nil || c.PeerTLS.CA == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(c.PeerTLS.CA)
+	if err != nil {
+		return nil, fmt.Errorf("peer_tls.ca: %w", err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("peer_tls.ca: %s holds no PEM certificate", c.PeerTLS.CA)
+	}
+	ca, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("peer_tls.ca: %w", err)
+	}
+	sum := sha256.Sum256(append([]byte("pgquorum mock secret\x00"+c.ClusterName+"\x00"), ca.RawSubjectPublicKeyInfo...))
+	return sum[:], nil
 }

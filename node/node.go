@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -90,6 +91,14 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 			return nil, fmt.Errorf("tls: %w", err)
 		}
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	mockSecret, err := cfg.MockSecret()
+	if err != nil {
+		return nil, err
+	}
+	if names := cfg.UnencryptedBackends(); len(names) > 0 {
+		logger.Warn("backend.sslmode is disable and PostgreSQL is not on loopback: sessions, passwords' proofs and "+
+			"admin SQL cross the network in plaintext; set backend.sslmode to verify-full", "backends", strings.Join(names, ", "))
 	}
 
 	peers := make([]consensus.Peer, 0, len(cfg.Peers))
@@ -174,6 +183,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		},
 		Addresses:   addresses,
 		ConnString:  func(address string) string { return cfg.QueryConnString(address, "pgquorum-coordinator") },
+		StandbyTLS:  cfg.StandbyTLSParams(),
 		Health:      monitor,
 		MinInterval: cfg.Failover.MinInterval.Duration,
 		AllowAsync:  cfg.Failover.AllowAsync,
@@ -186,18 +196,25 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 	n.coordinator.Metrics = n.metrics
 
 	n.proxy, err = proxy.NewServer(proxy.Config{
-		NodeID:             cfg.Node.ID,
-		ListenAddr:         cfg.Listen.Postgres,
-		Router:             n.router,
-		AuthMethod:         cfg.Auth.Method,
-		QueryUser:          cfg.Auth.QueryUser,
-		QueryPassword:      cfg.Auth.QueryPassword,
-		TLS:                tlsConfig,
-		HoldTimeout:        cfg.Hold.Timeout.Duration,
-		MaxHeld:            cfg.Hold.MaxHeld,
-		ReleaseConcurrency: cfg.Hold.ReleaseConcurrency,
-		Metrics:            n.metrics,
-		Logger:             logger,
+		NodeID:                cfg.Node.ID,
+		ListenAddr:            cfg.Listen.Postgres,
+		Router:                n.router,
+		AuthMethod:            cfg.Auth.Method,
+		QueryUser:             cfg.Auth.QueryUser,
+		QueryPassword:         cfg.Auth.QueryPassword,
+		QueryDatabase:         cfg.Auth.QueryDatabase,
+		LookupFunction:        cfg.Auth.LookupFunction,
+		MockSecret:            mockSecret,
+		BackendTLS:            cfg.BackendTLSParams(),
+		TLS:                   tlsConfig,
+		TLSRequired:           cfg.TLS != nil && cfg.TLS.Mode == config.TLSRequire,
+		HoldTimeout:           cfg.Hold.Timeout.Duration,
+		MaxHeld:               cfg.Hold.MaxHeld,
+		ReleaseConcurrency:    cfg.Hold.ReleaseConcurrency,
+		MaxClientConnections:  cfg.Limits.MaxClientConnections,
+		MaxStartupConnections: cfg.Limits.MaxStartupConnections,
+		Metrics:               n.metrics,
+		Logger:                logger,
 	})
 	if err != nil {
 		raft.Close()
@@ -334,6 +351,8 @@ func (n *Node) Reload(cfg *config.Config) (needRestart []string, err error) {
 	check("backends", fmt.Sprint(old.Backends) != fmt.Sprint(cfg.Backends))
 	check("auth", old.Auth != cfg.Auth)
 	check("tls", fmt.Sprint(old.TLS) != fmt.Sprint(cfg.TLS))
+	check("backend", old.Backend != cfg.Backend)
+	check("limits", old.Limits != cfg.Limits)
 	check("hold", old.Hold != cfg.Hold)
 	check("health", old.Health != cfg.Health)
 	check("failover", old.Failover != cfg.Failover)

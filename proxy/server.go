@@ -136,6 +136,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer stopAccepting()
 	s.goroutines.Add(1)
 	go s.watchRoutes(ctx, s.cfg.Router)
+	s.startTrustCheck(ctx)
 	s.log.Info("proxy listening", "addr", ln.Addr().String(), "auth", s.cfg.AuthMethod, "tls", s.cfg.TLS != nil)
 
 	var backoff time.Duration
