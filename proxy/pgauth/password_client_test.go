@@ -19,6 +19,7 @@ type passwordSCRAMClient struct {
 	password    string
 	clientNonce string
 	gs2Header   string // "n,," unless set
+	binding     []byte // channel binding data after the gs2 header in c= (SCRAM-SHA-256-PLUS)
 
 	clientFirstBare         string
 	expectedServerSignature []byte
@@ -54,7 +55,7 @@ func (c *passwordSCRAMClient) clientFinal(serverFirst []byte) ([]byte, error) {
 	storedKey := sha256.Sum256(clientKey)
 	serverKey := testHMAC(saltedPassword, "Server Key")
 
-	withoutProof := "c=" + base64.StdEncoding.EncodeToString([]byte(c.gs2Header)) + "," + fields[0]
+	withoutProof := "c=" + base64.StdEncoding.EncodeToString(append([]byte(c.gs2Header), c.binding...)) + "," + fields[0]
 	authMessage := c.clientFirstBare + "," + string(serverFirst) + "," + withoutProof
 	clientSignature := testHMAC(storedKey[:], authMessage)
 	proof := make([]byte, 32)

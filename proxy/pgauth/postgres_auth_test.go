@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -337,4 +339,65 @@ func TestAgainstRealPostgres(t *testing.T) {
 			t.Fatalf("err = %v, want a clear SCRAM/md5 mismatch", err)
 		}
 	})
+
+	t.Run("a query user without superuser reads verifiers through the documented function", func(t *testing.T) {
+		// The SQL operators are told to run (configs/auth-lookup-function.sql), as is.
+		sql, err := os.ReadFile(filepath.Join("..", "..", "configs", "auth-lookup-function.sql"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pg.exec(t, admin, "CREATE ROLE pgquorum LOGIN PASSWORD 'query secret' NOSUPERUSER; CREATE ROLE super_role LOGIN SUPERUSER PASSWORD 'x'")
+		pg.exec(t, admin, string(sql))
+		query := pg.connect(t, "pgquorum", "query secret")
+		ctx := context.Background()
+		if _, err := pgauth.Lookup(ctx, query, "scram_role"); err == nil || errors.Is(err, pgauth.ErrNoVerifier) {
+			t.Fatalf("the query user reads pg_authid itself: %v", err)
+		}
+		const function = "pgquorum.get_auth"
+		for _, tt := range []struct {
+			user string
+			want pgauth.VerifierKind
+		}{
+			{"scram_role", pgauth.SCRAMSHA256},
+			{"md5_role", pgauth.MD5},
+			{oddRole, pgauth.SCRAMSHA256},
+			{"nologin_role", pgauth.NoVerifier},
+			{"nopassword_role", pgauth.NoVerifier},
+			{"expired_role", pgauth.NoVerifier},
+			{"super_role", pgauth.NoVerifier}, // never handed out
+			{"no_such_role", pgauth.NoVerifier},
+			{"", pgauth.NoVerifier},
+		} {
+			v, err := pgauth.LookupWithFunction(ctx, query, function, tt.user)
+			if tt.want == pgauth.NoVerifier {
+				if !errors.Is(err, pgauth.ErrNoVerifier) {
+					t.Errorf("%q: %v, %v; want ErrNoVerifier", tt.user, v, err)
+				}
+				continue
+			}
+			if err != nil || v.Kind != tt.want {
+				t.Errorf("%q: %v, %v; want kind %v", tt.user, v, err, tt.want)
+			}
+		}
+		if got, want := mustLookupWith(t, query, function, "scram_role"), mustLookup(t, admin, "scram_role"); got.Text() != want.Text() {
+			t.Error("the function returns another verifier than pg_authid holds")
+		}
+		// Nobody else may run it.
+		other := pg.connect(t, "scram_role", "scram secret")
+		if _, err := pgauth.LookupWithFunction(ctx, other, function, "md5_role"); err == nil || errors.Is(err, pgauth.ErrNoVerifier) {
+			t.Fatalf("a role without EXECUTE ran the lookup function: %v", err)
+		}
+		if _, err := pgauth.LookupWithFunction(ctx, query, "get_auth", "scram_role"); err == nil {
+			t.Fatal("an unqualified function name was accepted")
+		}
+	})
+}
+
+func mustLookupWith(t *testing.T, conn *pgconn.PgConn, function, user string) pgauth.Verifier {
+	t.Helper()
+	v, err := pgauth.LookupWithFunction(context.Background(), conn, function, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
