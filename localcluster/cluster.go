@@ -32,6 +32,8 @@ const (
 // from any goroutine, any number of times.
 type Cluster struct {
 	Nodes []*Node // in Options.Names order; Nodes[0] is the initial primary
+	// TLS names the certificate files when Options.TLS is set; nil otherwise.
+	TLS *TLSFiles
 
 	dir    string // canonical Options.Dir
 	opts   Options
@@ -137,8 +139,14 @@ func (c *Cluster) bootstrap(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := c.run.writeFile(filepath.Join(primary.DataDir, "pg_hba.conf"), []byte(renderHBA(c.opts.ExtraHBA))); err != nil {
+	if err := c.run.writeFile(filepath.Join(primary.DataDir, "pg_hba.conf"), []byte(renderHBA(c.opts.ExtraHBA, c.opts.HostSSLOnly))); err != nil {
 		return err
+	}
+	if c.opts.TLS {
+		// pg_basebackup copies the certificate and key to the standbys.
+		if err := c.makeTLS(primary.DataDir); err != nil {
+			return err
+		}
 	}
 	// Every node gets this include through pg_basebackup's copy of postgresql.conf.
 	include := fmt.Sprintf("\n# Settings managed by pgquorum localcluster.\ninclude '%s'\n", settingsFile)
@@ -212,6 +220,7 @@ func (c *Cluster) newNode(name string) (*Node, error) {
 		return nil, fmt.Errorf("node %s: %w", name, err)
 	}
 	return &Node{
+		tls:       c.opts.TLS,
 		Name:      name,
 		DataDir:   filepath.Join(nodeDir, "data"),
 		SocketDir: socketDir,
@@ -223,7 +232,7 @@ func (c *Cluster) newNode(name string) (*Node, error) {
 
 // settings returns the settings common to every node; the caller adds the role-specific ones.
 func (c *Cluster) settings(n *Node) nodeSettings {
-	return nodeSettings{name: n.Name, port: n.Port, socketDir: n.SocketDir, fast: c.opts.Fast, extra: c.opts.ExtraConf}
+	return nodeSettings{name: n.Name, port: n.Port, socketDir: n.SocketDir, fast: c.opts.Fast, ssl: c.opts.TLS, extra: c.opts.ExtraConf}
 }
 
 // startNew starts a node for the first time on a fresh free port, writing its settings file
@@ -266,7 +275,7 @@ func (c *Cluster) startStandby(ctx context.Context, n, primary *Node) error {
 	}
 	return c.startNew(ctx, n, func() nodeSettings {
 		s := c.settings(n)
-		s.primaryConninfo = primaryConninfo(n.Name, primary.Port)
+		s.primaryConninfo = primaryConninfo(n.Name, primary.Port, c.caFile())
 		return s
 	})
 }

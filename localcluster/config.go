@@ -34,6 +34,7 @@ type nodeSettings struct {
 	// primaryConninfo is set on standbys only.
 	primaryConninfo string
 	fast            bool
+	ssl             bool // ssl = on, with server.crt and server.key in the data directory
 	extra           map[string]string
 }
 
@@ -64,6 +65,11 @@ func renderSettings(s nodeSettings) string {
 	// Three nodes on one machine: keep the memory of each small.
 	line("shared_buffers", "32MB")
 	line("log_line_prefix", "%m [%p] %q%a ")
+	if s.ssl {
+		line("ssl", "on")
+		line("ssl_cert_file", serverCertFile)
+		line("ssl_key_file", serverKeyFile)
+	}
 	if s.primaryConninfo != "" {
 		line("primary_conninfo", s.primaryConninfo)
 	}
@@ -82,17 +88,22 @@ func renderSettings(s nodeSettings) string {
 }
 
 // renderHBA returns pg_hba.conf: the extra lines first, then the defaults of the contract.
-func renderHBA(extra []string) string {
+// With sslOnly the default TCP rules are hostssl: plaintext TCP connections match none.
+func renderHBA(extra []string, sslOnly bool) string {
+	host := "host"
+	if sslOnly {
+		host = "hostssl"
+	}
 	var b strings.Builder
 	b.WriteString("# Written by pgquorum localcluster. First match wins.\n")
 	for _, l := range extra {
 		b.WriteString(l + "\n")
 	}
 	b.WriteString("local all all trust\n")
-	b.WriteString("host replication " + ReplicationUser + " 127.0.0.1/32 trust\n")
-	b.WriteString("host all " + SuperUser + " 127.0.0.1/32 trust\n")
+	b.WriteString(host + " replication " + ReplicationUser + " 127.0.0.1/32 trust\n")
+	b.WriteString(host + " all " + SuperUser + " 127.0.0.1/32 trust\n")
 	// md5 accepts both md5 and SCRAM verifiers; ours are SCRAM (password_encryption above).
-	b.WriteString("host all all 127.0.0.1/32 md5\n")
+	b.WriteString(host + " all all 127.0.0.1/32 md5\n")
 	return b.String()
 }
 
@@ -106,9 +117,14 @@ func syncStandbyNames(quorum int, standbys []string) string {
 }
 
 // primaryConninfo is the libpq string a standby streams with; application_name is how the
-// primary's synchronous_standby_names recognises it.
-func primaryConninfo(standbyName string, primaryPort int) string {
-	return fmt.Sprintf("host=127.0.0.1 port=%d user=%s application_name=%s sslmode=disable", primaryPort, ReplicationUser, standbyName)
+// primary's synchronous_standby_names recognises it. caFile, when set, makes it verify-full
+// TLS against that CA.
+func primaryConninfo(standbyName string, primaryPort int, caFile string) string {
+	ssl := "sslmode=disable"
+	if caFile != "" {
+		ssl = "sslmode=verify-full sslrootcert=" + quoteConnValue(caFile)
+	}
+	return fmt.Sprintf("host=127.0.0.1 port=%d user=%s application_name=%s %s", primaryPort, ReplicationUser, standbyName, ssl)
 }
 
 // quoteConfValue quotes a postgresql.conf value. Every setting accepts a quoted value.

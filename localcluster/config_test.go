@@ -34,7 +34,7 @@ func TestRenderSettings(t *testing.T) {
 		},
 		{
 			name: "standby",
-			edit: func(s *nodeSettings) { s.primaryConninfo = primaryConninfo("pg2", 6000) },
+			edit: func(s *nodeSettings) { s.primaryConninfo = primaryConninfo("pg2", 6000, "") },
 			want: []string{
 				"synchronous_standby_names = ''",
 				"primary_conninfo = 'host=127.0.0.1 port=6000 user=replicator application_name=pg2 sslmode=disable'",
@@ -75,7 +75,7 @@ func TestRenderSettings(t *testing.T) {
 }
 
 func TestRenderHBAPutsExtraLinesFirst(t *testing.T) {
-	got := renderHBA([]string{"host all alice 127.0.0.1/32 trust"})
+	got := renderHBA([]string{"host all alice 127.0.0.1/32 trust"}, false)
 	want := []string{
 		"host all alice 127.0.0.1/32 trust",
 		"local all all trust",
@@ -91,6 +91,18 @@ func TestRenderHBAPutsExtraLinesFirst(t *testing.T) {
 	}
 	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
 		t.Errorf("pg_hba.conf rules:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestRenderHBAHostSSLOnly(t *testing.T) {
+	got := renderHBA(nil, true)
+	for _, l := range strings.Split(got, "\n") {
+		if strings.HasPrefix(l, "host ") {
+			t.Errorf("plaintext TCP rule %q with HostSSLOnly", l)
+		}
+	}
+	if !strings.Contains(got, "hostssl all all 127.0.0.1/32 md5") || !strings.Contains(got, "local all all trust") {
+		t.Errorf("pg_hba.conf:\n%s", got)
 	}
 }
 

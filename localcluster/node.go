@@ -45,6 +45,7 @@ type Node struct {
 
 	run    *runner
 	logger *slog.Logger
+	tls    bool // Options.TLS: ConnString uses sslmode=require
 
 	mu     sync.Mutex
 	frozen []process // processes stopped by Freeze, postmaster first; nil when not frozen
@@ -56,7 +57,8 @@ func (n *Node) Address() string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(n.Port))
 }
 
-// ConnString returns a libpq keyword/value connection string to the node over loopback TCP.
+// ConnString returns a libpq keyword/value connection string to the node over loopback TCP
+// (sslmode=require with Options.TLS, else disable).
 // An empty password is left out; an empty db means "postgres".
 func (n *Node) ConnString(user, password, db string) string {
 	if db == "" {
@@ -68,6 +70,9 @@ func (n *Node) ConnString(user, password, db string) string {
 		"user=" + quoteConnValue(user),
 		"dbname=" + quoteConnValue(db),
 		"sslmode=disable",
+	}
+	if n.tls {
+		parts[len(parts)-1] = "sslmode=require"
 	}
 	if password != "" {
 		parts = append(parts, "password="+quoteConnValue(password))

@@ -42,6 +42,13 @@ type Options struct {
 	// ExtraConf are extra postgresql.conf settings for every node, written after (so they win
 	// over) the defaults. port, listen_addresses and unix_socket_directories are reserved.
 	ExtraConf map[string]string
+	// TLS turns ssl on in every node, with a server certificate for 127.0.0.1 and localhost
+	// signed by a CA made for the cluster (Cluster.TLS names the files). The standbys stream
+	// with sslmode=verify-full, and the SQL helpers connect with sslmode=require.
+	TLS bool
+	// HostSSLOnly (needs TLS) writes every TCP rule of pg_hba.conf as hostssl: PostgreSQL then
+	// refuses plaintext TCP connections, as a server that requires TLS does.
+	HostSSLOnly bool
 	// Fast trades durability against an OS crash for speed (fsync=off). Tests set it; the demo
 	// leaves it off. A killed PostgreSQL process still recovers without loss either way.
 	Fast bool
@@ -74,6 +81,9 @@ func (opts Options) withDefaults() (Options, error) {
 	}
 	if opts.Quorum < 1 || (standbys > 0 && opts.Quorum > standbys) {
 		return opts, fmt.Errorf("options: Quorum %d: want 1..%d (the number of standbys)", opts.Quorum, max(standbys, 1))
+	}
+	if opts.HostSSLOnly && !opts.TLS {
+		return opts, fmt.Errorf("options: HostSSLOnly needs TLS")
 	}
 	opts.ExtraHBA = slices.Clone(opts.ExtraHBA)
 	for _, l := range opts.ExtraHBA {
