@@ -185,22 +185,48 @@ func (c *clientSide) inspectBind(s *session, body []byte, f *batchFacts) []byte 
 	stmt := cstring(rest)
 	ahead := c.prepareBeforeUse(s, f, stmt)
 	c.seg.open = true
-	class := c.unnamed
-	if len(stmt) > 0 {
-		class = stmtClass{sum: unknownStatement}
-		if entry := c.reg.byName[string(stmt)]; entry != nil {
-			class = stmtClass{sum: entry.sum}
-			if needsText(entry.sum) {
-				class.stmt = entry
-			}
-		}
+	c.setPortal(s, f, portal, c.bindClass(stmt))
+	return ahead
+}
+
+// bindClass is what a portal bound to the named statement stmt ("" = the unnamed one) runs.
+func (c *clientSide) bindClass(stmt []byte) stmtClass {
+	if len(stmt) == 0 {
+		return c.unnamed
 	}
+	entry := c.reg.byName[string(stmt)]
+	if entry == nil {
+		return stmtClass{sum: unknownStatement}
+	}
+	class := stmtClass{sum: entry.sum}
+	if needsText(entry.sum) {
+		class.stmt = entry
+	}
+	return class
+}
+
+// setPortal records what the portal a Bind creates runs.
+func (c *clientSide) setPortal(s *session, f *batchFacts, portal []byte, class stmtClass) {
 	if len(portal) == 0 {
 		c.unnamedPortal = class
 	} else {
 		c.bindPortal(s, portal, s.syncsSent+f.syncs, class)
 	}
-	return ahead
+}
+
+// inspectStreamedBind is inspectBind for a Bind forwarded in pieces (large parameters): body
+// is its first piece, which holds at least the first streamPrefix bytes, so at least a
+// portal's key (portalKey). A statement name the piece cuts is not known: the portal then runs
+// the worst case.
+func (c *clientSide) inspectStreamedBind(s *session, body []byte, f *batchFacts) {
+	portal, class := body, stmtClass{sum: worstCase}
+	if i := bytes.IndexByte(body, 0); i >= 0 {
+		portal = body[:i]
+		if rest := body[i+1:]; bytes.IndexByte(rest, 0) >= 0 {
+			class = c.bindClass(cstring(rest))
+		}
+	}
+	c.setPortal(s, f, portal, class)
 }
 
 //go:noinline
@@ -263,6 +289,8 @@ func (c *clientSide) inspectStreamStart(s *session, typ byte, piece []byte, f *b
 	case 'F':
 		c.seg.writes, c.seg.mayCommit = true, true
 		c.endSegment(s, f)
+	case 'B':
+		c.inspectStreamedBind(s, body, f)
 	}
 }
 

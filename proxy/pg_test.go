@@ -33,6 +33,13 @@ const (
 // the test ends. Without PostgreSQL the test is skipped, or fails when CI=true.
 func startTestPostgres(t *testing.T, name string) *localcluster.Node {
 	t.Helper()
+	return startTestCluster(t, localcluster.Options{Names: []string{name}}).Nodes[0]
+}
+
+// startTestCluster starts a local PostgreSQL cluster with opts (Dir and Fast are set here) for
+// the test; it is stopped when the test ends.
+func startTestCluster(t *testing.T, opts localcluster.Options) *localcluster.Cluster {
+	t.Helper()
 	if _, err := localcluster.FindBinDir(""); err != nil {
 		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
 			t.Fatalf("PostgreSQL is required (CI=true): %v", err)
@@ -47,16 +54,17 @@ func startTestPostgres(t *testing.T, name string) *localcluster.Node {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: dir, Names: []string{name}, Fast: true})
+	opts.Dir, opts.Fast = dir, true
+	c, err := localcluster.Start(ctx, opts)
 	if err != nil {
-		t.Fatalf("start PostgreSQL %s: %v", name, err)
+		t.Fatalf("start PostgreSQL %v: %v", opts.Names, err)
 	}
 	t.Cleanup(func() {
 		if err := c.Close(); err != nil {
-			t.Errorf("stop PostgreSQL %s: %v", name, err)
+			t.Errorf("stop PostgreSQL %v: %v", opts.Names, err)
 		}
 	})
-	return c.Nodes[0]
+	return c
 }
 
 // pgPair is the old and the new primary of a test, and the proxy in front of them.
@@ -106,10 +114,20 @@ func startPgPair(t *testing.T, cfg Config) *pgPair {
 func (p *pgPair) newProxy(t *testing.T, cfg Config) *Server {
 	t.Helper()
 	cfg.NodeID = 3
-	cfg.ListenAddr = "127.0.0.1:0"
 	cfg.Router = p.router
 	cfg.AuthMethod = AuthSCRAMSHA256
 	cfg.QueryUser, cfg.QueryPassword = localcluster.QueryUser, localcluster.QueryPassword
+	srv := startProxy(t, cfg)
+	p.proxies = append(p.proxies, srv)
+	t.Cleanup(func() { p.proxies = slices.DeleteFunc(p.proxies, func(x *Server) bool { return x == srv }) })
+	return srv
+}
+
+// startProxy starts a proxy serving on a free loopback port (HoldTimeout 10s unless set); it
+// is shut down when the test ends.
+func startProxy(t *testing.T, cfg Config) *Server {
+	t.Helper()
+	cfg.ListenAddr = "127.0.0.1:0"
 	if cfg.HoldTimeout == 0 {
 		cfg.HoldTimeout = 10 * time.Second
 	}
@@ -122,9 +140,7 @@ func (p *pgPair) newProxy(t *testing.T, cfg Config) *Server {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(context.Background()) }()
-	p.proxies = append(p.proxies, srv)
 	t.Cleanup(func() {
-		p.proxies = slices.DeleteFunc(p.proxies, func(x *Server) bool { return x == srv })
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)

@@ -53,6 +53,7 @@ func (s *session) tlsEstablished(tlsConn *tls.Conn, served *tls.Certificate) {
 func (srv *Server) sessionTLSConfig(served **tls.Certificate) *tls.Config {
 	base := srv.cfg.TLS
 	cfg := base.Clone()
+	cfg.Certificates = nil // crypto/tls asks GetCertificate only without them (or with SNI)
 	cfg.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		cert, err := chooseCertificate(base, hello)
 		*served = cert
