@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/pgquorum/pgquorum/admin"
+	"github.com/pgquorum/pgquorum/authlookup"
 	"github.com/pgquorum/pgquorum/config"
 	"github.com/pgquorum/pgquorum/consensus"
 	"github.com/pgquorum/pgquorum/consensus/clusterstate"
@@ -32,6 +33,7 @@ import (
 	"github.com/pgquorum/pgquorum/health"
 	"github.com/pgquorum/pgquorum/metrics"
 	"github.com/pgquorum/pgquorum/proxy"
+	"github.com/pgquorum/pgquorum/proxy/pgauth"
 	"github.com/pgquorum/pgquorum/routing"
 )
 
@@ -195,7 +197,13 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		NoRuntimeMetrics: opts.NoRuntimeMetrics, Logger: logger.With("component", "metrics")})
 	n.coordinator.Metrics = n.metrics
 
+	var verifiers proxy.VerifierSource
+	if cfg.Auth.Lookup == config.LookupVoters {
+		// A sidecar without database credentials: the voters read verifiers for it.
+		verifiers = authlookup.NewClient(raft)
+	}
 	n.proxy, err = proxy.NewServer(proxy.Config{
+		Verifiers:             verifiers,
 		NodeID:                cfg.Node.ID,
 		ListenAddr:            cfg.Listen.Postgres,
 		Router:                n.router,
@@ -223,6 +231,10 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 	if err := n.proxy.Listen(); err != nil {
 		raft.Close()
 		return nil, err
+	}
+	if cfg.Node.IsVoter() {
+		// Learners (sidecars) read verifiers through the voters (package authlookup).
+		authlookup.Serve(raft, n.proxy.LookupVerifier, pgauth.NewMockKey(mockSecret), logger.With("component", "verifier-lookup"))
 	}
 	if err := n.metrics.AddSources(n.metricsSources(monitor)); err != nil {
 		n.proxy.Shutdown(context.Background())
@@ -252,8 +264,12 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.cancel = cancel
 	n.goRun("routing", func() error { n.router.Run(runCtx); return nil })
-	n.goRun("health", func() error { return monitor.Run(runCtx) })
-	n.goRun("health-reporter", func() error { return reporter.Run(runCtx) })
+	if cfg.Auth.QueryUser != "" {
+		// A sidecar without database credentials (auth.lookup: voters, no query user)
+		// probes nothing: its observations never decide a failover.
+		n.goRun("health", func() error { return monitor.Run(runCtx) })
+		n.goRun("health-reporter", func() error { return reporter.Run(runCtx) })
+	}
 	n.goRun("coordinator", func() error { n.coordinator.Run(runCtx); return nil })
 	n.goRun("certificates", func() error {
 		return n.security.watch(runCtx, logger.With("component", "certificates"), certificateCheck)

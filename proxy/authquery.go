@@ -102,6 +102,34 @@ func (s *Server) lookupVerifier(ctx context.Context, user string) (pgauth.Verifi
 	}
 }
 
+// LookupVerifier reads user's verifier on the current primary with the auth query, for
+// another proxy that asks for it (package authlookup: the voters answer the learners). The
+// error wraps pgauth.ErrNoVerifier for a role without a usable verifier.
+func (s *Server) LookupVerifier(ctx context.Context, user string) (pgauth.Verifier, error) {
+	if s.cfg.Verifiers != nil || s.cfg.QueryUser == "" {
+		return pgauth.Verifier{}, errors.New("this proxy reads no verifiers itself (no auth.query_user)")
+	}
+	v, _, err := s.lookupVerifier(ctx, user)
+	return v, err
+}
+
+// lookupFromSource reads user's verifier from src (a learner's voters), within the hold
+// timeout. A role without a usable verifier gets the zero Verifier and no error (the fake
+// exchange follows).
+func (s *Server) lookupFromSource(ctx context.Context, src VerifierSource, user string) (pgauth.Verifier, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.HoldTimeout)
+	defer cancel()
+	v, err := src.LookupVerifier(ctx, user)
+	switch {
+	case errors.Is(err, pgauth.ErrNoVerifier):
+		return pgauth.Verifier{}, nil
+	case err != nil:
+		return pgauth.Verifier{}, fatalf(codeConnectionFailure, "could not look up the password of user %q through the voting proxies", user).
+			withCause(err)
+	}
+	return v, nil
+}
+
 // with runs fn on a pooled connection to target, as the query user.
 func (p *authQueryPool) with(ctx context.Context, target Target, fn func(*pgconn.PgConn) error) error {
 	select {

@@ -27,6 +27,11 @@ func (s *session) authenticateClient(ctx context.Context, br *bufio.Reader, out 
 	// Like PostgreSQL, read the stored verifier first: it decides between MD5 and SCRAM.
 	var verifier pgauth.Verifier
 	err := s.waitOnServer(func() error {
+		if src := s.srv.cfg.Verifiers; src != nil {
+			var err error
+			verifier, err = s.srv.lookupFromSource(ctx, src, s.user)
+			return err
+		}
 		var err error
 		var target Target
 		verifier, target, err = s.srv.lookupVerifier(ctx, s.user)

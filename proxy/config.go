@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/pgquorum/pgquorum/conninfo"
 	"github.com/pgquorum/pgquorum/metrics"
+	"github.com/pgquorum/pgquorum/proxy/pgauth"
 )
 
 // Target is where the proxy may send traffic: the agreed primary.
@@ -31,6 +33,13 @@ type Router interface {
 	// BackendFailed tells the router that connecting to, or talking to, t failed; a consensus
 	// router may ignore it (the agreed state, not one connection, decides).
 	BackendFailed(t Target)
+}
+
+// VerifierSource reads a role's password verifier elsewhere than on the primary: a learner
+// asks the voting proxies (package authlookup). The error wraps pgauth.ErrNoVerifier for a
+// role without a usable verifier. It must be safe for concurrent use.
+type VerifierSource interface {
+	LookupVerifier(ctx context.Context, user string) (pgauth.Verifier, error)
 }
 
 // Authentication methods the proxy can ask clients for (Config.AuthMethod).
@@ -68,6 +77,9 @@ type Config struct {
 	// QueryUser is the role used for the auth query (reads password verifiers on the primary).
 	// Required for md5 and scram-sha-256.
 	QueryUser string
+	// Verifiers, when set, is where the proxy reads verifiers instead of the auth query (a
+	// learner with auth.lookup: voters); QueryUser is then optional.
+	Verifiers VerifierSource
 	// QueryPassword is QueryUser's password; "" when the backend trusts QueryUser.
 	QueryPassword string
 	// QueryDatabase is the database the auth query connects to. Default "postgres".
@@ -133,7 +145,7 @@ func (c Config) withDefaults() (Config, error) {
 	switch c.AuthMethod {
 	case AuthTrust:
 	case AuthMD5, AuthSCRAMSHA256:
-		if c.QueryUser == "" {
+		if c.QueryUser == "" && c.Verifiers == nil {
 			return c, fmt.Errorf("proxy: config: QueryUser is required for auth method %q", c.AuthMethod)
 		}
 	default:
