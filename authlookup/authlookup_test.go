@@ -38,7 +38,7 @@ func TestCallerMayAsk(t *testing.T) {
 	}{
 		{consensus.Sender{ID: 101, Role: consensus.PeerLearner}, true},
 		{consensus.Sender{ID: 2, Role: consensus.PeerVoter}, true},
-		{consensus.Sender{ID: 102, Role: consensus.PeerLearner}, false},   // not (or no longer) a member
+		{consensus.Sender{ID: 102, Role: consensus.PeerLearner}, false},    // not (or no longer) a member
 		{consensus.Sender{ID: 101, Role: consensus.PeerUnverified}, false}, // plaintext transport
 	} {
 		if err := callerMayAsk(tt.from, members); (err == nil) != tt.ok {
@@ -77,7 +77,7 @@ func TestVotersToAsk(t *testing.T) {
 	}{
 		{consensus.Status{ID: 101, Leader: 3}, []uint64{3, 2, 1}},
 		{consensus.Status{ID: 101}, []uint64{2, 1, 3}},
-		{consensus.Status{ID: 2, Leader: 2}, []uint64{1, 3}},       // a voter asking: never itself
+		{consensus.Status{ID: 2, Leader: 2}, []uint64{1, 3}},        // a voter asking: never itself
 		{consensus.Status{ID: 101, Leader: 101}, []uint64{2, 1, 3}}, // a learner is never the leader to ask
 	} {
 		if got := votersToAsk(tt.status, members); !slices.Equal(got, tt.want) {
@@ -137,7 +137,7 @@ type voter struct {
 }
 
 func (v voter) HandleCalls(_ string, h consensus.CallHandler) { v.n.handlers[v.id] = h }
-func (v voter) Members() []consensus.Member                  { return members }
+func (v voter) Members() []consensus.Member                   { return members }
 
 func newFakeCluster(lookup Lookup) *fakeNode {
 	n := &fakeNode{self: consensus.Status{ID: 101, Leader: 1}, handlers: map[uint64]consensus.CallHandler{}, down: map[uint64]bool{}}
