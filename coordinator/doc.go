@@ -84,7 +84,9 @@
 // primary_conninfo captured by this leader before freezing it (SHOW primary_conninfo),
 // else any standby's capture, else the template recorded in the freeze step's Detail
 // (which never contains a password), else nothing (libpq defaults).
-// Coordinator.ReplicationUser and ReplicationPassword, when set, override the template.
+// Coordinator.ReplicationUser and ReplicationPassword, when set, override the template, and
+// Coordinator.StandbyTLS (backend.sslmode, backend.standby_ca) makes its TLS no weaker than the
+// cluster's: the stronger sslmode wins, and the template's own sslrootcert is kept.
 // A leader that takes over between freeze and repoint therefore knows the user but not
 // a password: use trust, certificates or a passfile for replication, or configure
 // the password.

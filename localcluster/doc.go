@@ -15,6 +15,11 @@
 //	               setting localcluster manages (port, sync names, primary_conninfo, ...)
 //	<name>.log     server log (pg_ctl -l), appended to across restarts
 //
+// With Options.TLS every node runs with ssl = on and a server certificate signed by a CA made for
+// the cluster (Cluster.TLS: Dir/tls/ca.pem and a client certificate); standbys stream with
+// sslmode=verify-full and the SQL helpers use sslmode=require. Options.HostSSLOnly makes every
+// TCP rule of pg_hba.conf hostssl, so PostgreSQL refuses plaintext TCP connections.
+//
 // Roles: SuperUser (trusted on the unix socket and loopback), QueryUser with QueryPassword
 // (SCRAM; the SQL helpers use it), ReplicationUser (trusted for replication on loopback).
 //

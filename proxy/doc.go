@@ -11,9 +11,14 @@
 // Startup (session_startup.go, startup.go, tls.go, clientauth.go, backend.go): the startup
 // goroutine reads the startup packet with a bounded size, answers SSLRequest (TLS handshake or
 // 'N') and GSSENCRequest ('N'), serves CancelRequest (cancel.go), negotiates the protocol
-// version (3.0 and 3.2), authenticates the client itself (trust, md5 or SCRAM-SHA-256 with
-// verifiers read from the primary by an auth query, authquery.go), then logs in to the primary
-// with the credentials recovered from the client's exchange. Both waits for the primary are held
+// version (3.0 and 3.2), refuses a plaintext session when Config.TLSRequired, authenticates
+// the client itself (trust, md5 or SCRAM-SHA-256, and SCRAM-SHA-256-PLUS over TLS, with
+// verifiers read from the primary by an auth query, authquery.go, or from Config.Verifiers),
+// then logs in to the primary with the credentials recovered from the client's exchange. Every
+// connection to PostgreSQL — sessions' backends, the auth query, cancel requests — follows
+// Config.BackendTLS, libpq's sslmode rules (backendtls.go). Connections are admitted under
+// Config.MaxClientConnections and, until authenticated, Config.MaxStartupConnections
+// (limits.go); an unauthenticated connection never takes a MaxHeld place. Both waits for the primary are held
 // (below). It sends the client the backend's ParameterStatus messages, the proxy's own
 // BackendKeyData and ReadyForQuery, starts the two relay goroutines and exits.
 //
@@ -52,6 +57,8 @@
 //     set_config, dblink) makes the session unmovable; so does anything the proxy cannot
 //     decide with certainty (it never marks movable what is not). DISCARD ALL starts over.
 //   - The ParameterStatus values the client has seen.
+//   - Named portals, by PostgreSQL's key (63 bytes), forgotten when their transaction ends as
+//     PostgreSQL forgets them, and bounded within one transaction (portals.go).
 //
 // # Routing, hold and move (route.go, local.go, move.go, loss.go, retry.go)
 //

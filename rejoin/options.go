@@ -61,6 +61,9 @@ type Options struct {
 	// SSLMode is the sslmode of every connection rejoin opens to the cluster, and
 	// of primary_conninfo when its template has none. "" = libpq's default (prefer).
 	SSLMode string
+	// SSLRootCert is the sslrootcert of those connections (a path on this host), and of
+	// primary_conninfo when its template has none. "" = libpq's default.
+	SSLRootCert string
 
 	// ReplicationUser and ReplicationPassword are the credentials of the new
 	// primary_conninfo (and of pg_basebackup). "" = reuse the node's previous

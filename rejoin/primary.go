@@ -36,6 +36,9 @@ func (h *host) superuserConninfo(host, port string) conninfo.Params {
 	if h.opts.SSLMode != "" {
 		params = append(params, conninfo.Param{Key: "sslmode", Value: h.opts.SSLMode})
 	}
+	if h.opts.SSLRootCert != "" {
+		params = append(params, conninfo.Param{Key: "sslrootcert", Value: h.opts.SSLRootCert})
+	}
 	return params
 }
 

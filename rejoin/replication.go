@@ -32,6 +32,9 @@ func (h *host) replicationParams(ctx context.Context, view admin.ClusterView, ad
 		if _, ok := params.Get("sslmode"); !ok && h.opts.SSLMode != "" {
 			params = params.With("sslmode", h.opts.SSLMode)
 		}
+		if _, ok := params.Get("sslrootcert"); !ok && h.opts.SSLRootCert != "" {
+			params = params.With("sslrootcert", h.opts.SSLRootCert)
+		}
 		h.logger.Debug("replication credentials", "from", source, "conninfo", params.Redacted())
 		return params
 	}

@@ -78,6 +78,7 @@ func hostFlags(fs *flag.FlagSet, command string) func(stderr io.Writer) (rejoin.
 	sourceUser := fs.String("source-user", rejoin.DefaultSourceUser, "superuser role on the primary for pg_rewind and the checks")
 	sourcePasswordFile := fs.String("source-password-file", "", "file holding --source-user's password (default: none, or ~/.pgpass of the data directory's owner)")
 	sslmode := fs.String("sslmode", "", "sslmode of the connections to the cluster (default: libpq's, prefer)")
+	sslrootcert := fs.String("sslrootcert", "", "CA file that verifies the PostgreSQL servers (sslrootcert) for --sslmode verify-ca or verify-full")
 	replicationUser := fs.String("replication-user", "", "role of the new primary_conninfo (default: from the node's previous primary_conninfo or another standby's)")
 	replicationPasswordFile := fs.String("replication-password-file", "", "file holding --replication-user's password")
 	serverLog := fs.String("log", "", "file the started server's output (and pg_rewind's, pg_basebackup's) is appended to (default DIR.rejoin.log)")
@@ -125,6 +126,7 @@ func hostFlags(fs *flag.FlagSet, command string) func(stderr io.Writer) (rejoin.
 			SourceUser:          *sourceUser,
 			SourcePassword:      sourcePassword,
 			SSLMode:             *sslmode,
+			SSLRootCert:         *sslrootcert,
 			ReplicationUser:     *replicationUser,
 			ReplicationPassword: replicationPassword,
 			ServerLog:           *serverLog,

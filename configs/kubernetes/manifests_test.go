@@ -286,9 +286,6 @@ func TestSidecar(t *testing.T) {
 		t.Fatalf("the sidecar's config dir must be an emptyDir that pgquorum-id writes at the same path")
 	}
 
-	var secrets secret
-	find(t, all, "sidecar.yaml", "Secret", volumeByName(t, pod, "pgquorum-secrets").Secret.SecretName).decode(t, &secrets)
-
 	// The voters' configuration, for comparison.
 	var voterCM configMap
 	find(t, all, "configmap.yaml", "ConfigMap", "pgquorum-config").decode(t, &voterCM)
@@ -325,7 +322,10 @@ func TestSidecar(t *testing.T) {
 		}
 		checkListenPort(t, podName, sidecar, "listen.admin", cfg.Listen.Admin, "pgq-admin")
 		checkProbes(t, podName, sidecar, "pgq-admin")
-		checkFiles(t, podName, pod, claimNames(sts), sidecar, cfg, secrets)
+		checkFiles(t, podName, pod, claimNames(sts), sidecar, cfg, secret{})
+		if cfg.Auth.Lookup != config.LookupVoters || cfg.Auth.QueryPasswordFile != "" {
+			t.Errorf("%s: a sidecar reads verifiers through the voters (auth.lookup: voters) and holds no database password", podName)
+		}
 		checkPeerTLS(t, podName, all, "sidecar.yaml", pod, sidecar, cfg)
 		if cfg.Admin.TokenFile != "" {
 			t.Errorf("%s: a sidecar needs no admin token (its admin API refuses calls that change the cluster)", podName)

@@ -251,7 +251,10 @@ func checkFiles(t *testing.T, podName string, pod podSpec, claims []string, c co
 	} else if !slices.Contains(claims, dataVolume) {
 		t.Errorf("%s: node.data_dir is on volume %s, not a volumeClaimTemplate: the Raft log would die with the pod", podName, dataVolume)
 	}
-	secretFiles := map[string]string{"auth.query_password_file": cfg.Auth.QueryPasswordFile}
+	secretFiles := map[string]string{}
+	if cfg.Auth.Lookup != config.LookupVoters {
+		secretFiles["auth.query_password_file"] = cfg.Auth.QueryPasswordFile
+	}
 	if cfg.Node.IsVoter() {
 		secretFiles["admin.token_file"] = cfg.Admin.TokenFile
 	}
