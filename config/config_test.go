@@ -89,6 +89,18 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"tls without key", [2]string{"hold:", "tls: {cert: a.pem}\nhold:"}, "tls: both cert and key"},
 		{"bad log format", [2]string{"hold:", "log: {format: xml}\nhold:"}, "log.format"},
 		{"not yaml", [2]string{"cluster_name: demo", "cluster_name: [demo"}, "not valid YAML"},
+		{"unknown sslmode", [2]string{"hold:", "backend: {sslmode: prefer}\nhold:"}, `backend.sslmode: "prefer" is not one of`},
+		{"verify-full without a CA", [2]string{"hold:", "backend: {sslmode: verify-full}\nhold:"}, "backend.ca: required with backend.sslmode: verify-full"},
+		{"backend CA without TLS", [2]string{"hold:", "backend: {ca: ca.pem}\nhold:"}, "backend.ca: set but backend.sslmode is disable"},
+		{"client certificate without key", [2]string{"hold:", "backend: {sslmode: require, cert: c.pem}\nhold:"}, "backend.cert: backend.cert and backend.key go together"},
+		{"relative standby CA", [2]string{"hold:", "backend: {sslmode: require, standby_ca: ca.pem}\nhold:"}, "backend.standby_ca: \"ca.pem\" must be an absolute path"},
+		{"unknown tls mode", [2]string{"hold:", "tls: {cert: a.pem, key: b.pem, mode: always}\nhold:"}, `tls.mode: "always"`},
+		{"voters lookup on a voter", [2]string{"query_user: pgquorum", "query_user: pgquorum\n  lookup: voters"}, "auth.lookup: voters is for learners"},
+		{"unknown lookup", [2]string{"query_user: pgquorum", "query_user: pgquorum\n  lookup: ldap"}, `auth.lookup: "ldap"`},
+		{"unqualified lookup function", [2]string{"query_user: pgquorum", "query_user: pgquorum\n  lookup_function: get_auth"}, "auth.lookup_function: \"get_auth\" must be a schema-qualified"},
+		{"quoted lookup function", [2]string{"query_user: pgquorum", "query_user: pgquorum\n  lookup_function: 'x.\"f\"; drop'"}, "auth.lookup_function"},
+		{"negative client limit", [2]string{"hold:", "limits: {max_client_connections: -1}\nhold:"}, "limits.max_client_connections: -1 must not be negative"},
+		{"startup limit above client limit", [2]string{"hold:", "limits: {max_client_connections: 10, max_startup_connections: 20}\nhold:"}, "limits.max_startup_connections: 20 is more than"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -104,6 +116,58 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 				t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+func TestLearnerReadingVerifiersThroughTheVotersNeedsNoQueryUser(t *testing.T) {
+	learner := strings.Replace(validYAML, "  id: 1\n", "  id: 9\n  voter: false\n", 1)
+	learner = strings.Replace(learner, "query_user: pgquorum", "lookup: voters", 1)
+	cfg, err := Parse([]byte(learner))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("a sidecar without database credentials: %v", err)
+	}
+	withoutPeerTLS := learner[:strings.Index(learner, "peer_tls:")] + "security: {insecure: true}\n"
+	if cfg, err = Parse([]byte(withoutPeerTLS)); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "auth.lookup: voters needs peer_tls") {
+		t.Fatalf("lookup through the voters over plaintext peers: %v", err)
+	}
+}
+
+func TestMockSecretIsTheSameOnEveryProxyOfTheCluster(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := pki.NewCA("demo", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	secret := func(cluster, file, configured string) []byte {
+		c := &Config{ClusterName: cluster, PeerTLS: &PeerTLS{CA: file}, Auth: Auth{MockSecret: configured}}
+		s, err := c.MockSecret()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	a, b := secret("demo", caFile, ""), secret("demo", caFile, "")
+	if len(a) == 0 || string(a) != string(b) {
+		t.Fatal("two proxies of one cluster derive different mock secrets from the same CA")
+	}
+	if string(secret("other", caFile, "")) == string(a) {
+		t.Error("the derived secret does not depend on the cluster name")
+	}
+	if got := secret("demo", caFile, "a configured secret!"); string(got) != "a configured secret!" {
+		t.Errorf("auth.mock_secret_file is not used: %q", got)
+	}
+	if s, err := (&Config{}).MockSecret(); s != nil || err != nil {
+		t.Errorf("without peer_tls: %q, %v; want a per-process secret (nil)", s, err)
 	}
 }
 
