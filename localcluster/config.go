@@ -69,6 +69,7 @@ func renderSettings(s nodeSettings) string {
 		line("ssl", "on")
 		line("ssl_cert_file", serverCertFile)
 		line("ssl_key_file", serverKeyFile)
+		line("ssl_ca_file", serverCAFile)
 	}
 	if s.primaryConninfo != "" {
 		line("primary_conninfo", s.primaryConninfo)

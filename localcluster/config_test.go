@@ -41,6 +41,16 @@ func TestRenderSettings(t *testing.T) {
 			},
 		},
 		{
+			name: "ssl",
+			edit: func(s *nodeSettings) { s.ssl = true },
+			want: []string{"ssl = 'on'", "ssl_cert_file = 'server.crt'", "ssl_key_file = 'server.key'", "ssl_ca_file = 'root.crt'"},
+		},
+		{
+			name: "standby over TLS",
+			edit: func(s *nodeSettings) { s.primaryConninfo = primaryConninfo("pg2", 6000, "/d/tls/ca.pem") },
+			want: []string{"primary_conninfo = 'host=127.0.0.1 port=6000 user=replicator application_name=pg2 sslmode=verify-full sslrootcert=''/d/tls/ca.pem'''"},
+		},
+		{
 			name: "fast",
 			edit: func(s *nodeSettings) { s.fast = true },
 			want: []string{"fsync = 'off'"},

@@ -14,6 +14,7 @@ import (
 const (
 	serverCertFile = "server.crt"
 	serverKeyFile  = "server.key"
+	serverCAFile   = "root.crt" // verifies clients' certificates (clientcert=verify-ca)
 	tlsDirName     = "tls"
 )
 
@@ -30,7 +31,8 @@ type TLSFiles struct {
 }
 
 // makeTLS makes the cluster's CA, the server certificate and key in dataDir (owned by the
-// server's OS user, 0600, as PostgreSQL demands) and a client certificate in Dir/tls. The CA
+// server's OS user, 0600, as PostgreSQL demands, with the CA that verifies client
+// certificates) and a client certificate in Dir/tls. The CA
 // comes from package pki: its certificates carry a pgquorum identity, which PostgreSQL ignores.
 func (c *Cluster) makeTLS(dataDir string) error {
 	ca, err := pki.NewCA("localcluster", tlsCertDays)
@@ -49,6 +51,9 @@ func (c *Cluster) makeTLS(dataDir string) error {
 		return err
 	}
 	if err := c.run.writeFile(filepath.Join(dataDir, serverKeyFile), server.KeyPEM); err != nil {
+		return err
+	}
+	if err := c.run.writeFile(filepath.Join(dataDir, serverCAFile), ca.CertPEM()); err != nil {
 		return err
 	}
 	dir := filepath.Join(c.dir, tlsDirName)

@@ -32,6 +32,8 @@ import (
 type securityFixture struct {
 	pg         *localcluster.Node
 	pgCA       string // the CA of PostgreSQL's certificate
+	// pgClientCert and pgClientKey: a client certificate PostgreSQL accepts.
+	pgClientCert, pgClientKey string
 	router     *switchRouter
 	backendTLS conninfo.Params // verify-full against pgCA
 
@@ -40,6 +42,7 @@ type securityFixture struct {
 }
 
 const (
+	certUser       = "certapp" // PostgreSQL asks it for a client certificate too
 	lookupUser     = "pgq_lookup" // a query user without superuser, with the lookup function
 	lookupPassword = "lookup-secret"
 	authDatabase   = "authdb"
@@ -47,14 +50,17 @@ const (
 
 func startSecurityFixture(t *testing.T) *securityFixture {
 	t.Helper()
-	c := startTestCluster(t, localcluster.Options{Names: []string{"pgs"}, TLS: true, HostSSLOnly: true})
-	f := &securityFixture{pg: c.Nodes[0], pgCA: c.TLS.CA}
+	c := startTestCluster(t, localcluster.Options{Names: []string{"pgs"}, TLS: true, HostSSLOnly: true,
+		// certapp must come with a client certificate signed by the cluster's CA, and its password.
+		ExtraHBA: []string{"hostssl all " + certUser + " 127.0.0.1/32 scram-sha-256 clientcert=verify-ca"}})
+	f := &securityFixture{pg: c.Nodes[0], pgCA: c.TLS.CA, pgClientCert: c.TLS.ClientCert, pgClientKey: c.TLS.ClientKey}
 	f.router = newSwitchRouter(Route{Routing: true, Target: targetOf(f.pg)})
 	f.backendTLS = conninfo.Params{{Key: "sslmode", Value: "verify-full"}, {Key: "sslrootcert", Value: f.pgCA}}
 
 	ctx := testContext(t)
 	if err := f.pg.Exec(ctx, fmt.Sprintf(`CREATE ROLE %s LOGIN PASSWORD '%s';
-		CREATE ROLE %s LOGIN NOSUPERUSER PASSWORD '%s'`, pgTestUser, pgTestPassword, lookupUser, lookupPassword)); err != nil {
+		CREATE ROLE %s LOGIN PASSWORD '%s';
+		CREATE ROLE %s LOGIN NOSUPERUSER PASSWORD '%s'`, pgTestUser, pgTestPassword, certUser, pgTestPassword, lookupUser, lookupPassword)); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.pg.Exec(ctx, "CREATE DATABASE "+authDatabase); err != nil {
@@ -137,6 +143,7 @@ func TestSecurityAgainstPostgres(t *testing.T) {
 	t.Run("BackendConnectionsUseTLS", func(t *testing.T) { testBackendConnectionsUseTLS(t, f) })
 	t.Run("PostgreSQLRefusesPlaintext", func(t *testing.T) { testPostgreSQLRefusesPlaintext(t, f) })
 	t.Run("WrongBackendCA", func(t *testing.T) { testWrongBackendCA(t, f) })
+	t.Run("BackendClientCertificate", func(t *testing.T) { testBackendClientCertificate(t, f) })
 	t.Run("QueryUserWithoutSuperuser", func(t *testing.T) { testQueryUserWithoutSuperuser(t, f) })
 	t.Run("ChannelBinding", func(t *testing.T) { testChannelBinding(t, f) })
 	t.Run("TLSRequired", func(t *testing.T) { testTLSRequired(t, f) })
@@ -213,6 +220,25 @@ func testWrongBackendCA(t *testing.T, f *securityFixture) {
 	}
 	if waited := time.Since(start); waited > 5*time.Second {
 		t.Errorf("the TLS failure took %v: it was retried", waited)
+	}
+}
+
+func testBackendClientCertificate(t *testing.T, f *securityFixture) {
+	asCertUser := func(srv *Server) error {
+		conn, err := pgx.Connect(testContext(t), strings.Replace(connString(srv, ""), "user="+pgTestUser, "user="+certUser, 1))
+		if err == nil {
+			conn.Close(context.Background())
+		}
+		return err
+	}
+	without := f.proxy(t, Config{})
+	if pgErr := requirePgCode(t, asCertUser(without), codeInvalidAuthSpec); !strings.Contains(pgErr.Message, "certificate") {
+		t.Fatalf("without backend.cert: %v", pgErr)
+	}
+	with := f.proxy(t, Config{BackendTLS: append(f.backendTLS,
+		conninfo.Param{Key: "sslcert", Value: f.pgClientCert}, conninfo.Param{Key: "sslkey", Value: f.pgClientKey})})
+	if err := asCertUser(with); err != nil {
+		t.Fatalf("with backend.cert: %v", err)
 	}
 }
 
