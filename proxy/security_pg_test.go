@@ -30,19 +30,19 @@ import (
 
 // securityFixture is the TLS PostgreSQL and what the proxies of a test need to reach it.
 type securityFixture struct {
-	pg         *localcluster.Node
-	pgCA       string // the CA of PostgreSQL's certificate
+	pg   *localcluster.Node
+	pgCA string // the CA of PostgreSQL's certificate
 	// pgClientCert and pgClientKey: a client certificate PostgreSQL accepts.
 	pgClientCert, pgClientKey string
-	router     *switchRouter
-	backendTLS conninfo.Params // verify-full against pgCA
+	router                    *switchRouter
+	backendTLS                conninfo.Params // verify-full against pgCA
 
 	clientTLS *tls.Config // the proxy's certificate for clients (127.0.0.1)
 	clientCA  string      // its CA, for clients' sslrootcert
 }
 
 const (
-	certUser       = "certapp" // PostgreSQL asks it for a client certificate too
+	certUser       = "certapp"    // PostgreSQL asks it for a client certificate too
 	lookupUser     = "pgq_lookup" // a query user without superuser, with the lookup function
 	lookupPassword = "lookup-secret"
 	authDatabase   = "authdb"
