@@ -38,7 +38,28 @@ func TestPostgresOverTLS(t *testing.T) {
 
 	t.Run("EveryConnectionUsesTLS", func(t *testing.T) { testEveryConnectionUsesTLS(ctx, t, pg, proxies) })
 	t.Run("SidecarWithoutDatabasePassword", func(t *testing.T) { testSidecarWithoutDatabasePassword(ctx, t, pg, proxies) })
+	t.Run("MockSaltSurvivesRestart", func(t *testing.T) { testMockSaltSurvivesRestart(ctx, t, proxies) })
 	t.Run("SwitchoverRepointsOverTLS", func(t *testing.T) { testSwitchoverRepointsOverTLS(ctx, t, pg, proxies) })
+}
+
+// testMockSaltSurvivesRestart: the salt announced for a role that does not exist is the
+// same on every proxy and after a proxy process restarts (derived from the cluster's CA).
+func testMockSaltSurvivesRestart(ctx context.Context, t *testing.T, proxies *ProxyCluster) {
+	p := proxies.Proxies[2]
+	before := scramSaltAt(t, p.Postgres, "no_such_role")
+	if other := scramSaltAt(t, proxies.Proxies[0].Postgres, "no_such_role"); other != before {
+		t.Fatalf("proxies 1 and 3 announce %q and %q", other, before)
+	}
+	p.Kill()
+	if err := proxies.Start(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitRouting(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if after := scramSaltAt(t, p.Postgres, "no_such_role"); after != before {
+		t.Fatalf("before the restart %q, after %q", before, after)
+	}
 }
 
 // appConnString is a connection string through the proxy at addr as the application role.
