@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync/atomic"
+	"time"
 
 	"github.com/pgquorum/pgquorum/consensus"
 	"github.com/pgquorum/pgquorum/proxy/pgauth"
@@ -38,9 +40,17 @@ func Serve(node Handlers, lookup Lookup, mock pgauth.MockKey, logger *slog.Logge
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	// At most one line a second about refusals and failures, however often peers ask.
+	var lastLogged atomic.Int64 // unix nanoseconds
+	logLimited := func(level slog.Level, msg string, args ...any) {
+		if now := time.Now().UnixNano(); now-lastLogged.Load() >= int64(time.Second) {
+			lastLogged.Store(now)
+			logger.Log(context.Background(), level, msg, args...)
+		}
+	}
 	node.HandleCalls(Service, func(ctx context.Context, from consensus.Sender, payload []byte) ([]byte, error) {
 		if err := callerMayAsk(from, node.Members()); err != nil {
-			logger.Warn("verifier lookup refused", "peer", from.ID, "role", from.Role.String(), "reason", err)
+			logLimited(slog.LevelWarn, "verifier lookup refused", "peer", from.ID, "role", from.Role.String(), "reason", err)
 			return nil, err
 		}
 		user, err := decodeRequest(payload)
@@ -50,7 +60,7 @@ func Serve(node Handlers, lookup Lookup, mock pgauth.MockKey, logger *slog.Logge
 		v, err := lookup(ctx, user)
 		answer, err := answerFor(user, v, err, mock)
 		if err != nil {
-			logger.Info("verifier lookup for a peer failed", "peer", from.ID, "err", err)
+			logLimited(slog.LevelInfo, "verifier lookup for a peer failed", "peer", from.ID, "err", err)
 			return nil, err
 		}
 		return encodeReply(answer), nil
