@@ -249,14 +249,18 @@ func testHoldRetryTimeout(t *testing.T, pg *localcluster.Cluster, proxies *Proxy
 		_, err := session.Exec(ctx, "SELECT 1")
 		sessionErr <- err
 	}()
-	// While they wait: the proxy counts them as held, and its memory stays bounded.
-	var peakRSS, peakHeld int64
-	waitUntil(ctx, t, "the connections to be held", func() bool {
+	// While they wait: the proxy counts the new connections as starting (they wait to read
+	// their verifier on the primary, before authentication, so they never take a
+	// hold.max_held place) and the idle session's request as held; its memory stays bounded.
+	var peakRSS, peakHeld, peakStarting int64
+	waitUntil(ctx, t, "the connections to wait", func() bool {
 		rss, _ := residentMemory(p.Pid())
 		peakRSS = max(peakRSS, rss)
-		held, _ := heldRequests(ctx, p)
+		held, _ := proxyGauge(ctx, p, "pgquorum_proxy_held_requests")
 		peakHeld = max(peakHeld, held)
-		return held >= waiting || time.Since(start) > holdRetryHoldTimeout
+		starting, _ := proxyGauge(ctx, p, "pgquorum_proxy_client_connections_starting")
+		peakStarting = max(peakStarting, starting)
+		return held >= 1 && starting >= waiting || time.Since(start) > holdRetryHoldTimeout
 	})
 	wg.Wait()
 	close(results)
@@ -282,10 +286,13 @@ func testHoldRetryTimeout(t *testing.T, pg *localcluster.Cluster, proxies *Proxy
 		t.Errorf("the held connections were refused after %v; hold.timeout is %v", waited, holdRetryHoldTimeout)
 	}
 	growth := peakRSS - rssBefore
-	t.Logf("%d connections held and refused with 57P03 after %v; held gauge peaked at %d; proxy RSS %d MiB before, peak %d MiB (%.1f KiB per held connection)",
-		refused, waited.Round(time.Millisecond), peakHeld, rssBefore>>20, peakRSS>>20, float64(growth)/1024/waiting)
-	if peakHeld < waiting {
-		t.Errorf("pgquorum_proxy_held_requests peaked at %d with %d connections waiting", peakHeld, waiting)
+	t.Logf("%d connections waited and were refused with 57P03 after %v; starting gauge peaked at %d, held at %d; proxy RSS %d MiB before, peak %d MiB (%.1f KiB per waiting connection)",
+		refused, waited.Round(time.Millisecond), peakStarting, peakHeld, rssBefore>>20, peakRSS>>20, float64(growth)/1024/waiting)
+	if peakStarting < waiting {
+		t.Errorf("pgquorum_proxy_client_connections_starting peaked at %d with %d connections waiting", peakStarting, waiting)
+	}
+	if peakHeld != 1 {
+		t.Errorf("pgquorum_proxy_held_requests peaked at %d with one session's request and %d unauthenticated connections waiting, want 1", peakHeld, waiting)
 	}
 	const maxGrowth = 64 << 20
 	if growth > maxGrowth {
@@ -293,8 +300,8 @@ func testHoldRetryTimeout(t *testing.T, pg *localcluster.Cluster, proxies *Proxy
 	}
 }
 
-// heldRequests reads pgquorum_proxy_held_requests from p's /metrics.
-func heldRequests(ctx context.Context, p *ProxyProcess) (int64, error) {
+// proxyGauge reads a gauge without labels from p's /metrics.
+func proxyGauge(ctx context.Context, p *ProxyProcess, name string) (int64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.Admin+"/metrics", nil)
 	if err != nil {
 		return 0, err
@@ -307,11 +314,11 @@ func heldRequests(ctx context.Context, p *ProxyProcess) (int64, error) {
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, "pgquorum_proxy_held_requests") {
+		if strings.HasPrefix(line, name+" ") {
 			fields := strings.Fields(line)
 			v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
 			return int64(v), err
 		}
 	}
-	return 0, fmt.Errorf("no pgquorum_proxy_held_requests in /metrics of proxy %d", p.ID)
+	return 0, fmt.Errorf("no %s in /metrics of proxy %d", name, p.ID)
 }
