@@ -111,7 +111,8 @@ type Config struct {
 	// HoldTimeout bounds how long a request or a new connection waits for a primary (and
 	// connecting to it); past it the client gets 57P03 and the request is not sent. Default 30s.
 	HoldTimeout time.Duration
-	// MaxHeld bounds the requests and new connections waiting for a primary at once; past it
+	// MaxHeld bounds the requests and authenticated new connections waiting for a primary at
+	// once (MaxStartupConnections bounds the others); past it
 	// they are refused at once with 57P03. A held request costs only the bytes already read
 	// from its client (the client is not read while it waits). Default 10000.
 	MaxHeld int

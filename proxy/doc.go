@@ -18,8 +18,8 @@
 // connection to PostgreSQL — sessions' backends, the auth query, cancel requests — follows
 // Config.BackendTLS, libpq's sslmode rules (backendtls.go). Connections are admitted under
 // Config.MaxClientConnections and, until authenticated, Config.MaxStartupConnections
-// (limits.go); an unauthenticated connection never takes a MaxHeld place. Both waits for the primary are held
-// (below). It sends the client the backend's ParameterStatus messages, the proxy's own
+// (limits.go). Both waits for the primary wait like held requests (below), but only the second,
+// after authentication, takes a MaxHeld place. It sends the client the backend's ParameterStatus messages, the proxy's own
 // BackendKeyData and ReadyForQuery, starts the two relay goroutines and exits.
 //
 // Relay (relay.go, relay_unix.go, frame.go, inspect.go, backendside.go): per session one
@@ -68,8 +68,9 @@
 // already read stay in the session, the client is not read any further (backpressure), and the
 // request waits until a primary is agreed or Config.HoldTimeout passes (ERROR 57P03, the request
 // was not sent, the session stays usable). New connections wait the same way in startup (FATAL
-// 57P03 at the timeout). At most Config.MaxHeld requests and connections wait at once; past it
-// they are refused at once with 57P03. A primary that refuses connections for now (dial error,
+// 57P03 at the timeout). At most Config.MaxHeld requests and authenticated connections wait at
+// once; past it they are refused at once with 57P03 (connections not authenticated yet wait under
+// Config.MaxStartupConnections instead). A primary that refuses connections for now (dial error,
 // 57P01/57P02/57P03 at connect) is tried again once routing names another, or after a pause.
 // Backend logins (new sessions and moves) take one of Config.ReleaseConcurrency slots, so held
 // requests reach the new primary at a bounded pace.
