@@ -357,6 +357,23 @@ func (n *Node) LeaseValid(now time.Time) bool {
 	return until != 0 && now.Sub(n.startedAt) < time.Duration(until)
 }
 
+// ConfirmedSince reports whether this node's applied state is at least as fresh
+// as what a Raft quorum had committed at some moment at or after t: a lease
+// renewal (a ReadIndex) sent at or after t was answered and its index applied.
+// A caller that saw something happen at t (a PostgreSQL server ending its
+// sessions) and waits for ConfirmedSince(t) then reads a state that includes
+// every decision committed before that event, such as a failover begun by
+// another node. Renewals are sent every two ticks, so this becomes true within
+// about two ticks and a round trip while a quorum is reachable.
+func (n *Node) ConfirmedSince(t time.Time) bool {
+	until := n.leaseUntil.Load()
+	if until == 0 {
+		return false
+	}
+	sentAt := time.Duration(until) - n.cfg.LeaseDuration
+	return sentAt >= t.Sub(n.startedAt)
+}
+
 // WaitLeader blocks until a leader is known (or ctx ends, or the node stops).
 func (n *Node) WaitLeader(ctx context.Context) error {
 	for {

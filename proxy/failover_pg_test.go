@@ -23,10 +23,12 @@ func TestFailoverBehaviour(t *testing.T) {
 	t.Run("TransactionLostGets40001", func(t *testing.T) { testTransactionLost(t, p) })
 	t.Run("ExtendedProtocolInALostTransaction", func(t *testing.T) { testExtendedInLostTransaction(t, p) })
 	t.Run("RequestInFlightGets08007", func(t *testing.T) { testRequestInFlight(t, p) })
-	t.Run("TerminatedIdleSessionReconnects", func(t *testing.T) { testTerminatedIdleSession(t, p) })
+	t.Run("TerminatedByAdministratorEndsTheSession", func(t *testing.T) { testTerminatedIdleSession(t, p) })
+	t.Run("TerminatedInASwitchoverMoves", func(t *testing.T) { testTerminatedIdleSessionInSwitchover(t, p) })
 	t.Run("HeldUntilPrimaryAgreed", func(t *testing.T) { testHeldUntilPrimary(t, p) })
 	t.Run("HoldTimeoutAndBound", func(t *testing.T) { testHoldTimeoutAndBound(t, p) })
 	t.Run("ReadOnlyRejectionRetried", func(t *testing.T) { testReadOnlyRejectionRetried(t, p) })
+	t.Run("ReadOnlyRejectionOfTheHealthyPrimaryAtOnce", func(t *testing.T) { testReadOnlyRejectionDelivered(t, p) })
 	t.Run("TerminatedRequestRetried", func(t *testing.T) { testTerminatedRequestRetried(t, p) })
 	t.Run("UnmovableSessionClosed", func(t *testing.T) { testUnmovableSessionClosed(t, p) })
 	t.Run("CancelNeverHitsACommit", func(t *testing.T) { testCancelPolicy(t, p) })
@@ -204,20 +206,42 @@ func testTerminatedIdleSession(t *testing.T, p *pgPair) {
 	conn := p.connect(t, "")
 	mustExec(t, conn, "SET myapp.kept = 'yes'")
 	pid := queryText(t, conn, "SELECT pg_backend_pid()::text")
-	// An administrator ends the idle session's backend; routing does not change.
+	// An administrator ends the idle session's backend on the healthy primary; routing does
+	// not change. The client sees what it would see directly: FATAL 57P01, then the end.
 	if err := cur.Exec(ctx, "SELECT pg_terminate_backend("+pid+")"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the backend to end", func() bool {
-		n, err := cur.QueryString(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = "+pid)
-		return err == nil && n == "0"
-	})
-	// And for the proxy to have read its end (a request racing the termination is another
-	// case: it reached a backend that was going away).
+	waitFor(t, "the proxy to close the session", func() bool { return p.srv.sessionPhase(conn.PgConn().Conn().LocalAddr().String()) == phaseClosed })
+	_, err := conn.Exec(ctx, "SELECT 1")
+	if pgErr := requirePgCode(t, err, codeAdminShutdown); pgErr.Severity != severityFatal ||
+		!strings.Contains(pgErr.Message, "administrator command") {
+		t.Fatalf("got %s %q, want PostgreSQL's own FATAL", pgErr.Severity, pgErr.Message)
+	}
+	if !conn.IsClosed() {
+		t.Fatal("the connection is still open after the FATAL")
+	}
+}
+
+// testTerminatedIdleSessionInSwitchover: the same termination while a switchover begun by the
+// cluster (which this proxy has not applied yet) ends the old primary's sessions: the session
+// moves and keeps its state.
+func testTerminatedIdleSessionInSwitchover(t *testing.T, p *pgPair) {
+	ctx := testContext(t)
+	cur, to := p.current()
+	conn := p.connect(t, "")
+	mustExec(t, conn, "SET myapp.kept = 'yes'")
+	pid := queryText(t, conn, "SELECT pg_backend_pid()::text")
+	confirms := p.router.confirmElsewhere(t, &Route{})
+	if err := cur.Exec(ctx, "SELECT pg_terminate_backend("+pid+")"); err != nil {
+		t.Fatal(err)
+	}
+	<-confirms
+	p.router.confirmElsewhere(t, nil)
 	client := conn.PgConn().Conn().LocalAddr().String()
 	waitFor(t, "the proxy to see the backend's end", func() bool { return p.srv.sessionPhase(client) == phaseDetached })
-	if got := queryText(t, conn, "SELECT current_setting('myapp.kept') || ' ' || (pg_backend_pid() <> "+pid+")::text"); got != "yes true" {
-		t.Fatalf("after its backend was terminated the session answers %q, want its setting on a new backend", got)
+	p.failover(t, to)
+	if got := queryText(t, conn, "SELECT current_setting('myapp.kept') || ' ' || inet_server_port()"); got != fmt.Sprintf("yes %d", to.Port) {
+		t.Fatalf("after a switchover ended its backend the session answers %q, want its setting on the new primary", got)
 	}
 }
 
@@ -339,28 +363,26 @@ func testReadOnlyRejectionRetried(t *testing.T, p *pgPair) {
 		v, err := from.QueryString(ctx, "SHOW default_transaction_read_only")
 		return err == nil && v == "on"
 	})
-	calls := make(chan Route, 8)
-	p.router.mu.Lock()
-	p.router.calls = calls
-	p.router.mu.Unlock()
-	defer func() {
-		p.router.mu.Lock()
-		p.router.calls = nil
-		p.router.mu.Unlock()
-	}()
+	// A switchover began elsewhere: a quorum confirms "no primary", this proxy has not
+	// applied it yet.
+	confirms := p.router.confirmElsewhere(t, &Route{})
 	done := make(chan error, 1)
 	go func() {
 		_, err := conn.Exec(ctx, "INSERT INTO t VALUES (6, 'retried')")
 		done <- err
 	}()
-	// The proxy got 25006 and asks whether routing moved: it does now.
+	// The proxy got 25006 and asks the cluster whether routing moved; then its own view
+	// catches up.
 	select {
-	case <-calls:
+	case <-confirms:
 	case err := <-done:
 		t.Fatalf("the insert ended (%v) before the proxy asked about routing", err)
 	case <-ctx.Done():
 		t.Fatal(ctx.Err())
 	}
+	p.router.confirmElsewhere(t, nil)
+	p.setRoute(t, Route{})
+	waitFor(t, "the rejected insert to be held for a retry", func() bool { return p.srv.held.Load() == 1 })
 	p.failover(t, to)
 	if err := <-done; err != nil {
 		t.Fatalf("insert rejected by the read-only old primary was not retried: %v", err)
@@ -373,6 +395,22 @@ func testReadOnlyRejectionRetried(t *testing.T, p *pgPair) {
 	}
 	if got := conn.PgConn().ParameterStatus("default_transaction_read_only"); got != "off" {
 		t.Errorf("ParameterStatus default_transaction_read_only = %q after the move, want off", got)
+	}
+}
+
+// testReadOnlyRejectionDelivered: a primary that is read-only while no failover or
+// switchover is in progress (an operator's doing) answers 25006 through the proxy at once.
+func testReadOnlyRejectionDelivered(t *testing.T, p *pgPair) {
+	ctx := testContext(t)
+	conn := p.connect(t, "")
+	mustExec(t, conn, "SET default_transaction_read_only = on")
+	_, err := conn.Exec(ctx, "INSERT INTO t VALUES (7, 'refused')")
+	requirePgCode(t, err, codeReadOnlyTransaction)
+	if n := p.srv.held.Load(); n != 0 {
+		t.Fatalf("%d requests held after a 25006 of the agreed primary", n)
+	}
+	if got := queryText(t, conn, "SELECT 'still usable'"); got != "still usable" {
+		t.Fatal(got)
 	}
 }
 

@@ -177,7 +177,16 @@ func (s *session) backendLost(r *relay, err error) (backendLink, bool) {
 		s.endClientSide(nil, r.f.atBoundary())
 		return backendLink{}, false
 	}
-	retry := errors.Is(err, errRetryRequest) || retryFatal && s.waitRouteAway(retryRouteWait)
+	if b.fatal != nil && decideTermination(s.terminationFactsFor(s.currentTarget())) == terminationDeliver {
+		// The healthy agreed primary ended this session (pg_terminate_backend): like a direct
+		// connection, the client gets the FATAL and the session ends.
+		s.log.Info("the primary ended the session; closing it", "backend", s.currentTarget().Name, "sqlstate", string(codeOf(b.fatal)))
+		s.endClientSide(&clientError{Severity: severityFatal, Code: string(codeOf(b.fatal)), raw: b.fatal}, r.f.atBoundary())
+		return backendLink{}, false
+	}
+	// A server going away or demoted: the request it rejected before running it goes to the
+	// new primary (retry.go).
+	retry := errors.Is(err, errRetryRequest) || retryFatal
 	if !retry && !errors.Is(err, errRetryRequest) {
 		s.logLoss(r, err)
 	}

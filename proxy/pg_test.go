@@ -239,6 +239,43 @@ type switchRouter struct {
 	route   Route
 	changed chan struct{}
 	calls   chan Route // every Route call, when not nil (non-blocking)
+	// confirmed, when not nil, is what a quorum would confirm (RouteConfirmer): a decision
+	// made elsewhere that the proxy's own view (route) does not show yet.
+	confirmed *Route
+	// confirms receives a value (non-blocking) at every ConfirmedRoute call, when not nil.
+	confirms chan struct{}
+}
+
+// ConfirmedRoute implements RouteConfirmer.
+func (r *switchRouter) ConfirmedRoute(context.Context) (Route, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.confirms != nil {
+		select {
+		case r.confirms <- struct{}{}:
+		default:
+		}
+	}
+	if r.confirmed != nil {
+		return *r.confirmed, nil
+	}
+	return r.route, nil
+}
+
+// confirmElsewhere makes ConfirmedRoute answer route until the test ends or it is called
+// with nil: a failover or switchover that another proxy's coordinator began.
+func (r *switchRouter) confirmElsewhere(t *testing.T, route *Route) <-chan struct{} {
+	r.mu.Lock()
+	r.confirmed = route
+	r.confirms = make(chan struct{}, 1)
+	confirms := r.confirms
+	r.mu.Unlock()
+	t.Cleanup(func() {
+		r.mu.Lock()
+		r.confirmed, r.confirms = nil, nil
+		r.mu.Unlock()
+	})
+	return confirms
 }
 
 func newSwitchRouter(r Route) *switchRouter {

@@ -3,7 +3,6 @@ package proxy
 import (
 	"errors"
 	"sync"
-	"time"
 )
 
 // Retrying a request a demoted primary rejected
@@ -22,10 +21,12 @@ import (
 //     synchronous replication of its commit does not send the FATAL — it sends a WARNING and
 //     closes the connection — so that case stays "resolution unknown", 08007.)
 //
-// Even then the request is retried only when routing has moved away from that backend (or
-// does within retryRouteWait): a primary that is read-only or terminating sessions for another
-// reason answers the client as usual. The retry goes through the normal hold and move, so it
-// reaches the new primary exactly once, bounded by the hold timeout.
+// Even then the request is retried only when routing has moved away from that backend, as a
+// Raft quorum confirms it after the rejection (Server.confirmedRoute: a switchover commits "no
+// primary" before it makes the old primary read-only and ends its sessions, so the confirmed
+// route already says so): a primary that is read-only or ends sessions for another reason
+// answers the client at once, as PostgreSQL does (termination.go). The retry goes through the
+// normal hold and move, so it reaches the new primary exactly once, bounded by the hold timeout.
 //
 // To retry, the proxy needs the request's bytes after they were sent: the client→backend relay
 // keeps a copy (up to maxRetryCopy bytes, in a pooled buffer) of a request sent at a safe
@@ -36,9 +37,6 @@ import (
 const (
 	// maxRetryCopy bounds the request kept for a retry (larger requests are not retried).
 	maxRetryCopy = 8 << 10
-	// retryRouteWait bounds how long a rejected request waits for routing to move away from
-	// the backend that rejected it before the rejection is passed to the client.
-	retryRouteWait = time.Second
 )
 
 var retryBuffers = sync.Pool{New: func() any {
@@ -189,15 +187,15 @@ func (w *retryWatch) flush(data []byte, end int) int {
 }
 
 // decide runs after a batch whose ReadyForQuery completed a candidate answer: when routing
-// moved away from this backend (now or within retryRouteWait) it returns errRetryRequest;
-// otherwise it relays the held-back answer, 25006 and all.
+// moved away from this backend (routeMovedAway) it returns errRetryRequest; otherwise it
+// relays the held-back answer, 25006 and all.
 func (w *retryWatch) decide(r *relay) error {
 	if !w.due {
 		return nil
 	}
 	s := r.s
 	w.due = false
-	if s.waitRouteAway(retryRouteWait) {
+	if s.routeMovedAway() {
 		w.deferred = w.deferred[:0]
 		w.active, w.candidate = false, false
 		return errRetryRequest
@@ -220,28 +218,4 @@ func (w *retryWatch) decide(r *relay) error {
 func (w *retryWatch) retryableFatal(s *session, fatal []byte) bool {
 	return fatal != nil && s.retry.armed && s.retry.seg == s.readyReceived &&
 		(w.active || len(w.deferred) == 0) && s.syncsSent == s.readyReceived+1
-}
-
-// waitRouteAway reports whether routing no longer names the session's backend, waiting up to
-// limit for it to change.
-func (s *session) waitRouteAway(limit time.Duration) bool {
-	w := s.srv.cfg.Router
-	s.mu.Lock()
-	target := s.target
-	s.mu.Unlock()
-	timer := time.NewTimer(limit)
-	defer timer.Stop()
-	for {
-		r, changed := w.Route()
-		if !(r.Routing && r.Target.Address == target.Address && r.Target.Name == target.Name) {
-			return true
-		}
-		select {
-		case <-changed:
-		case <-timer.C:
-			return false
-		case <-s.ctx.Done():
-			return false
-		}
-	}
 }

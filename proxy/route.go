@@ -30,6 +30,35 @@ type RouteAcknowledger interface {
 	RouteApplied(r Route)
 }
 
+// RouteConfirmer is implemented by a Router that can confirm its route against the cluster's
+// latest agreed state (routing.ConsensusRouter: it waits for a Raft quorum to confirm a state
+// at least as new as the call). The proxy asks it when a PostgreSQL server ended a session or
+// rejected a write as read-only, to tell a failover or switchover decided elsewhere (which
+// this proxy may not have applied yet) from the server's own doing on the healthy agreed
+// primary. A Router without it is taken at its word (Route).
+type RouteConfirmer interface {
+	ConfirmedRoute(ctx context.Context) (Route, error)
+}
+
+// confirmTimeout bounds the wait for a confirmed route; past it the proxy uses its own view.
+const confirmTimeout = 2 * time.Second
+
+// confirmedRoute returns the route as a quorum confirms it now (see RouteConfirmer), or this
+// proxy's own view when the Router cannot confirm or no confirmation came in time.
+func (s *Server) confirmedRoute(ctx context.Context) Route {
+	if c, ok := s.cfg.Router.(RouteConfirmer); ok {
+		ctx, cancel := context.WithTimeout(ctx, confirmTimeout)
+		defer cancel()
+		r, err := c.ConfirmedRoute(ctx)
+		if err == nil {
+			return r
+		}
+		s.log.Warn("cannot confirm the route with the cluster; using this proxy's view", "err", err)
+	}
+	r, _ := s.cfg.Router.Route()
+	return r
+}
+
 // errTooManyHeld means the bound on held requests (Config.MaxHeld) is reached.
 var errTooManyHeld = errors.New("too many requests are waiting for a primary")
 

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -24,6 +25,9 @@ type RaftView interface {
 	// ConfirmRouting tells the member that the proxy now routes as the state
 	// at the applied index says; the leader's routing fences wait for it.
 	ConfirmRouting(index uint64)
+	// ConfirmedSince reports whether this node's applied state includes everything a
+	// quorum had committed at some moment at or after t.
+	ConfirmedSince(t time.Time) bool
 }
 
 // StateSource gives the applied replicated state (*clusterstate.Machine).
@@ -138,12 +142,22 @@ func (r *ConsensusRouter) refresh() {
 	// Reading the whole state is a deep copy: do it only when the applied index
 	// moved, not at every lease tick.
 	if idx := r.State.AppliedIndex(); !r.agreed.read || idx != r.agreed.index {
-		st := r.State.State()
-		r.agreed = agreedRouting{index: idx, read: true, epoch: st.Epoch, primary: st.Primary,
-			bootstrapped: st.Bootstrapped(), fenced: fencedPrimary(st)}
+		r.agreed = agreedOf(idx, r.State.State())
 	}
 	a := r.agreed
-	leaseOK := r.Raft.LeaseValid(time.Now())
+	v := deriveView(a, r.Raft.LeaseValid(time.Now()), r.Addresses)
+	r.publish(v)
+	r.confirm(a.index, routeOf(v))
+}
+
+// agreedOf is the part of st routing depends on.
+func agreedOf(index uint64, st clusterstate.State) agreedRouting {
+	return agreedRouting{index: index, read: true, epoch: st.Epoch, primary: st.Primary,
+		bootstrapped: st.Bootstrapped(), fenced: fencedPrimary(st)}
+}
+
+// deriveView is the routing decision for the agreed state a and the lease.
+func deriveView(a agreedRouting, leaseOK bool, addresses map[string]string) View {
 	v := View{Epoch: a.epoch}
 	switch {
 	case !a.bootstrapped:
@@ -157,7 +171,7 @@ func (r *ConsensusRouter) refresh() {
 		v.Reason = "this proxy's view is not confirmed by a Raft quorum (lease expired)"
 		v.LeaseExpired = true
 	default:
-		addr, ok := r.Addresses[a.primary]
+		addr, ok := addresses[a.primary]
 		if !ok {
 			v.Reason = fmt.Sprintf("agreed primary %q is not in this proxy's backends", a.primary)
 			break
@@ -165,8 +179,33 @@ func (r *ConsensusRouter) refresh() {
 		v.Routing = true
 		v.Target = proxy.Target{Name: a.primary, Address: addr, Epoch: a.epoch}
 	}
-	r.publish(v)
-	r.confirm(a.index, routeOf(v))
+	return v
+}
+
+// confirmPoll is how often ConfirmedRoute looks whether a fresh confirmation arrived.
+const confirmPoll = 10 * time.Millisecond
+
+// ConfirmedRoute implements proxy.RouteConfirmer: the route derived from a state that
+// includes every decision a Raft quorum had committed when the call was made. It waits for
+// the next lease renewal (about two Raft ticks) or until ctx ends. The proxy asks it when
+// a PostgreSQL server ends a session or rejects a write as read-only, to tell a failover or
+// switchover begun elsewhere (move the session, retry the request) from the server's own
+// doing on the healthy agreed primary (tell the client as it is).
+func (r *ConsensusRouter) ConfirmedRoute(ctx context.Context) (proxy.Route, error) {
+	since := time.Now()
+	ticker := time.NewTicker(confirmPoll)
+	defer ticker.Stop()
+	for !r.Raft.ConfirmedSince(since) {
+		select {
+		case <-ctx.Done():
+			return proxy.Route{}, fmt.Errorf("confirm the route with a Raft quorum: %w", ctx.Err())
+		case <-r.Raft.Done():
+			return proxy.Route{}, errors.New("confirm the route: the Raft member stopped")
+		case <-ticker.C:
+		}
+	}
+	v := deriveView(agreedOf(r.State.AppliedIndex(), r.State.State()), r.Raft.LeaseValid(time.Now()), r.Addresses)
+	return routeOf(v), nil
 }
 
 // routeOf is what the proxy sees of a View.

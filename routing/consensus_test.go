@@ -10,21 +10,26 @@ import (
 	"time"
 
 	"github.com/pgquorum/pgquorum/consensus/clusterstate"
+	"github.com/pgquorum/pgquorum/proxy"
 )
 
 // fakeRaft is a Raft member whose lease and applied signal the test controls.
 type fakeRaft struct {
-	lease     atomic.Bool
-	confirmed atomic.Uint64
-	mu        sync.Mutex
-	applied   chan struct{}
-	done      chan struct{}
+	lease       atomic.Bool
+	confirmed   atomic.Uint64
+	confirmedAt atomic.Int64 // unix nanoseconds of the latest confirmed lease renewal's send time
+	mu          sync.Mutex
+	applied     chan struct{}
+	done        chan struct{}
 }
 
 func newFakeRaft() *fakeRaft {
 	return &fakeRaft{applied: make(chan struct{}), done: make(chan struct{})}
 }
 func (f *fakeRaft) LeaseValid(time.Time) bool { return f.lease.Load() }
+func (f *fakeRaft) ConfirmedSince(t time.Time) bool {
+	return f.confirmedAt.Load() >= t.UnixNano()
+}
 func (f *fakeRaft) Applied() <-chan struct{} {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -252,5 +257,40 @@ func TestUnknownPrimaryIsNotRouted(t *testing.T) {
 	waitView(t, changes, func(v View) bool { return strings.Contains(v.Reason, `"pg9" is not in this proxy's backends`) })
 	if r.Current().Routing {
 		t.Fatal("routed to a primary without an address")
+	}
+}
+
+func TestConfirmedRouteWaitsForAFreshConfirmation(t *testing.T) {
+	r, raft, state, changes := startRouter(t)
+	raft.lease.Store(true)
+	state.set(bootstrapped("pg1", 1))
+	raft.signal()
+	waitView(t, changes, func(v View) bool { return v.Routing })
+
+	// Another node began a failover; this node's router has not applied it yet, but the
+	// state it applied is newer than what Run last derived.
+	state.set(bootstrapped("", 2))
+	result := make(chan proxy.Route, 1)
+	go func() {
+		route, err := r.ConfirmedRoute(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		result <- route
+	}()
+	select {
+	case <-result:
+		t.Fatal("ConfirmedRoute returned before a renewal sent after the call was confirmed")
+	case <-time.After(30 * time.Millisecond):
+	}
+	raft.confirmedAt.Store(time.Now().UnixNano())
+	if route := <-result; route.Routing {
+		t.Fatalf("confirmed route %+v, want no primary (failover in progress)", route)
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := r.ConfirmedRoute(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("ConfirmedRoute without a renewal: %v", err)
 	}
 }
