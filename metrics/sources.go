@@ -45,6 +45,8 @@ type ProxyStats struct {
 	TotalSessions          uint64 // sessions that reached the relay since start
 	StartupFailures        uint64 // connections closed during startup with an error
 	CancelRequests         uint64 // CancelRequest packets received
+	CancelUnknown          uint64 // cancel requests whose key matched no session
+	CancelRefused          uint64 // cancel requests not sent: the backend waited for synchronous replication
 	BytesFromClients       uint64 // relayed bytes read from clients
 	BytesToClients         uint64 // relayed bytes written to clients
 }

@@ -72,6 +72,11 @@ func (r *relay) forwardBackend(data []byte) error {
 			if !r.noteBackendMessage(typ, data[start:i]) {
 				continue // dropped
 			}
+		case 'N':
+			if isSyncRepCut(data[start:i]) {
+				w += copy(data[w:], data[start:i])
+				return r.afterSyncRepCut(data, w, i, readies > 0 && s.publishReadies(readies, idleAt, status))
+			}
 		case '1':
 			b.completes++
 		}
@@ -190,7 +195,8 @@ func (r *relay) forwardBackendSlow(data []byte) error {
 	var readies, idleAt uint64
 	var status byte
 	var protocolErr *clientError
-	for {
+	cut := false // a WARNING says a commit's wait for synchronous replication was cut (syncrep.go)
+	for !cut {
 		kind, typ, total, lengthErr := r.f.next(data, i, 0)
 		if kind != frameWhole {
 			protocolErr = lengthErr
@@ -233,7 +239,9 @@ func (r *relay) forwardBackendSlow(data []byte) error {
 			}
 		case 'S':
 			s.parameterStatus(msg)
-		case 'N', 'A':
+		case 'N':
+			cut = isSyncRepCut(msg) // relayed in place like every notice; the rest waits
+		case 'A':
 			// Asynchronous: always relayed in place.
 		default:
 			if isResultMessage(typ) {
@@ -249,6 +257,9 @@ func (r *relay) forwardBackendSlow(data []byte) error {
 	w = b.retry.endOfBatch(data, w)
 	drained := readies > 0 && s.publishReadiesLocked(readies, idleAt, status)
 	s.mu.Unlock()
+	if cut {
+		return r.afterSyncRepCut(data, w, i, drained)
+	}
 	if err := r.finishBackendBatch(data, i, w, protocolErr); err != nil || !drained {
 		return err
 	}

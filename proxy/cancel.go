@@ -98,9 +98,10 @@ func appendCancelRequest(dst []byte, processID uint32, secret []byte) []byte {
 	return append(dst, secret...)
 }
 
-// handleCancel serves a client's CancelRequest: find our session by the proxy's key and send a
-// CancelRequest with the backend's real key to that session's backend, when that is safe (see
-// cancelDecision). Like PostgreSQL it never answers the client; unknown keys are ignored.
+// handleCancel serves a client's CancelRequest: find our session by the key we handed out and
+// send a CancelRequest with the backend's real key to that session's backend, unless that
+// would cut a commit's wait for synchronous replication (see cancelDecision). Like PostgreSQL
+// it never answers the client; unknown keys are counted, not logged.
 func (s *Server) handleCancel(ctx context.Context, pkt startupPacket) {
 	owner, exact := ownerNodeID(pkt.CancelProcessID, pkt.CancelSecret)
 	if owner != s.cfg.NodeID && (exact || owner != s.cfg.NodeID&nodeIDMask) {
@@ -109,20 +110,16 @@ func (s *Server) handleCancel(ctx context.Context, pkt startupPacket) {
 	}
 	sess, key, ok := s.sessions.cancelTarget(pkt.CancelProcessID, pkt.CancelSecret)
 	if !ok {
-		s.log.Debug("cancel request for an unknown session ignored", "pid", pkt.CancelProcessID)
+		s.counters.cancelUnknown.Add(1)
 		return
 	}
-	switch sess.cancelDecision() {
-	case cancelNothing:
+	if sess.cancelDecision() == cancelNothing {
 		return
-	case cancelRefused:
-		sess.log.Info("cancel request not forwarded: the request in flight may be a commit waiting for synchronous replication")
+	}
+	if s.backendWaitsForSyncRep(ctx, key) {
+		s.counters.cancelRefused.Add(1)
+		sess.log.Info("cancel request not forwarded: the backend waits for synchronous replication of its commit")
 		return
-	case cancelIfNoTransactionID:
-		if !s.backendHasNoTransactionID(ctx, key) {
-			sess.log.Info("cancel request not forwarded: the autocommit request in flight has written, so its commit may wait for synchronous replication")
-			return
-		}
 	}
 	if err := s.sendCancel(ctx, key); err != nil {
 		s.log.Warn("cannot forward cancel request to the backend", "pid", pkt.CancelProcessID, "backend", key.address, "err", err)
@@ -133,31 +130,26 @@ func (s *Server) handleCancel(ctx context.Context, pkt startupPacket) {
 type cancelDecision uint8
 
 const (
-	cancelNothing           cancelDecision = iota // nothing to cancel (or a held request, cancelled here)
-	cancelAllowed                                 // forward it
-	cancelRefused                                 // the request in flight may be committing
-	cancelIfNoTransactionID                       // forward it if the backend has not written
+	cancelNothing cancelDecision = iota // nothing to cancel (or a held request, cancelled here)
+	cancelCheck                         // forward it unless the backend waits for synchronous replication
 )
 
 // Cancel requests and synchronous replication (SPEC §4)
 //
 // A cancel that reaches a backend waiting for synchronous replication of its commit ends the
-// wait: PostgreSQL then reports success for a commit the standbys may not have, which a
-// failover could lose. So the proxy forwards a cancel only when the request in flight cannot
-// be in that wait:
+// wait: PostgreSQL then reports success (with a WARNING) for a commit the standbys may not
+// have, which a failover could lose. Every other cancel is harmless to durability: a statement
+// cancelled before its commit rolls its transaction back. So the proxy forwards every cancel,
+// whatever the request in flight is (a long CREATE TABLE AS, a COPY TO, a COMMIT that has not
+// reached its wait yet), except when PostgreSQL says the backend is in that wait right now
+// (pg_stat_activity.wait_event = 'SyncRep' for its pid, read as the query user just before
+// the cancel is sent; without a query user, or when the check fails, the cancel is not sent).
 //
-//   - inside an explicit transaction, for requests that do not commit (COMMIT, END,
-//     PREPARE TRANSACTION, COMMIT PREPARED, ROLLBACK PREPARED or anything unreadable):
-//     statements before COMMIT never wait for synchronous replication;
-//   - for an autocommit request made only of reads (SELECT without FOR UPDATE or INTO, VALUES,
-//     SHOW, EXPLAIN without ANALYZE, ...), when PostgreSQL says its backend has no transaction
-//     id (pg_stat_activity.backend_xid IS NULL): a transaction without one does not wait for
-//     synchronous replication at commit. This catches a SELECT that calls a function that
-//     writes. The check runs as the query user just before the cancel is sent; a function
-//     that writes for the first time within that instant is the remaining window.
-//
-// Autocommit writes, COMMIT and the like are never cancelled by the proxy: they run to their
-// end. A request that is held (not sent) is cancelled by the proxy itself (57014).
+// The check and the cancel are two steps: a backend can finish its statement and enter the
+// wait in between. That window is closed on the other side: when a commit's wait was cut
+// anyway, the backend sends a WARNING from SyncRepWaitForLSN before the commit's answer, and
+// the backend→client relay then holds the answer until the commit is replicated (syncrep.go).
+// A request that is held (not sent) is cancelled by the proxy itself (57014).
 
 // cancelDecision decides what a cancel request for this session may do.
 func (s *session) cancelDecision() cancelDecision {
@@ -170,40 +162,34 @@ func (s *session) cancelDecision() cancelDecision {
 		return cancelNothing
 	case !s.phase.linked(), s.syncsSent == s.readyReceived && !s.extendedOpen:
 		return cancelNothing
-	case s.inflight.mayCommit:
-		return cancelRefused
-	case s.txStatus == 'T' || s.txStatus == 'E':
-		return cancelAllowed
-	case s.inflight.writes:
-		return cancelRefused
 	}
-	return cancelIfNoTransactionID
+	return cancelCheck
 }
 
-// backendHasNoTransactionID reports whether the backend behind key has no transaction id now
-// (pg_stat_activity.backend_xid IS NULL), asked as the query user. Any failure answers false.
-func (s *Server) backendHasNoTransactionID(ctx context.Context, key backendCancelKey) bool {
+// backendWaitsForSyncRep reports whether the backend behind key waits for synchronous
+// replication now (or cannot be checked), asked as the query user.
+func (s *Server) backendWaitsForSyncRep(ctx context.Context, key backendCancelKey) bool {
 	if s.cfg.QueryUser == "" {
-		return false
+		return true
 	}
 	ctx, cancel := context.WithTimeout(ctx, cancelDialTimeout)
 	defer cancel()
 	target := Target{Name: key.address, Address: key.address}
-	var noXID bool
+	waits := true
 	err := s.authConns.with(ctx, target, func(conn *pgconn.PgConn) error {
-		res := conn.ExecParams(ctx, "SELECT backend_xid IS NULL FROM pg_catalog.pg_stat_activity WHERE pid = $1",
+		res := conn.ExecParams(ctx, "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE pid = $1 AND wait_event = 'SyncRep'",
 			[][]byte{[]byte(strconv.FormatUint(uint64(key.processID), 10))}, nil, nil, nil).Read()
 		if res.Err != nil {
 			return res.Err
 		}
-		noXID = len(res.Rows) == 1 && len(res.Rows[0]) == 1 && string(res.Rows[0][0]) == "t"
+		waits = len(res.Rows) != 1 || len(res.Rows[0]) != 1 || string(res.Rows[0][0]) != "0"
 		return nil
 	})
 	if err != nil {
 		s.log.Warn("cannot check the backend before forwarding a cancel request", "backend", key.address, "err", err)
-		return false
+		return true
 	}
-	return noXID
+	return waits
 }
 
 // forwardCancel is the hook for cancel requests whose key belongs to another proxy node. Cancel

@@ -13,6 +13,8 @@ type Stats struct {
 	TotalSessions          uint64 // sessions that reached the relay since start
 	StartupFailures        uint64 // connections closed during startup with an error (bad input, auth, backend)
 	CancelRequests         uint64 // CancelRequest packets received
+	CancelUnknown          uint64 // cancel requests whose key matched no session (not logged one by one)
+	CancelRefused          uint64 // cancel requests not sent: the backend waited for synchronous replication
 	BytesFromClients       uint64 // relayed bytes read from clients
 	BytesToClients         uint64 // relayed bytes written to clients
 }
@@ -28,6 +30,8 @@ type counters struct {
 	totalSessions          atomic.Uint64
 	startupFailures        atomic.Uint64
 	cancelRequests         atomic.Uint64
+	cancelUnknown          atomic.Uint64
+	cancelRefused          atomic.Uint64
 	bytesFromClients       atomic.Uint64
 	bytesToClients         atomic.Uint64
 }
@@ -43,6 +47,8 @@ func (c *counters) snapshot() Stats {
 		TotalSessions:          c.totalSessions.Load(),
 		StartupFailures:        c.startupFailures.Load(),
 		CancelRequests:         c.cancelRequests.Load(),
+		CancelUnknown:          c.cancelUnknown.Load(),
+		CancelRefused:          c.cancelRefused.Load(),
 		BytesFromClients:       c.bytesFromClients.Load(),
 		BytesToClients:         c.bytesToClients.Load(),
 	}
