@@ -14,47 +14,41 @@ import (
 
 // Cancel keys
 //
-// The proxy hands every client its own BackendKeyData (process id + secret key) instead of the
-// backend's, because the backend behind a session may change (failover) and because a cancel
-// request may reach any proxy of the cluster. The key layout lets a proxy tell which proxy node
-// owns a session without asking anyone:
+// A client gets, in BackendKeyData, the process id of its session's first backend — the real
+// PostgreSQL pid, so that pg_stat_activity, pg_terminate_backend and NOTIFY's sender pid
+// (libpq's "is this notification mine" check, be_pid == PQbackendPID) agree with what the
+// client was told — and a secret key made by the proxy, which routes a CancelRequest to the
+// proxy node that owns the session and, there, to the session:
 //
-//	process id (both protocol versions), 32 bits:
-//	  bit 31      always 0 (the id stays positive for clients that print it as a signed int)
-//	  bits 30..20 node id modulo 2048 (11 bits)
-//	  bits 19..0  session counter of that node (20 bits, never 0, skips ids in use)
-//
-//	secret key, protocol 3.0 (4 bytes): 32 random bits.
+//	secret key, protocol 3.0 (4 bytes, as PostgreSQL's):
+//	  bits 31..21  node id modulo 2048 (11 bits)
+//	  bits 20..0   21 random bits
 //
 //	secret key, protocol 3.2 (32 bytes, like PostgreSQL 18):
 //	  byte  0     layout version, 1
 //	  bytes 1..8  full node id, big endian (the 11 bits above are ambiguous beyond 2047 nodes)
 //	  bytes 9..31 23 random bytes
 //
-// Only the random part protects against forged cancels; the node id is public. A cancel whose
-// node id is another proxy's is to be forwarded to that proxy (SPEC §6); that forwarding is a
-// later change and such cancels are dropped and logged for now (see Server.forwardCancel).
+// The node id is public; the random part and the pid protect against forged cancels (21
+// random bits in 3.0, against PostgreSQL's 32: the price of routing across proxies without a
+// shared table; 184 bits in 3.2). A cancel whose key names another proxy node is forwarded to
+// that node over the authenticated peer transport (CancelForwarder).
+//
+// After a move the session runs on a new backend with another pid. The client keeps the key
+// it was given (a protocol connection's key never changes), so cancel requests keep working —
+// the proxy finds the session by the client's key and sends the cancel with the new backend's
+// key — but the pid the client holds is the first backend's: pg_backend_pid() and the sender
+// pid of the session's own notifications now differ from it. A client that compares them
+// (libpq's documented check) then treats its own notifications as another session's.
 
 const (
 	nodeIDBits        = 11
-	sessionIDBits     = 20
-	sessionIDMask     = 1<<sessionIDBits - 1
 	nodeIDMask        = 1<<nodeIDBits - 1
 	secretLength30    = 4
 	secretLength32    = 32
 	secretLayout32    = 1
 	cancelDialTimeout = 5 * time.Second
 )
-
-// makeProcessID builds a process id from the node id and a session counter value.
-func makeProcessID(nodeID uint64, counter uint32) uint32 {
-	return uint32(nodeID&nodeIDMask)<<sessionIDBits | counter&sessionIDMask
-}
-
-// nodeBitsOfProcessID returns the node id bits (node id modulo 2048) of a process id.
-func nodeBitsOfProcessID(pid uint32) uint64 {
-	return uint64(pid>>sessionIDBits) & nodeIDMask
-}
 
 // newSecretKey returns a fresh secret key for the given protocol minor version.
 func newSecretKey(nodeID uint64, protocolMinor uint16) ([]byte, error) {
@@ -63,6 +57,8 @@ func newSecretKey(nodeID uint64, protocolMinor uint16) ([]byte, error) {
 		if _, err := rand.Read(key); err != nil {
 			return nil, fmt.Errorf("random cancel key: %w", err)
 		}
+		random := binary.BigEndian.Uint32(key) & (1<<(32-nodeIDBits) - 1)
+		binary.BigEndian.PutUint32(key, uint32(nodeID&nodeIDMask)<<(32-nodeIDBits)|random)
 		return key, nil
 	}
 	key := make([]byte, secretLength32)
@@ -75,12 +71,16 @@ func newSecretKey(nodeID uint64, protocolMinor uint16) ([]byte, error) {
 }
 
 // ownerNodeID returns the node id a cancel key names: the full id from a 3.2 key, else the 11
-// bits of the process id. exact is false when only the 11 bits are known.
-func ownerNodeID(pid uint32, secret []byte) (nodeID uint64, exact bool) {
-	if len(secret) == secretLength32 && secret[0] == secretLayout32 {
-		return binary.BigEndian.Uint64(secret[1:9]), true
+// bits of a 3.0 key. exact is false when only the 11 bits are known; ok is false for a key of
+// a layout the proxy never hands out.
+func ownerNodeID(secret []byte) (nodeID uint64, exact, ok bool) {
+	switch {
+	case len(secret) == secretLength32 && secret[0] == secretLayout32:
+		return binary.BigEndian.Uint64(secret[1:9]), true, true
+	case len(secret) == secretLength30:
+		return uint64(binary.BigEndian.Uint32(secret) >> (32 - nodeIDBits)), false, true
 	}
-	return nodeBitsOfProcessID(pid), false
+	return 0, false, false
 }
 
 // backendCancelKey is what a session needs to cancel the query running on its backend.
@@ -103,7 +103,11 @@ func appendCancelRequest(dst []byte, processID uint32, secret []byte) []byte {
 // would cut a commit's wait for synchronous replication (see cancelDecision). Like PostgreSQL
 // it never answers the client; unknown keys are counted, not logged.
 func (s *Server) handleCancel(ctx context.Context, pkt startupPacket) {
-	owner, exact := ownerNodeID(pkt.CancelProcessID, pkt.CancelSecret)
+	owner, exact, ok := ownerNodeID(pkt.CancelSecret)
+	if !ok {
+		s.counters.cancelUnknown.Add(1)
+		return
+	}
 	if owner != s.cfg.NodeID && (exact || owner != s.cfg.NodeID&nodeIDMask) {
 		s.forwardCancel(owner, pkt)
 		return

@@ -1,64 +1,69 @@
 package proxy
 
-import (
-	"errors"
-	"sync"
-)
+import "sync"
 
 // sessionRegistry tracks the live sessions of a Server, for cancel routing and Shutdown. It is
-// safe for concurrent use; mu also guards each session's cancelKey and cancelReady fields.
+// safe for concurrent use; mu also guards each session's clientPID, clientSecret, cancelKey and
+// cancelReady fields.
 type sessionRegistry struct {
-	nodeID uint64
-
 	mu      sync.Mutex
-	byPID   map[uint32]*session
-	counter uint32 // last session counter handed out (20 bits used)
+	byID    map[uint64]*session
+	byPID   map[uint32][]*session // by the process id the client was given (usually one each)
+	counter uint64                // last session id handed out
 }
 
-func newSessionRegistry(nodeID uint64) *sessionRegistry {
-	return &sessionRegistry{nodeID: nodeID, byPID: make(map[uint32]*session)}
+func newSessionRegistry() *sessionRegistry {
+	return &sessionRegistry{byID: make(map[uint64]*session), byPID: make(map[uint32][]*session)}
 }
 
-// errTooManySessions means every process id of this node is in use (about a million sessions).
-var errTooManySessions = errors.New("no free session id")
-
-// add registers s and assigns its process id, skipping ids still in use.
-func (r *sessionRegistry) add(s *session) error {
+// add registers s and assigns its session id (for logs).
+func (r *sessionRegistry) add(s *session) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for range sessionIDMask {
-		r.counter = (r.counter + 1) & sessionIDMask
-		if r.counter == 0 {
-			continue
-		}
-		pid := makeProcessID(r.nodeID, r.counter)
-		if _, used := r.byPID[pid]; used {
-			continue
-		}
-		s.pid = pid
-		r.byPID[pid] = s
-		return nil
-	}
-	return errTooManySessions
+	r.counter++
+	s.id = r.counter
+	r.byID[s.id] = s
 }
 
 // remove unregisters s.
 func (r *sessionRegistry) remove(s *session) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.byPID[s.pid] == s {
-		delete(r.byPID, s.pid)
+	if r.byID[s.id] == s {
+		delete(r.byID, s.id)
+	}
+	if s.cancelReady {
+		r.unindexLocked(s)
 	}
 }
 
-// setCancelKey publishes the keys a cancel request needs: the proxy's secret handed to the
-// client and the backend's real key.
-func (r *sessionRegistry) setCancelKey(s *session, clientSecret []byte, key backendCancelKey) {
+func (r *sessionRegistry) unindexLocked(s *session) {
+	list := r.byPID[s.clientPID]
+	for i, x := range list {
+		if x == s {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(r.byPID, s.clientPID)
+	} else {
+		r.byPID[s.clientPID] = list
+	}
+}
+
+// setCancelKey publishes the keys a cancel request needs: the BackendKeyData handed to the
+// client (the first backend's process id and the proxy's secret) and the backend's real key.
+func (r *sessionRegistry) setCancelKey(s *session, clientPID uint32, clientSecret []byte, key backendCancelKey) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s.clientSecret = clientSecret
+	if s.cancelReady {
+		r.unindexLocked(s)
+	}
+	s.clientPID, s.clientSecret = clientPID, clientSecret
 	s.cancelKey = key
 	s.cancelReady = true
+	r.byPID[clientPID] = append(r.byPID[clientPID], s)
 }
 
 // updateCancelKey publishes the key of the session's new backend after a move; the key the
@@ -69,23 +74,25 @@ func (r *sessionRegistry) updateCancelKey(s *session, key backendCancelKey) {
 	s.cancelKey = key
 }
 
-// cancelTarget finds the session with the given proxy key and returns it with its backend's key.
+// cancelTarget finds the session the client key (pid, secret) was handed to and returns it
+// with its backend's key. The secrets are compared in constant time.
 func (r *sessionRegistry) cancelTarget(pid uint32, secret []byte) (*session, backendCancelKey, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := r.byPID[pid]
-	if s == nil || !s.cancelReady || !secretsEqual(s.clientSecret, secret) {
-		return nil, backendCancelKey{}, false
+	for _, s := range r.byPID[pid] {
+		if secretsEqual(s.clientSecret, secret) {
+			return s, s.cancelKey, true
+		}
 	}
-	return s, s.cancelKey, true
+	return nil, backendCancelKey{}, false
 }
 
 // all returns the live sessions.
 func (r *sessionRegistry) all() []*session {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]*session, 0, len(r.byPID))
-	for _, s := range r.byPID {
+	out := make([]*session, 0, len(r.byID))
+	for _, s := range r.byID {
 		out = append(out, s)
 	}
 	return out
@@ -95,5 +102,5 @@ func (r *sessionRegistry) all() []*session {
 func (r *sessionRegistry) count() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.byPID)
+	return len(r.byID)
 }

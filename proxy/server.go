@@ -66,7 +66,7 @@ func NewServer(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:          cfg,
 		log:          cfg.Logger.With("component", "proxy"),
-		sessions:     newSessionRegistry(cfg.NodeID),
+		sessions:     newSessionRegistry(),
 		stopWatching: make(chan struct{}),
 		logins:       make(chan struct{}, cfg.ReleaseConcurrency),
 	}

@@ -43,7 +43,7 @@ const (
 type session struct {
 	srv *Server
 	log *slog.Logger
-	pid uint32 // the proxy's process id for this session (cancel key); set by the registry
+	id  uint64 // the session's number in this proxy (logs); set by the registry
 
 	conn net.Conn // the accepted TCP connection; Close on it always ends the client side
 
@@ -64,6 +64,7 @@ type session struct {
 	startupParams map[string]string // ParameterStatus values sent to the client at startup
 
 	// Guarded by srv.sessions.mu.
+	clientPID    uint32 // the process id in the BackendKeyData the client got (its first backend's)
 	clientSecret []byte
 	cancelKey    backendCancelKey
 	cancelReady  bool

@@ -32,11 +32,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	refusal := s.admit()
 	if refusal == nil {
 		sess.startupPlace = true
-		if err := s.sessions.add(sess); err != nil {
-			sess.endStartup()
-			s.counters.clientConnections.Add(-1)
-			refusal = fatalf(codeTooManyConnections, "sorry, too many clients already")
-		}
+		s.sessions.add(sess)
 	}
 	if refusal != nil {
 		s.counters.refusedConnections.Add(1)
@@ -44,7 +40,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 		_ = conn.Close()
 		return
 	}
-	sess.log = s.log.With("session", sess.pid, "client", conn.RemoteAddr().String())
+	sess.log = s.log.With("session", sess.id, "client", conn.RemoteAddr().String())
 	relaying := sess.runStartupRecovering(ctx)
 	sess.endStartup()
 	if !relaying {
@@ -173,9 +169,11 @@ func (s *session) startup(ctx context.Context) (clientLeftover, backendLeftover 
 	if err != nil {
 		return nil, nil, err
 	}
-	s.srv.sessions.setCancelKey(s, secret, backendReady.cancelKey)
+	// The client gets its backend's real process id (cancel.go).
+	pid := backendReady.cancelKey.processID
+	s.srv.sessions.setCancelKey(s, pid, secret, backendReady.cancelKey)
 	out = append(out, backendReady.statusMessages...)
-	out, _ = (&pgproto3.BackendKeyData{ProcessID: s.pid, SecretKey: secret}).Encode(out)
+	out, _ = (&pgproto3.BackendKeyData{ProcessID: pid, SecretKey: secret}).Encode(out)
 	out, _ = (&pgproto3.ReadyForQuery{TxStatus: backendReady.txStatus}).Encode(out)
 	if _, err := s.client.Write(out); err != nil {
 		return nil, nil, errors.Join(errClientGone, err)

@@ -78,3 +78,36 @@ func testSyncRepWaitNeverCut(t *testing.T, p *pgPair) {
 		t.Fatalf("%s rows with id 40", got)
 	}
 }
+
+// testBackendKeyData: the client is given its backend's real process id, so that NOTIFY's
+// sender pid matches it; after a move the client keeps its key and cancel requests reach the
+// new backend.
+func testBackendKeyData(t *testing.T, p *pgPair) {
+	ctx := testContext(t)
+	_, to := p.current()
+	conn := p.connect(t, "")
+	pid := conn.PgConn().PID()
+	if got := queryText(t, conn, "SELECT pg_backend_pid()::text"); got != strconv.Itoa(int(pid)) {
+		t.Fatalf("BackendKeyData process id %d, the backend's is %s", pid, got)
+	}
+	mustExec(t, conn, "LISTEN keytest")
+	mustExec(t, conn, "NOTIFY keytest, 'mine'")
+	n, err := conn.WaitForNotification(ctx)
+	if err != nil || n.PID != pid {
+		t.Fatalf("own notification from pid %d (%v), want %d", n.PID, err, pid)
+	}
+	p.failover(t, to)
+	if got := queryText(t, conn, "SELECT inet_server_port()::text"); got != strconv.Itoa(to.Port) {
+		t.Fatalf("session on port %s after the failover", got)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := conn.Exec(ctx, "SELECT pg_sleep(30)")
+		done <- err
+	}()
+	waitActive(t, to, "SELECT pg_sleep(30)")
+	if err := conn.PgConn().CancelRequest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	requirePgCode(t, <-done, codeQueryCanceled)
+}
