@@ -199,12 +199,15 @@ func (env *proxyEnv) testProtocol32(t *testing.T) {
 	}
 	fe := pgproto3.NewFrontend(conn, conn)
 	msgs := proxyReceiveUntilReady(t, fe)
-	key := proxyFindKey(msgs)
-	if key == nil || len(key.SecretKey) != 32 {
-		t.Fatalf("BackendKeyData for protocol 3.2: %+v", key)
+	// The primary is PostgreSQL 15, which speaks 3.0: the proxy answers as it does, with
+	// NegotiateProtocolVersion 3.0 first and a 4-byte key (a PostgreSQL 18 primary gets 3.2
+	// and a 32-byte key: proxy.TestProtocol32CancelKeyEndToEnd).
+	nego, ok := msgs[0].(*pgproto3.NegotiateProtocolVersion)
+	if !ok || nego.NewestMinorProtocol != 3<<16 || len(nego.UnrecognizedOptions) != 0 {
+		t.Fatalf("first message %#v, want NegotiateProtocolVersion 3.0 as PostgreSQL 15 sends", msgs[0])
 	}
-	if _, ok := msgs[0].(*pgproto3.AuthenticationOk); !ok {
-		t.Fatalf("first message %T, want AuthenticationOk (no NegotiateProtocolVersion for 3.2)", msgs[0])
+	if key := proxyFindKey(msgs); key == nil || len(key.SecretKey) != 4 {
+		t.Fatalf("BackendKeyData for protocol 3.2 negotiated down to 3.0: %+v", key)
 	}
 	proxyRawQuery(t, conn, fe)
 }
@@ -220,11 +223,11 @@ func (env *proxyEnv) testNegotiateProtocolVersion(t *testing.T) {
 	if !ok {
 		t.Fatalf("first message %T, want NegotiateProtocolVersion", msgs[0])
 	}
-	if nego.NewestMinorProtocol&0xFFFF != 2 || len(nego.UnrecognizedOptions) != 1 || nego.UnrecognizedOptions[0] != "_pq_.px_option" {
-		t.Fatalf("NegotiateProtocolVersion %+v", nego)
+	if nego.NewestMinorProtocol != 3<<16 || len(nego.UnrecognizedOptions) != 1 || nego.UnrecognizedOptions[0] != "_pq_.px_option" {
+		t.Fatalf("NegotiateProtocolVersion %+v, want 3.0 (PostgreSQL 15's newest) and the option", nego)
 	}
-	if key := proxyFindKey(msgs); key == nil || len(key.SecretKey) != 32 {
-		t.Fatalf("BackendKeyData after negotiating down to 3.2: %+v", key)
+	if key := proxyFindKey(msgs); key == nil || len(key.SecretKey) != 4 {
+		t.Fatalf("BackendKeyData after negotiating down to 3.0: %+v", key)
 	}
 	proxyRawQuery(t, conn, fe)
 }

@@ -147,7 +147,7 @@ const (
 // whatever the request in flight is (a long CREATE TABLE AS, a COPY TO, a COMMIT that has not
 // reached its wait yet), except when PostgreSQL says the backend is in that wait right now
 // (pg_stat_activity.wait_event = 'SyncRep' for its pid, read as the query user just before
-// the cancel is sent; without a query user, or when the check fails, the cancel is not sent).
+// the cancel is sent; when the check fails, the cancel is not sent).
 //
 // The check and the cancel are two steps: a backend can finish its statement and enter the
 // wait in between. That window is closed on the other side: when a commit's wait was cut
@@ -171,10 +171,12 @@ func (s *session) cancelDecision() cancelDecision {
 }
 
 // backendWaitsForSyncRep reports whether the backend behind key waits for synchronous
-// replication now (or cannot be checked), asked as the query user.
+// replication now (or cannot be checked), asked as the query user. Without a query user it
+// cannot ask and answers false: a wait cut by the cancel then costs the client an 08007, since
+// the relay cannot confirm replication either (syncrep.go), never an unreplicated success.
 func (s *Server) backendWaitsForSyncRep(ctx context.Context, key backendCancelKey) bool {
 	if s.cfg.QueryUser == "" {
-		return true
+		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, cancelDialTimeout)
 	defer cancel()

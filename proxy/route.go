@@ -106,6 +106,7 @@ func (s *Server) routeChanged(r Route) {
 	} else {
 		s.log.Warn("not routing: holding new requests", "lease_expired", r.LeaseExpired)
 	}
+	s.protocols.Clear() // the new primary may speak another protocol version
 	dropped := 0
 	for _, sess := range s.sessions.all() {
 		if sess.dropStaleBackend(r) {

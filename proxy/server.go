@@ -53,6 +53,7 @@ type Server struct {
 	route        atomic.Pointer[Route] // the latest route the watcher saw
 	stopWatching chan struct{}         // closed by Shutdown
 	stopOnce     sync.Once
+	protocols    sync.Map      // primary address -> newest protocol minor it speaks (protocol.go)
 	held         atomic.Int64  // requests and connections waiting for a primary (startHold)
 	logins       chan struct{} // backend login slots (acquireLogin)
 }

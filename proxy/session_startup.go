@@ -120,12 +120,19 @@ func (s *session) startup(ctx context.Context) (clientLeftover, backendLeftover 
 	}
 
 	var out []byte // messages for the client, written when the proxy next waits for it
-	s.protocolMinor = min(pkt.ProtocolMinor, latestProtocolMinor)
-	if pkt.ProtocolMinor > latestProtocolMinor || len(pkt.UnknownProtocolOptions) > 0 {
+	newest := uint16(0)
+	if pkt.ProtocolMinor > 0 || len(pkt.UnknownProtocolOptions) > 0 {
+		// Answer as the primary would (protocol.go).
+		user, _ := pkt.param("user")
+		database, _ := pkt.param("database")
+		newest = s.srv.primaryProtocolMinor(ctx, user, database)
+	}
+	s.protocolMinor = min(pkt.ProtocolMinor, newest)
+	if pkt.ProtocolMinor > newest || len(pkt.UnknownProtocolOptions) > 0 {
 		// Like PostgreSQL: name the newest version we speak and the options we ignored, then
 		// go on with the downgraded version.
 		msg := pgproto3.NegotiateProtocolVersion{
-			NewestMinorProtocol: protocolMajor3<<16 | latestProtocolMinor,
+			NewestMinorProtocol: protocolMajor3<<16 | uint32(newest),
 			UnrecognizedOptions: pkt.UnknownProtocolOptions,
 		}
 		out, _ = msg.Encode(out)
