@@ -8,7 +8,7 @@ import (
 var (
 	proxyDescs = struct {
 		connectionsOpen, connectionsAccepted, sessionsActive, sessionsStarted,
-		startupFailures, cancelRequests, cancelUnknown, cancelRefused, receivedBytes, sentBytes,
+		startupFailures, cancelRequests, cancelUnknown, cancelRefused, cancelForwarded, receivedBytes, sentBytes,
 		connectionsStarting, connectionsRefused, namedPortals *prometheus.Desc
 	}{
 		connectionsOpen:     desc("proxy_client_connections_open", "Client connections open now (in startup or relaying)."),
@@ -19,6 +19,7 @@ var (
 		cancelRequests:      desc("proxy_cancel_requests_total", "CancelRequest packets received."),
 		cancelUnknown:       desc("proxy_cancel_requests_unknown_total", "Cancel requests whose key matched no session of this proxy (not logged one by one)."),
 		cancelRefused:       desc("proxy_cancel_requests_refused_total", "Cancel requests not sent because the backend waited for synchronous replication of its commit."),
+		cancelForwarded:     desc("proxy_cancel_requests_forwarded_total", "Cancel requests forwarded to the proxy node that owns the session."),
 		receivedBytes:       desc("proxy_client_received_bytes_total", "Bytes read from clients and relayed."),
 		sentBytes:           desc("proxy_client_sent_bytes_total", "Bytes relayed and written to clients."),
 		connectionsStarting: desc("proxy_client_connections_starting", "Client connections not authenticated yet (bounded by limits.max_startup_connections)."),
@@ -95,7 +96,7 @@ func (c *sourceCollector) descs() []*prometheus.Desc {
 	if s.Proxy != nil {
 		p := proxyDescs
 		d = append(d, p.connectionsOpen, p.connectionsAccepted, p.sessionsActive, p.sessionsStarted,
-			p.startupFailures, p.cancelRequests, p.cancelUnknown, p.cancelRefused, p.receivedBytes, p.sentBytes,
+			p.startupFailures, p.cancelRequests, p.cancelUnknown, p.cancelRefused, p.cancelForwarded, p.receivedBytes, p.sentBytes,
 			p.connectionsStarting, p.connectionsRefused, p.namedPortals)
 	}
 	if s.Raft != nil {
@@ -177,6 +178,7 @@ func collectProxy(ch chan<- prometheus.Metric, p ProxyStats) {
 	counter(ch, d.cancelRequests, float64(p.CancelRequests))
 	counter(ch, d.cancelUnknown, float64(p.CancelUnknown))
 	counter(ch, d.cancelRefused, float64(p.CancelRefused))
+	counter(ch, d.cancelForwarded, float64(p.CancelForwarded))
 	counter(ch, d.receivedBytes, float64(p.BytesFromClients))
 	counter(ch, d.sentBytes, float64(p.BytesToClients))
 	gauge(ch, d.connectionsStarting, float64(p.StartupConnections))

@@ -24,7 +24,7 @@ func healthySources() Sources {
 		Proxy: func() ProxyStats {
 			return ProxyStats{
 				ClientConnections: 7, TotalClientConnections: 42, Sessions: 5, TotalSessions: 40,
-				StartupFailures: 2, CancelRequests: 3, CancelUnknown: 2, CancelRefused: 1, BytesFromClients: 1000, BytesToClients: 5000,
+				StartupFailures: 2, CancelRequests: 3, CancelUnknown: 2, CancelRefused: 1, CancelForwarded: 4, BytesFromClients: 1000, BytesToClients: 5000,
 				StartupConnections: 1, RefusedConnections: 9, NamedPortals: 4,
 			}
 		},
@@ -82,6 +82,7 @@ var wantTypes = map[string]dto.MetricType{
 	"pgquorum_proxy_cancel_requests_total":             dto.MetricType_COUNTER,
 	"pgquorum_proxy_cancel_requests_unknown_total":     dto.MetricType_COUNTER,
 	"pgquorum_proxy_cancel_requests_refused_total":     dto.MetricType_COUNTER,
+	"pgquorum_proxy_cancel_requests_forwarded_total":   dto.MetricType_COUNTER,
 	"pgquorum_proxy_client_received_bytes_total":       dto.MetricType_COUNTER,
 	"pgquorum_proxy_client_sent_bytes_total":           dto.MetricType_COUNTER,
 	"pgquorum_proxy_client_connections_starting":       dto.MetricType_GAUGE,
@@ -212,6 +213,7 @@ pgquorum_proxy_startup_failures_total 2
 pgquorum_proxy_cancel_requests_total 3
 pgquorum_proxy_cancel_requests_unknown_total 2
 pgquorum_proxy_cancel_requests_refused_total 1
+pgquorum_proxy_cancel_requests_forwarded_total 4
 pgquorum_proxy_client_received_bytes_total 1000
 pgquorum_proxy_client_sent_bytes_total 5000
 pgquorum_proxy_client_connections_starting 1

@@ -47,6 +47,7 @@ type ProxyStats struct {
 	CancelRequests         uint64 // CancelRequest packets received
 	CancelUnknown          uint64 // cancel requests whose key matched no session
 	CancelRefused          uint64 // cancel requests not sent: the backend waited for synchronous replication
+	CancelForwarded        uint64 // cancel requests forwarded to the proxy node that owns the session
 	BytesFromClients       uint64 // relayed bytes read from clients
 	BytesToClients         uint64 // relayed bytes written to clients
 }

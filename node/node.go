@@ -222,12 +222,14 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		MaxClientConnections:  cfg.Limits.MaxClientConnections,
 		MaxStartupConnections: cfg.Limits.MaxStartupConnections,
 		Metrics:               n.metrics,
+		CancelForwarder:       cancelForwarder{raft: raft},
 		Logger:                logger,
 	})
 	if err != nil {
 		raft.Close()
 		return nil, err
 	}
+	raft.HandleCalls(cancelService, n.serveForwardedCancel)
 	if err := n.proxy.Listen(); err != nil {
 		raft.Close()
 		return nil, err

@@ -109,9 +109,14 @@ func (s *Server) handleCancel(ctx context.Context, pkt startupPacket) {
 		return
 	}
 	if owner != s.cfg.NodeID && (exact || owner != s.cfg.NodeID&nodeIDMask) {
-		s.forwardCancel(owner, pkt)
+		s.forwardCancel(ctx, owner, exact, pkt)
 		return
 	}
+	s.cancelLocal(ctx, pkt)
+}
+
+// cancelLocal serves a cancel request for a session of this node.
+func (s *Server) cancelLocal(ctx context.Context, pkt startupPacket) {
 	sess, key, ok := s.sessions.cancelTarget(pkt.CancelProcessID, pkt.CancelSecret)
 	if !ok {
 		s.counters.cancelUnknown.Add(1)
@@ -198,12 +203,54 @@ func (s *Server) backendWaitsForSyncRep(ctx context.Context, key backendCancelKe
 	return waits
 }
 
-// forwardCancel is the hook for cancel requests whose key belongs to another proxy node. Cancel
-// forwarding between proxies is not implemented yet; the request is dropped (a client whose
-// cancel is dropped sees its query run to completion, never a wrong cancel).
-func (s *Server) forwardCancel(owner uint64, pkt startupPacket) {
-	s.log.Info("cancel request for a session of another proxy node dropped (forwarding not implemented)",
-		"owner_node", owner, "pid", pkt.CancelProcessID)
+// CancelForwarder carries a cancel request to the proxy node that owns the session (SPEC §6),
+// over the cluster's authenticated peer transport (node.go wires consensus peer calls). owner
+// is the node id the key names; when exact is false only its 11 low bits are known (a
+// protocol 3.0 key) and the forwarder tries every member whose id has them. key is the
+// CancelRequest's process id (4 bytes, big endian) and secret, as the client sent them.
+type CancelForwarder interface {
+	ForwardCancel(ctx context.Context, owner uint64, exact bool, key []byte) error
+}
+
+// maxForwardingCancels bounds the cancel requests being forwarded to other nodes at once; more
+// are dropped and counted (a flood of bogus keys cannot tie up the proxy or its peers).
+const maxForwardingCancels = 32
+
+// forwardCancel sends a cancel request whose key belongs to another proxy node to that node.
+func (s *Server) forwardCancel(ctx context.Context, owner uint64, exact bool, pkt startupPacket) {
+	if s.cfg.CancelForwarder == nil {
+		s.counters.cancelUnknown.Add(1)
+		return
+	}
+	select {
+	case s.forwarding <- struct{}{}:
+		defer func() { <-s.forwarding }()
+	default:
+		s.counters.cancelUnknown.Add(1)
+		return
+	}
+	key := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(pkt.CancelSecret)), pkt.CancelProcessID)
+	key = append(key, pkt.CancelSecret...)
+	ctx, cancel := context.WithTimeout(ctx, cancelDialTimeout)
+	defer cancel()
+	if err := s.cfg.CancelForwarder.ForwardCancel(ctx, owner, exact, key); err != nil {
+		s.counters.cancelUnknown.Add(1)
+		s.log.Debug("cannot forward a cancel request to its proxy node", "owner", owner, "err", err)
+		return
+	}
+	s.counters.cancelForwarded.Add(1)
+}
+
+// CancelFromPeer serves a cancel request another proxy node forwarded (CancelForwarder): key
+// is the process id and secret the client sent. A key of no session of this node is counted,
+// never forwarded again. It returns once the cancel was sent to the backend (or dropped).
+func (s *Server) CancelFromPeer(ctx context.Context, key []byte) {
+	if len(key) < 4+minCancelKeyLength || len(key) > 4+maxCancelKeyLength {
+		s.counters.cancelUnknown.Add(1)
+		return
+	}
+	s.counters.cancelRequests.Add(1)
+	s.cancelLocal(ctx, startupPacket{Kind: kindCancelRequest, CancelProcessID: binary.BigEndian.Uint32(key), CancelSecret: key[4:]})
 }
 
 // sendCancel opens a connection to the backend (with TLS as configured: the cancel key travels

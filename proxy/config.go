@@ -128,6 +128,9 @@ type Config struct {
 	StartupTimeout time.Duration
 	// MaxStartupPacket bounds the startup packet body in bytes. Default 10000, like PostgreSQL.
 	MaxStartupPacket int
+	// CancelForwarder carries cancel requests whose key names another proxy node to that
+	// node (cancel.go); nil drops them (counted as unknown keys).
+	CancelForwarder CancelForwarder
 	// Logger receives the proxy's logs; nil discards them.
 	Logger *slog.Logger
 }

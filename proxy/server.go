@@ -56,6 +56,7 @@ type Server struct {
 	protocols    sync.Map      // primary address -> newest protocol minor it speaks (protocol.go)
 	held         atomic.Int64  // requests and connections waiting for a primary (startHold)
 	logins       chan struct{} // backend login slots (acquireLogin)
+	forwarding   chan struct{} // cancel requests being forwarded to other nodes (forwardCancel)
 }
 
 // NewServer checks cfg and returns a Server that is not listening yet.
@@ -70,6 +71,7 @@ func NewServer(cfg Config) (*Server, error) {
 		sessions:     newSessionRegistry(),
 		stopWatching: make(chan struct{}),
 		logins:       make(chan struct{}, cfg.ReleaseConcurrency),
+		forwarding:   make(chan struct{}, maxForwardingCancels),
 	}
 	r, _ := cfg.Router.Route()
 	s.route.Store(&r)

@@ -15,6 +15,7 @@ type Stats struct {
 	CancelRequests         uint64 // CancelRequest packets received
 	CancelUnknown          uint64 // cancel requests whose key matched no session (not logged one by one)
 	CancelRefused          uint64 // cancel requests not sent: the backend waited for synchronous replication
+	CancelForwarded        uint64 // cancel requests forwarded to the proxy node that owns the session
 	BytesFromClients       uint64 // relayed bytes read from clients
 	BytesToClients         uint64 // relayed bytes written to clients
 }
@@ -32,6 +33,7 @@ type counters struct {
 	cancelRequests         atomic.Uint64
 	cancelUnknown          atomic.Uint64
 	cancelRefused          atomic.Uint64
+	cancelForwarded        atomic.Uint64
 	bytesFromClients       atomic.Uint64
 	bytesToClients         atomic.Uint64
 }
@@ -49,6 +51,7 @@ func (c *counters) snapshot() Stats {
 		CancelRequests:         c.cancelRequests.Load(),
 		CancelUnknown:          c.cancelUnknown.Load(),
 		CancelRefused:          c.cancelRefused.Load(),
+		CancelForwarded:        c.cancelForwarded.Load(),
 		BytesFromClients:       c.bytesFromClients.Load(),
 		BytesToClients:         c.bytesToClients.Load(),
 	}
