@@ -181,22 +181,20 @@ func (d *driver) driveFailover(ctx context.Context, st clusterstate.State) time.
 // (another leader got there first) is not an error: the caller re-reads the state.
 func (d *driver) recordStep(ctx context.Context, f *clusterstate.FailoverProgress, step clusterstate.Step,
 	candidate string, table []clusterstate.LSNRow, detail string) error {
-	failpoint(ctx, d.logger, "after:"+string(step))
-	res, err := d.c.propose(ctx, clusterstate.Command{RecordStep: &clusterstate.RecordStep{
-		ExpectEpoch: f.Epoch,
-		ExpectSeq:   f.Seq,
-		Step:        step,
-		Candidate:   candidate,
-		LSNTable:    table,
-		Detail:      detail,
-		At:          d.c.now(),
-	}})
+	return d.recordStepWith(ctx, f, clusterstate.RecordStep{Step: step, Candidate: candidate, LSNTable: table, Detail: detail})
+}
+
+// recordStepWith proposes rec (its step's fields) for failover f.
+func (d *driver) recordStepWith(ctx context.Context, f *clusterstate.FailoverProgress, rec clusterstate.RecordStep) error {
+	failpoint(ctx, d.logger, "after:"+string(rec.Step))
+	rec.ExpectEpoch, rec.ExpectSeq, rec.At = f.Epoch, f.Seq, d.c.now()
+	res, err := d.c.propose(ctx, clusterstate.Command{RecordStep: &rec})
 	if err != nil {
 		return err
 	}
 	if res.Code == clusterstate.Applied {
-		d.logger.Info("failover step recorded", "epoch", f.Epoch, "step", step, "candidate", candidate,
-			"since_begin", d.c.now().Sub(f.StartedAt).Round(time.Millisecond), "detail", detail)
+		d.logger.Info("failover step recorded", "epoch", f.Epoch, "step", rec.Step, "candidate", rec.Candidate,
+			"since_begin", d.c.now().Sub(f.StartedAt).Round(time.Millisecond), "detail", rec.Detail)
 	}
 	return nil
 }
@@ -419,15 +417,17 @@ func (d *driver) promote(ctx context.Context, st clusterstate.State) (time.Durat
 	}
 	pctx, cancel := context.WithTimeout(ctx, orDefault(d.c.PromoteTimeout, DefaultPromoteTimeout))
 	defer cancel()
-	timeline, err := d.pg.Promote(pctx, f.Candidate, sync.Names)
+	promoted, err := d.pg.Promote(pctx, f.Candidate, sync.Names)
 	if err != nil {
 		return 0, fmt.Errorf("promote %s: %w", f.Candidate, err)
 	}
-	detail := fmt.Sprintf("%s promoted on timeline %d; synchronous_standby_names = '%s'", f.Candidate, timeline, sync.Names)
+	detail := fmt.Sprintf("%s promoted on timeline %d; synchronous_standby_names = '%s'; transaction id horizon %d",
+		f.Candidate, promoted.Timeline, sync.Names, promoted.XidHorizon)
 	if sync.Warning != "" {
 		detail += "; " + sync.Warning
 	}
-	return 0, d.recordStep(ctx, f, clusterstate.StepPromote, f.Candidate, nil, detail)
+	return 0, d.recordStepWith(ctx, f, clusterstate.RecordStep{Step: clusterstate.StepPromote, Candidate: f.Candidate,
+		XidHorizon: promoted.XidHorizon, Detail: detail})
 }
 
 // repoint runs SPEC §4 step 7: the other frozen standbys follow the new primary.

@@ -276,20 +276,22 @@ func (p *fakePG) WaitReceived(ctx context.Context, name string, lsn health.LSN) 
 	return n.lsn, fmt.Errorf("waiting until the standby received %s: %w", lsn, context.DeadlineExceeded)
 }
 
-func (p *fakePG) Promote(_ context.Context, name, syncNames string) (uint32, error) {
+func (p *fakePG) Promote(_ context.Context, name, syncNames string) (Promoted, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n, err := p.begin("promote", name)
 	if err != nil {
-		return 0, err
+		return Promoted{}, err
 	}
 	n.syncNames = syncNames
+	var horizon uint64
 	if n.inRecovery {
 		n.inRecovery = false
 		n.timeline++
 		n.promotions++
+		horizon = 1000 + uint64(n.timeline)
 	}
-	return n.timeline, nil
+	return Promoted{Timeline: n.timeline, XidHorizon: horizon}, nil
 }
 
 func (p *fakePG) PrimaryConninfo(_ context.Context, name string) (string, error) {

@@ -30,8 +30,9 @@ type Postgres interface {
 	WaitReceived(ctx context.Context, node string, lsn health.LSN) (health.LSN, error)
 	// Promote sets synchronous_standby_names (ALTER SYSTEM + reload) and
 	// promotes the standby, returning once it accepts writes. A node that is
-	// already a primary only gets the setting. It returns the new timeline.
-	Promote(ctx context.Context, node, syncStandbyNames string) (timeline uint32, err error)
+	// already a primary only gets the setting. It returns the new timeline and,
+	// when it promoted the node itself, its transaction id horizon (Promoted).
+	Promote(ctx context.Context, node, syncStandbyNames string) (Promoted, error)
 	// PrimaryConninfo returns SHOW primary_conninfo.
 	PrimaryConninfo(ctx context.Context, node string) (string, error)
 	// SetPrimaryConninfo sets primary_conninfo (ALTER SYSTEM + reload) unless it
@@ -303,8 +304,8 @@ func (a *SQLActions) WaitReceived(ctx context.Context, node string, lsn health.L
 // Promote implements Postgres. It calls pg_promote(wait => false) and polls
 // pg_is_in_recovery() every PollInterval itself: pg_promote's own wait checks only
 // every 100 ms, which would add up to 100 ms to every failover.
-func (a *SQLActions) Promote(ctx context.Context, node, syncStandbyNames string) (uint32, error) {
-	var timeline uint32
+func (a *SQLActions) Promote(ctx context.Context, node, syncStandbyNames string) (Promoted, error) {
+	var out Promoted
 	err := a.withConn(ctx, node, func(conn *pgx.Conn) error {
 		var inRecovery bool
 		var current string
@@ -317,10 +318,14 @@ func (a *SQLActions) Promote(ctx context.Context, node, syncStandbyNames string)
 			}
 		}
 		if inRecovery {
+			horizon, err := readXidHorizon(ctx, conn, a.poll())
+			if err != nil {
+				return err
+			}
 			if _, err := conn.Exec(ctx, "SELECT pg_promote(false)"); err != nil && !isNotInRecovery(err) {
 				return fmt.Errorf("pg_promote: %w", err)
 			}
-			err := waitUntil(ctx, a.poll(), "the promotion finished", func() (bool, error) {
+			err = waitUntil(ctx, a.poll(), "the promotion finished", func() (bool, error) {
 				if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
 					return false, fmt.Errorf("read role: %w", err)
 				}
@@ -329,15 +334,50 @@ func (a *SQLActions) Promote(ctx context.Context, node, syncStandbyNames string)
 			if err != nil {
 				return err
 			}
+			out.XidHorizon = horizon
 		}
 		var pos StandbyPosition
 		if err := readPrimaryPosition(ctx, conn, &pos); err != nil {
 			return err
 		}
-		timeline = pos.Timeline
+		out.Timeline = pos.Timeline
 		return nil
 	})
-	return timeline, err
+	return out, err
+}
+
+// Promoted is what a promotion tells about the new primary.
+type Promoted struct {
+	Timeline uint32
+	// XidHorizon, when not 0, splits the new primary's transaction ids: every id
+	// below it was assigned on the old timeline (its pg_xact_status is the old
+	// transaction's outcome), and no transaction at or above it committed there
+	// (clusterstate.State.PrimaryXidHorizon; the proxy resolves lost COMMITs
+	// with it). It is 0 when this call did not promote the node itself (a
+	// resumed promotion): then nothing is known.
+	XidHorizon uint64
+}
+
+// readXidHorizon reads a frozen standby's transaction id horizon just before
+// its promotion: once it has replayed all the WAL it received (the freeze
+// stopped its WAL receiver), the xmax of its snapshot is one past the latest
+// transaction that completed on the old timeline, and no transaction can start
+// on it before the promotion (it is read-only), so every id the new primary
+// assigns is at least that.
+func readXidHorizon(ctx context.Context, conn *pgx.Conn, poll time.Duration) (uint64, error) {
+	err := waitUntil(ctx, poll, "the standby replayed the WAL it received", func() (bool, error) {
+		var caughtUp bool
+		err := conn.QueryRow(ctx, `SELECT pg_last_wal_receive_lsn() IS NULL OR pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn()`).Scan(&caughtUp)
+		return caughtUp, err
+	})
+	if err != nil {
+		return 0, err
+	}
+	var horizon string
+	if err := conn.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text`).Scan(&horizon); err != nil {
+		return 0, fmt.Errorf("read the transaction id horizon: %w", err)
+	}
+	return strconv.ParseUint(horizon, 10, 64)
 }
 
 // isNotInRecovery reports PostgreSQL's "recovery is not in progress" (55000): the

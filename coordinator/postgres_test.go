@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"strconv"
 	"context"
 	"errors"
 	"strings"
@@ -127,6 +128,11 @@ func TestPromoteAndRepointMakeTheOtherStandbyAQuorumMember(t *testing.T) {
 	if err := c.Nodes[0].Exec(ctx, "CREATE TABLE before_failover (id int)"); err != nil {
 		t.Fatal(err)
 	}
+	// The last transaction committed on the old timeline.
+	oldXid, err := c.Nodes[0].QueryString(ctx, "INSERT INTO before_failover VALUES (0) RETURNING pg_current_xact_id()::text")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := a.FreezeStandby(ctx, "pg2"); err != nil {
 		t.Fatal(err)
 	}
@@ -139,12 +145,24 @@ func TestPromoteAndRepointMakeTheOtherStandbyAQuorumMember(t *testing.T) {
 	}
 
 	const syncNames = `ANY 1 ("pg3")`
-	timeline, err := a.Promote(ctx, "pg2", syncNames)
+	promoted, err := a.Promote(ctx, "pg2", syncNames)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if timeline != 2 {
-		t.Errorf("promoted on timeline %d, want 2", timeline)
+	if promoted.Timeline != 2 {
+		t.Errorf("promoted on timeline %d, want 2", promoted.Timeline)
+	}
+	// The horizon is past every transaction of the old timeline and at or below every
+	// transaction of the new one.
+	newXid, err := pg2.QueryString(ctx, "SELECT pg_current_xact_id()::text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old, _ := strconv.ParseUint(oldXid, 10, 64); promoted.XidHorizon <= old {
+		t.Errorf("transaction id horizon %d, not past the old timeline's transaction %s", promoted.XidHorizon, oldXid)
+	}
+	if next, _ := strconv.ParseUint(newXid, 10, 64); promoted.XidHorizon > next {
+		t.Errorf("transaction id horizon %d is past the new primary's transaction %s", promoted.XidHorizon, newXid)
 	}
 	if got, err := pg2.QueryString(ctx, "SHOW synchronous_standby_names"); err != nil || got != syncNames {
 		t.Errorf("synchronous_standby_names on pg2 = %q, %v", got, err)
@@ -176,8 +194,8 @@ func TestPromoteAndRepointMakeTheOtherStandbyAQuorumMember(t *testing.T) {
 	}
 
 	// Both actions are idempotent.
-	if again, err := a.Promote(ctx, "pg2", syncNames); err != nil || again != 2 {
-		t.Errorf("promote again: timeline %d, %v", again, err)
+	if again, err := a.Promote(ctx, "pg2", syncNames); err != nil || again.Timeline != 2 || again.XidHorizon != 0 {
+		t.Errorf("promote again: %+v, %v (want timeline 2 and no horizon: it did not promote)", again, err)
 	}
 	if changed, err := a.SetPrimaryConninfo(ctx, "pg3", conninfo, false); err != nil || changed {
 		t.Errorf("re-point again: changed %t, %v", changed, err)

@@ -19,6 +19,10 @@ type Target struct {
 	Name    string // backend name (application_name in replication), e.g. "pg1"
 	Address string // host:port
 	Epoch   uint64 // fencing token; 0 when discovered by probing (before consensus)
+	// XidHorizon, when not 0, is the primary's transaction id horizon recorded at its
+	// promotion in this epoch: transaction ids below it were assigned by the previous
+	// primary, and none at or above it committed there (resolve.go).
+	XidHorizon uint64
 }
 
 // Router tells the proxy where traffic may go now, and when that changes: the proxy holds

@@ -122,6 +122,7 @@ type agreedRouting struct {
 	read         bool
 	epoch        uint64
 	primary      string
+	xidHorizon   uint64
 	bootstrapped bool
 	fenced       string // the old primary of a failover that abandoned it; "" when none
 }
@@ -152,7 +153,7 @@ func (r *ConsensusRouter) refresh() {
 
 // agreedOf is the part of st routing depends on.
 func agreedOf(index uint64, st clusterstate.State) agreedRouting {
-	return agreedRouting{index: index, read: true, epoch: st.Epoch, primary: st.Primary,
+	return agreedRouting{index: index, read: true, epoch: st.Epoch, primary: st.Primary, xidHorizon: st.PrimaryXidHorizon,
 		bootstrapped: st.Bootstrapped(), fenced: fencedPrimary(st)}
 }
 
@@ -177,7 +178,7 @@ func deriveView(a agreedRouting, leaseOK bool, addresses map[string]string) View
 			break
 		}
 		v.Routing = true
-		v.Target = proxy.Target{Name: a.primary, Address: addr, Epoch: a.epoch}
+		v.Target = proxy.Target{Name: a.primary, Address: addr, Epoch: a.epoch, XidHorizon: a.xidHorizon}
 	}
 	return v
 }

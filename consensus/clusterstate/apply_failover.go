@@ -67,7 +67,7 @@ func applyBeginFailover(s State, c BeginFailover) (State, Result) {
 	}
 	next := s
 	next.Epoch = s.Epoch + 1
-	next.Primary = ""
+	next.Primary, next.PrimaryXidHorizon = "", 0
 	next.Failover = &FailoverProgress{
 		Epoch:      next.Epoch,
 		Kind:       c.Kind,
@@ -180,6 +180,9 @@ func applyRecordStep(s State, c RecordStep) (State, Result) {
 	}
 	if len(table) > 0 {
 		f.LSNTable = table
+	}
+	if c.Step == StepPromote {
+		f.XidHorizon = c.XidHorizon
 	}
 	f.Steps = appendStep(f.Steps, StepRecord{
 		Seq: f.Seq, Step: c.Step, Candidate: recorded, Detail: clipText(c.Detail), At: c.At.UTC(),
@@ -333,7 +336,7 @@ func applyAbortFailover(s State, c AbortFailover) (State, Result) {
 	at := c.At.UTC()
 	next := s
 	next.Epoch = s.Epoch + 1
-	next.Primary = f.OldPrimary
+	next.Primary, next.PrimaryXidHorizon = f.OldPrimary, 0 // its own transactions: nothing to split
 	next.Failover = nil
 	next.History = appendHistory(s.History, historyEntry(f, OutcomeAborted, f.OldPrimary, reason, at))
 	return applied(next, "failover of epoch %d aborted: epoch %d, primary %s again", f.Epoch, next.Epoch, f.OldPrimary)
@@ -366,6 +369,7 @@ func applyCompleteFailover(s State, c CompleteFailover) (State, Result) {
 	at := c.At.UTC()
 	next := s
 	next.Primary = c.NewPrimary
+	next.PrimaryXidHorizon = f.XidHorizon
 	next.Failover = nil
 	next.Fenced = withoutName(s.Fenced, c.NewPrimary)
 	if f.OldPrimary != c.NewPrimary {

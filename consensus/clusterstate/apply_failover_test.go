@@ -267,3 +267,23 @@ func run2(t testing.TB, s State, cmds ...Command) State {
 	}
 	return s
 }
+
+func TestPromotionXidHorizonBecomesThePrimarys(t *testing.T) {
+	promote := stepCmd(2, 2, StepPromote, "", nil)
+	promote.RecordStep.XidHorizon = 731
+	s := run(t, bootCmd(), beginCmd(1, "pg1", KindAutomatic, "", false),
+		stepCmd(2, 0, StepFreeze, "", bothStandbys), stepCmd(2, 1, StepChooseCandidate, "pg2", nil),
+		promote, stepCmd(2, 3, StepRepoint, "", nil))
+	if s.Failover.XidHorizon != 731 || s.PrimaryXidHorizon != 0 {
+		t.Fatalf("before completion: failover horizon %d, primary horizon %d", s.Failover.XidHorizon, s.PrimaryXidHorizon)
+	}
+	s = run2(t, s, completeCmd(2, "pg2"))
+	if s.Primary != "pg2" || s.PrimaryXidHorizon != 731 {
+		t.Fatalf("after completion: primary %s horizon %d, want pg2 731", s.Primary, s.PrimaryXidHorizon)
+	}
+	// The next failover forgets it until its own promotion.
+	s = run2(t, s, beginCmd(2, "pg2", KindAutomatic, "", false))
+	if s.PrimaryXidHorizon != 0 {
+		t.Fatalf("horizon %d kept while no primary is agreed", s.PrimaryXidHorizon)
+	}
+}

@@ -147,9 +147,12 @@ type RecordStep struct {
 	Candidate string `json:"candidate,omitempty"`
 	// LSNTable, when non-empty, replaces FailoverProgress.LSNTable (freeze records the
 	// reachable standbys' table). Rows name known nodes, each at most once.
-	LSNTable []LSNRow  `json:"lsn_table,omitempty"`
-	Detail   string    `json:"detail,omitempty"`
-	At       time.Time `json:"at"`
+	LSNTable []LSNRow `json:"lsn_table,omitempty"`
+	// XidHorizon is recorded with StepPromote: the new primary's transaction id
+	// horizon (State.PrimaryXidHorizon); 0 when unknown.
+	XidHorizon uint64    `json:"xid_horizon,omitempty"`
+	Detail     string    `json:"detail,omitempty"`
+	At         time.Time `json:"at"`
 }
 
 // BlockFailover reports that the failover cannot safely continue (SPEC §4 step 4), for

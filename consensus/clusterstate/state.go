@@ -27,6 +27,15 @@ type State struct {
 	// Primary is the node proxies route to; "" = none agreed (proxies hold traffic).
 	// Once bootstrapped, exactly one of Primary and Failover is set.
 	Primary string `json:"primary,omitempty"`
+	// PrimaryXidHorizon, when not 0, is the transaction id horizon of Primary as
+	// its promotion in this epoch recorded it: every transaction id below it was
+	// assigned on the previous primary's timeline, and no transaction at or above
+	// it committed there. Proxies use it to learn the real outcome of a COMMIT
+	// lost with the previous primary (pg_xact_status on the new one). 0 when
+	// unknown (bootstrap, a resumed promotion, an aborted failover, or entries
+	// written by an older pgquorum, which ignores the field: then the proxies
+	// answer such a COMMIT with 08007, as before).
+	PrimaryXidHorizon uint64 `json:"primary_xid_horizon,omitempty"`
 	// Nodes are the PostgreSQL nodes, sorted by Name, with the proxies' observations.
 	Nodes []NodeState `json:"nodes,omitempty"`
 	// Paused stops automatic failovers from beginning. Operator-requested failovers,
@@ -136,6 +145,10 @@ type FailoverProgress struct {
 	// LSNTable is the latest table recorded by a step (normally freeze): the
 	// observation behind the choice of candidate. Sorted by Node.
 	LSNTable []LSNRow `json:"lsn_table,omitempty"`
+	// XidHorizon is the promoted candidate's transaction id horizon, recorded
+	// with StepPromote (0 when unknown); CompleteFailover makes it
+	// State.PrimaryXidHorizon.
+	XidHorizon uint64 `json:"xid_horizon,omitempty"`
 
 	// Blocked is true after BlockFailover until choose_candidate is recorded or the
 	// operator forces the failover; traffic keeps being held meanwhile.
