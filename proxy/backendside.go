@@ -37,7 +37,7 @@ func (b *backendSide) reset() {
 // goroutine keeps a minimal stack (see runClientToBackend). The rest is forwardBackendSlow.
 func (r *relay) forwardBackend(data []byte) error {
 	s, b := r.s, r.b
-	if s.hasRecords.Load() || s.retryArmed.Load() || b.retry.active {
+	if s.hasRecords.Load() || s.retryArmed.Load() || b.retry.active || s.probing.Load() {
 		return r.forwardBackendSlow(data)
 	}
 	i := r.f.continuation(data)
@@ -158,6 +158,7 @@ func (s *session) publishReadiesLocked(readies, idleAt uint64, status byte) bool
 	s.txStatus = status
 	if s.readyReceived == s.syncsSent && !s.extendedOpen {
 		s.inflight = inflightFacts{}
+		s.probe = commitProbe{}
 	}
 	return s.drainedLocked()
 }
@@ -209,6 +210,13 @@ func (r *relay) forwardBackendSlow(data []byte) error {
 		}
 		msg := data[i : i+total]
 		i += total
+		if s.probe.sent && !s.probe.answered && typ != 'N' && typ != 'A' && typ != 'S' {
+			// The answer of the proxy's own transaction id probe (resolve.go).
+			if s.consumeProbeMessage(typ, msg) {
+				w += copy(data[w:], msg)
+			}
+			continue
+		}
 		keep := true
 		switch typ {
 		case 'Z':

@@ -125,7 +125,7 @@ func (c *clientSide) inspectClient(s *session, typ byte, msg []byte, f *batchFac
 	}
 	switch typ {
 	case 'Q':
-		c.inspectQuery(s, msg[5:], f)
+		return c.inspectQuery(s, msg[5:], f)
 	case 'P':
 		c.inspectParse(s, msg, f)
 	case 'B':
@@ -151,11 +151,21 @@ func (c *clientSide) inspectClient(s *session, typ byte, msg []byte, f *batchFac
 	return nil
 }
 
+// inspectQuery inspects a Query and returns the transaction id probe to send ahead of it when
+// it is the COMMIT of an explicit transaction with nothing else in flight (resolve.go).
+//
 //go:noinline
-func (c *clientSide) inspectQuery(s *session, body []byte, f *batchFacts) {
+func (c *clientSide) inspectQuery(s *session, body []byte, f *batchFacts) (ahead []byte) {
 	text := cstring(body)
-	c.addStatements(s, f, sqlclass.Classify(text, s.backslashQuotes.Load()), text, true)
+	sum := sqlclass.Classify(text, s.backslashQuotes.Load())
+	if c.seg.alone && s.txStatus == 'T' && sum.SingleCommit() {
+		ahead = xactIDProbe
+		s.probe = commitProbe{sent: true}
+		s.probing.Store(true)
+	}
+	c.addStatements(s, f, sum, text, true)
 	c.endSegment(s, f)
+	return ahead
 }
 
 //go:noinline

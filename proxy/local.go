@@ -40,6 +40,10 @@ func (s *session) detached(r *relay) error {
 			return err
 		}
 		switch {
+		case v.resolve:
+			if err := s.resolveCommit(r); err != nil {
+				return err
+			}
 		case v.retry:
 			s.mu.Lock()
 			req := s.takeRetryLocked()

@@ -25,6 +25,10 @@ import (
 //	one request in flight, session was idle      ERROR 08007 + ReadyForQuery(I)    moved at its next request
 //	one request in flight in a transaction:
 //	  it is a single ROLLBACK                    ROLLBACK + ReadyForQuery(I)       moved at its next request
+//	  its COMMIT, probed, wrote nothing          COMMIT + ReadyForQuery(I)         moved at its next request
+//	  its COMMIT, probed, has a transaction id   its real outcome (resolve.go):    moved at its next request
+//	                                             COMMIT, or 40001, or 08007; then
+//	                                             ReadyForQuery(I)
 //	  it may commit (COMMIT, END, ...)           ERROR 08007 + ReadyForQuery(I)    moved at its next request
 //	  otherwise                                  ERROR 40001 + ReadyForQuery(E)    ROLLBACK answered, then moved
 //	an extended batch sent without its Sync      ERROR 08007 or 40001 now; the rest of the batch is
@@ -48,6 +52,7 @@ const (
 	modeTxAborted                  // the client was told (status E); only the end of the transaction is accepted
 	modeDiscard                    // discard until Sync, answer it, then continue in discardNext
 	modeExtAnswer                  // answering an extended-protocol ROLLBACK locally until its Sync
+	modeResolving                  // the lost COMMIT's outcome is being learned (resolve.go); the client is not read
 )
 
 // lossFacts is what decides a lost backend's verdict.
@@ -62,6 +67,7 @@ type lossFacts struct {
 	retry        bool          // the request in flight was rejected before execution: retry it
 	listens      bool          // the session listens to channels: move it without waiting
 	backend      string        // the lost backend's name, for messages
+	commit       commitProbe   // what the proxy learned about the transaction of a COMMIT in flight (resolve.go)
 }
 
 // lossVerdict is what the client is told and what happens next.
@@ -78,6 +84,8 @@ type lossVerdict struct {
 	maybeCommit   bool         // they may have committed (their state effects are unknown)
 	retry         bool         // send the request in flight again after the move
 	eager         bool         // move now rather than at the next request
+	committed     bool         // tell the client its COMMIT succeeded (a transaction that wrote nothing)
+	resolve       bool         // learn the lost COMMIT's outcome from a primary, then tell the client (resolve.go)
 }
 
 // decideLoss returns the verdict for a lost backend. It is a pure function of the facts.
@@ -109,6 +117,10 @@ func decideLoss(f lossFacts) lossVerdict {
 		switch {
 		case inTx && f.inflight.rollbackOnly:
 			return lossVerdict{rollback: true, status: 'I', mode: modeIdle, answered: true}
+		case f.txStatus == 'T' && f.commit.known() && !f.commit.assigned:
+			return lossVerdict{committed: true, status: 'I', mode: modeIdle, answered: true}
+		case f.txStatus == 'T' && f.commit.known():
+			return lossVerdict{resolve: true, mode: modeResolving, answered: true}
 		case !inTx || f.inflight.mayCommit:
 			return lossVerdict{message: resolutionUnknown(f.backend), status: 'I', mode: modeIdle, answered: true, maybeCommit: true}
 		}
@@ -209,6 +221,7 @@ func (s *session) backendLost(r *relay, err error) (backendLink, bool) {
 		inflight:     s.inflight,
 		retry:        retry,
 		backend:      s.target.Name,
+		commit:       s.probe,
 	}
 	if s.state != nil {
 		f.unmovable = s.state.unmovable
@@ -241,7 +254,7 @@ func (s *session) backendLost(r *relay, err error) (backendLink, bool) {
 	}
 	h := s.handoffChannels()
 	h.parked <- v
-	if v.retry || v.eager {
+	if v.retry || v.eager || v.resolve {
 		s.wakeClientSide()
 	}
 	select {
@@ -260,20 +273,28 @@ func (s *session) applyVerdictLocked(v lossVerdict) {
 		return
 	}
 	s.mode = v.mode
+	outcomeLater := v.resolve || v.committed // a COMMIT whose outcome is (or will be) known
 	for _, rec := range s.records {
 		if rec.resolved {
 			continue
 		}
 		// Its answer is lost: its Parse messages count as failed, its effects as unknown.
 		rec.resolved, rec.errored, rec.completes = true, true, 0
-		if !v.retry && len(rec.items) > 0 {
+		if !v.retry && !outcomeLater && len(rec.items) > 0 {
 			s.stateLocked().applyLost(rec.items, v.maybeCommit)
 		}
 	}
-	if s.state != nil && !v.retry {
+	switch {
+	case v.committed:
+		s.applyCommitOutcomeLocked(outcomeCommitted)
+	case v.resolve:
+		s.lostCommit, s.lostCommitTarget = s.probe, s.target // resolveCommit applies the outcome
+	case s.state != nil && !v.retry:
 		// Any open transaction is gone (40001), or its COMMIT's outcome is unknown (08007).
 		s.state.applyLost(nil, v.maybeCommit)
 	}
+	s.probe = commitProbe{}
+	s.probing.Store(false)
 	switch {
 	case v.retry:
 		// The rejected request counts as not sent: it is sent again after the move.
@@ -300,6 +321,9 @@ func (v lossVerdict) clientMessages(s *session) []byte {
 	}
 	if v.rollback {
 		out = appendCommandComplete(out, "ROLLBACK")
+	}
+	if v.committed {
+		out = appendCommandComplete(out, "COMMIT")
 	}
 	if v.status != 0 {
 		out = appendReadyForQuery(out, v.status)

@@ -36,6 +36,20 @@ func TestDecideLoss(t *testing.T) {
 		{name: "COMMIT in flight: 08007",
 			facts: lossFacts{atBoundary: true, txStatus: 'T', inFlight: 1, inflight: inflightFacts{mayCommit: true}},
 			code:  codeTransactionResolutionUnknown, status: 'I', mode: modeIdle, unknown: true},
+		{name: "COMMIT in flight whose probe was not answered: 08007",
+			facts: lossFacts{atBoundary: true, txStatus: 'T', inFlight: 1, inflight: inflightFacts{mayCommit: true}, commit: commitProbe{sent: true}},
+			code:  codeTransactionResolutionUnknown, status: 'I', mode: modeIdle, unknown: true},
+		{name: "COMMIT in flight of a transaction that wrote nothing: committed",
+			facts:  lossFacts{atBoundary: true, txStatus: 'T', inFlight: 1, inflight: inflightFacts{mayCommit: true}, commit: commitProbe{sent: true, answered: true}},
+			status: 'I', mode: modeIdle},
+		{name: "COMMIT in flight of a transaction with an id: its outcome is learned",
+			facts: lossFacts{atBoundary: true, txStatus: 'T', inFlight: 1, inflight: inflightFacts{mayCommit: true},
+				commit: commitProbe{sent: true, answered: true, assigned: true, xid: 900}},
+			mode: modeResolving},
+		{name: "COMMIT in flight whose probe failed: 08007",
+			facts: lossFacts{atBoundary: true, txStatus: 'T', inFlight: 1, inflight: inflightFacts{mayCommit: true},
+				commit: commitProbe{sent: true, answered: true, failed: true}},
+			code: codeTransactionResolutionUnknown, status: 'I', mode: modeIdle, unknown: true},
 		{name: "statement of a transaction in flight: 40001",
 			facts: lossFacts{atBoundary: true, txStatus: 'T', inFlight: 1, inflight: inflightFacts{writes: true}},
 			code:  codeSerializationFailure, status: 'E', mode: modeTxAborted},
@@ -184,5 +198,55 @@ func TestLargeStatementsAreScannedAsTheyPass(t *testing.T) {
 				t.Fatalf("unmovable = %v (%+v), want %v", unmovable, sess.state, tt.unmovable)
 			}
 		})
+	}
+}
+
+func TestDecideCommitQuestion(t *testing.T) {
+	old := Target{Name: "pg1", Address: "127.0.0.1:1", Epoch: 4}
+	promoted := Target{Name: "pg2", Address: "127.0.0.1:2", Epoch: 5, XidHorizon: 1000}
+	for _, tt := range []struct {
+		name string
+		now  Target
+		xid  uint64
+		want commitQuestion
+	}{
+		{"the same server (connection lost, or failover aborted): ask it", Target{Name: "pg1", Address: "127.0.0.1:1", Epoch: 6}, 5000, askServer},
+		{"the next epoch's primary, an id of the old timeline: ask it", promoted, 999, askServer},
+		{"the next epoch's primary, an id it never committed: not committed", promoted, 1000, answerNotCommit},
+		{"the next epoch's primary without a horizon: unknown", Target{Name: "pg2", Address: "127.0.0.1:2", Epoch: 5}, 10, askNothing},
+		{"a later epoch's primary (several failovers): unknown", Target{Name: "pg3", Address: "127.0.0.1:3", Epoch: 7, XidHorizon: 2000}, 10, askNothing},
+	} {
+		if got := decideCommitQuestion(old, tt.now, tt.xid); got != tt.want {
+			t.Errorf("%s: %d, want %d", tt.name, got, tt.want)
+		}
+	}
+	if got := decideCommitQuestion(Target{Name: "pg1", Address: "a"}, Target{Name: "pg2", Address: "b", Epoch: 1, XidHorizon: 9}, 1); got != askNothing {
+		t.Errorf("a session routed before consensus (epoch 0): %d, want askNothing", got)
+	}
+}
+
+func TestParseProbeRow(t *testing.T) {
+	row := func(cols ...[]byte) []byte {
+		body := []byte{0, byte(len(cols))}
+		for _, c := range cols {
+			if c == nil {
+				body = append(body, 0xff, 0xff, 0xff, 0xff)
+				continue
+			}
+			body = append(body, 0, 0, 0, byte(len(c)))
+			body = append(body, c...)
+		}
+		return msg('D', body)
+	}
+	if assigned, xid, failed := parseProbeRow(row([]byte("4294967301"))); !assigned || xid != 4294967301 || failed {
+		t.Errorf("an xid8 past 2^32: %v %d %v", assigned, xid, failed)
+	}
+	if assigned, _, failed := parseProbeRow(row(nil)); assigned || failed {
+		t.Errorf("NULL: assigned %v failed %v", assigned, failed)
+	}
+	for _, bad := range [][]byte{row(), row([]byte("x1")), row([]byte("1"), []byte("2")), msg('D', []byte{0})} {
+		if _, _, failed := parseProbeRow(bad); !failed {
+			t.Errorf("row %x accepted", bad)
+		}
 	}
 }

@@ -19,6 +19,9 @@ import "fmt"
 //	detached   the client→backend relay; no link   answered by the proxy (loss.go modes) or, at a
 //	                                               safe point, kept while the session moves
 //	moving     the client→backend relay            kept; sent once the new backend is linked
+//	resolving  the client→backend relay; no link   not read: the proxy owes the client the answer
+//	                                               of a lost COMMIT and asks a primary for it
+//	                                               (resolve.go)
 //	draining   the two relays; link up             Shutdown asked: the session closes at its
 //	                                               next safe point (in startup: it is refused)
 //	closed     nobody: the last goroutine frees    dropped
@@ -29,17 +32,17 @@ import "fmt"
 //	routed   --hold----------> held        routed  --lost---> detached     routed --drain--> draining
 //	held     --routeBack-----> routed      held    --lost---> detached     held   --drain--> closed
 //	detached --moveStarted---> moving      detached --drain-> closed
+//	detached --resolveStarted-> resolving  resolving --resolved--> detached   resolving --drain--> closed
 //	moving   --moved---------> routed      moving  --moveFailed--> detached   moving --drain--> closed
 //	draining --safePoint-----> closed      draining --hold/lost--> closed (a new request, or a loss,
 //	                                                                while draining ends the session)
 //
-// Held, detached and moving sessions have nothing in flight, so Shutdown closes them at once;
+// Held, detached, moving and resolving sessions have nothing in flight, so Shutdown closes
+// them at once (a resolving one without its COMMIT's answer: the client hears the shutdown);
 // a routed session may have requests in flight, so it drains.
 //
-// Room for what comes next (issue 11): knowing a lost COMMIT's real outcome will add a phase
-// between a loss and the move ("resolving": the proxy owes the client an answer it asks the new
-// primary for); a backend terminated by pg_terminate_backend on a healthy primary is a close
-// with the server's FATAL, not a loss. Both are new edges here, not new flags in the relays.
+// A backend terminated by pg_terminate_backend on the healthy primary is not a loss: the
+// backend→client relay relays the server's FATAL and closes the session (termination.go).
 type sessionPhase uint8
 
 const (
@@ -50,9 +53,10 @@ const (
 	phaseMoving
 	phaseDraining
 	phaseClosed
+	phaseResolving
 )
 
-var phaseNames = [...]string{"startup", "routed", "held", "detached", "moving", "draining", "closed"}
+var phaseNames = [...]string{"startup", "routed", "held", "detached", "moving", "draining", "closed", "resolving"}
 
 func (p sessionPhase) String() string {
 	if int(p) < len(phaseNames) {
@@ -71,20 +75,22 @@ func (p sessionPhase) linked() bool {
 type phaseEvent uint8
 
 const (
-	evRelayStarted phaseEvent = iota + 1 // startup is done; the relays take over
-	evHold                               // a new request at a safe point may not go to the backend now
-	evRouteBack                          // the held request may go to the same backend after all
-	evLost                               // the backend link is gone and the session lives on (loss.go)
-	evMoveStarted                        // the client→backend relay starts moving the session
-	evMoved                              // the new backend is linked
-	evMoveFailed                         // no primary in time: the session stays without a backend
-	evDrain                              // Shutdown asks the session to end at its next safe point
-	evSafePoint                          // the session reached a safe point (idle between transactions)
-	evClose                              // the session ends (failure, client gone, verdict, shutdown)
+	evRelayStarted   phaseEvent = iota + 1 // startup is done; the relays take over
+	evHold                                 // a new request at a safe point may not go to the backend now
+	evRouteBack                            // the held request may go to the same backend after all
+	evLost                                 // the backend link is gone and the session lives on (loss.go)
+	evMoveStarted                          // the client→backend relay starts moving the session
+	evMoved                                // the new backend is linked
+	evMoveFailed                           // no primary in time: the session stays without a backend
+	evDrain                                // Shutdown asks the session to end at its next safe point
+	evSafePoint                            // the session reached a safe point (idle between transactions)
+	evClose                                // the session ends (failure, client gone, verdict, shutdown)
+	evResolveStarted                       // the client→backend relay starts learning a lost COMMIT's outcome
+	evResolved                             // the client was told the lost COMMIT's outcome
 )
 
 var eventNames = [...]string{"", "relayStarted", "hold", "routeBack", "lost", "moveStarted", "moved",
-	"moveFailed", "drain", "safePoint", "close"}
+	"moveFailed", "drain", "safePoint", "close", "resolveStarted", "resolved"}
 
 func (e phaseEvent) String() string {
 	if int(e) < len(eventNames) && e != 0 {
@@ -131,6 +137,8 @@ func nextPhase(p sessionPhase, ev phaseEvent) (sessionPhase, bool) {
 		switch ev {
 		case evMoveStarted:
 			return phaseMoving, true
+		case evResolveStarted:
+			return phaseResolving, true
 		case evDrain:
 			return phaseClosed, true
 		case evSafePoint:
@@ -141,6 +149,13 @@ func nextPhase(p sessionPhase, ev phaseEvent) (sessionPhase, bool) {
 		case evMoved:
 			return phaseRouted, true
 		case evMoveFailed:
+			return phaseDetached, true
+		case evDrain:
+			return phaseClosed, true
+		}
+	case phaseResolving:
+		switch ev {
+		case evResolved:
 			return phaseDetached, true
 		case evDrain:
 			return phaseClosed, true

@@ -6,16 +6,17 @@ import (
 
 func TestNextPhase(t *testing.T) {
 	allowed := map[sessionPhase]map[phaseEvent]sessionPhase{
-		phaseStartup:  {evRelayStarted: phaseRouted, evDrain: phaseDraining},
-		phaseRouted:   {evHold: phaseHeld, evLost: phaseDetached, evDrain: phaseDraining, evSafePoint: phaseRouted},
-		phaseHeld:     {evRouteBack: phaseRouted, evLost: phaseDetached, evDrain: phaseClosed},
-		phaseDetached: {evMoveStarted: phaseMoving, evDrain: phaseClosed, evSafePoint: phaseDetached},
-		phaseMoving:   {evMoved: phaseRouted, evMoveFailed: phaseDetached, evDrain: phaseClosed},
-		phaseDraining: {evSafePoint: phaseClosed, evHold: phaseClosed, evLost: phaseClosed, evDrain: phaseDraining},
-		phaseClosed:   {},
+		phaseStartup:   {evRelayStarted: phaseRouted, evDrain: phaseDraining},
+		phaseRouted:    {evHold: phaseHeld, evLost: phaseDetached, evDrain: phaseDraining, evSafePoint: phaseRouted},
+		phaseHeld:      {evRouteBack: phaseRouted, evLost: phaseDetached, evDrain: phaseClosed},
+		phaseDetached:  {evMoveStarted: phaseMoving, evDrain: phaseClosed, evSafePoint: phaseDetached, evResolveStarted: phaseResolving},
+		phaseMoving:    {evMoved: phaseRouted, evMoveFailed: phaseDetached, evDrain: phaseClosed},
+		phaseDraining:  {evSafePoint: phaseClosed, evHold: phaseClosed, evLost: phaseClosed, evDrain: phaseDraining},
+		phaseClosed:    {},
+		phaseResolving: {evResolved: phaseDetached, evDrain: phaseClosed},
 	}
-	for p := phaseStartup; p <= phaseClosed; p++ {
-		for ev := evRelayStarted; ev <= evClose; ev++ {
+	for p := phaseStartup; p <= phaseResolving; p++ {
+		for ev := evRelayStarted; ev <= evResolved; ev++ {
 			next, ok := nextPhase(p, ev)
 			want, wantOK := allowed[p][ev]
 			if ev == evClose {
@@ -43,6 +44,7 @@ func TestPhaseFacts(t *testing.T) {
 		{phaseMoving, false},
 		{phaseDraining, true},
 		{phaseClosed, false},
+		{phaseResolving, false},
 	} {
 		if tt.phase.linked() != tt.linked {
 			t.Errorf("%v: linked %v, want %v", tt.phase, tt.phase.linked(), tt.linked)

@@ -76,6 +76,7 @@ type session struct {
 	retryArmed      atomic.Bool // a retry copy of the request in flight is kept (retry.go)
 	backslashQuotes atomic.Bool // standard_conforming_strings is off (for the SQL scanner)
 	wakeRequested   atomic.Bool // the backend→client relay asked the client→backend relay to act
+	probing         atomic.Bool // a transaction id probe's answer is awaited (resolve.go)
 
 	// serverParams are the ParameterStatus values the client has seen. Owner: the
 	// backend→client relay while the link is up, the client→backend relay while it is down.
@@ -107,7 +108,11 @@ type session struct {
 	records        []*segRecord  // requests whose effects wait for their answers (inspect.go)
 	holdCancel     chan struct{} // while a client request waits for a primary: closed by a cancel request
 	retry          retryCopy     // the request in flight, while it may be retried (retry.go)
-	handoff        *handoff      // created at the first lost backend
+	probe          commitProbe   // the transaction id probe of the COMMIT in flight (resolve.go)
+	// The COMMIT lost with the backend whose outcome the session is resolving (resolve.go).
+	lostCommit       commitProbe
+	lostCommitTarget Target
+	handoff          *handoff // created at the first lost backend
 }
 
 // handoff carries the client side between the relays when a backend is lost: the

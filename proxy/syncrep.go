@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 
@@ -55,12 +56,15 @@ var errNoBarrier = errors.New("no query user to confirm synchronous replication"
 // waitReplicated returns once every commit written so far on the session's backend server is
 // replicated as synchronous replication requires, or an error when that cannot be confirmed.
 func (s *session) waitReplicated() error {
-	if s.srv.cfg.QueryUser == "" {
+	return s.srv.waitReplicatedOn(s.ctx, s.currentTarget())
+}
+
+// waitReplicatedOn runs the barrier on target's server as the query user.
+func (s *Server) waitReplicatedOn(ctx context.Context, target Target) error {
+	if s.cfg.QueryUser == "" {
 		return errNoBarrier
 	}
-	target := s.currentTarget()
-	ctx := s.ctx
-	return s.srv.authConns.with(ctx, target, func(conn *pgconn.PgConn) error {
+	return s.authConns.with(ctx, target, func(conn *pgconn.PgConn) error {
 		// One implicit transaction that writes WAL (a transactional logical message, which
 		// touches no table) and so has a commit record, written after the cut one, whose
 		// commit waits for synchronous replication.
