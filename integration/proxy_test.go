@@ -65,6 +65,7 @@ func TestProxy(t *testing.T) {
 	t.Run("Notices", env.testNotices)
 	t.Run("ErrorFieldsMatchDirectConnection", env.testErrorFields)
 	t.Run("CancelRequest", env.testCancel)
+	t.Run("LibpqClientsAsDirectly", env.testLibpqClients)
 	t.Run("LargeResultStreams", env.testLargeResult)
 	t.Run("BinaryFormat", env.testBinaryFormat)
 	t.Run("TLS", env.testTLS)

@@ -77,6 +77,7 @@ func main() {
 	flag.IntVar(&o.rate, "rate", 3000, "transactions per second of the CPU-per-transaction measure (0: skip it)")
 	flag.BoolVar(&o.throughput, "tps", true, "measure full-speed throughput")
 	targetsFlag := flag.String("targets", "direct,pgbouncer,haproxy,pgquorum", "what to measure")
+	flag.StringVar(&builtinScript, "builtin", "select-only", "pgbench built-in script: select-only (-S), or tpcb-like (explicit BEGIN ... END transactions that write)")
 	flag.StringVar(&o.bin, "bin", "", "pgquorum binary to measure (default: build ./cmd/pgquorum)")
 	flag.StringVar(&o.baseBin, "base-bin", "", "a second pgquorum binary, measured as pgquorum-base")
 	envFlag := flag.String("pgquorum-env", "", "comma-separated KEY=VALUE for the pgquorum processes (e.g. GOMAXPROCS=1)")
@@ -491,14 +492,17 @@ var (
 	txLine  = regexp.MustCompile(`number of transactions actually processed: ([0-9]+)`)
 )
 
-// pgbench runs pgbench -S against t; rate > 0 runs it at that fixed rate.
+// builtinScript is the pgbench built-in script every run uses (-builtin).
+var builtinScript = "select-only"
+
+// pgbench runs pgbench -S (or the -builtin script) against t; rate > 0 runs it at that fixed rate.
 func pgbench(ctx context.Context, env []string, logDir string, t target, clients int, d time.Duration, rate int) (result, error) {
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return result{}, err
 	}
 	prefix := filepath.Join(logDir, fmt.Sprintf("%s-%d-%d", t.name, clients, time.Now().UnixNano()))
 	jobs := min(clients, 2)
-	args := []string{"-S", "-n", "-T", strconv.Itoa(int(d.Seconds())), "-c", strconv.Itoa(clients), "-j", strconv.Itoa(jobs),
+	args := []string{"-b", builtinScript, "-n", "-T", strconv.Itoa(int(d.Seconds())), "-c", strconv.Itoa(clients), "-j", strconv.Itoa(jobs),
 		"-h", "127.0.0.1", "-p", strconv.Itoa(t.port), "-U", localcluster.QueryUser}
 	logLatency := clients == 1 && rate == 0
 	if logLatency {
