@@ -2,12 +2,14 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgquorum/pgquorum/localcluster"
 )
@@ -192,4 +194,65 @@ func testLostCommitOutcome(t *testing.T, p *pgPair) {
 		t.Fatalf("after the lost COMMIT the session is on port %d, want %d", port, to.Port)
 	}
 	p.setRoute(t, Route{Routing: true, Target: targetOf(to)})
+}
+
+// testPipelinedInTransactionLost: requests pipelined inside a transaction when the primary is
+// lost are answered one by one, as PostgreSQL answers requests after an error in a
+// transaction (40001, then 25P02), and the session goes on after ROLLBACK.
+func testPipelinedInTransactionLost(t *testing.T, p *pgPair) {
+	ctx := testContext(t)
+	from, to := p.current()
+	conn := p.connect(t, "")
+	mustExec(t, conn, "BEGIN")
+	pipeline := conn.PgConn().StartPipeline(ctx)
+	pipeline.SendQueryParams("SELECT pg_sleep(2)", nil, nil, nil, nil)
+	pipeline.SendPipelineSync()
+	pipeline.SendQueryParams("INSERT INTO t VALUES (60, 'pipelined')", nil, nil, nil, nil)
+	pipeline.SendPipelineSync()
+	if err := pipeline.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitActive(t, from, "SELECT pg_sleep(2)")
+	p.failover(t, to)
+	var codes []string
+	for range 4 {
+		res, err := pipeline.GetResults()
+		if err != nil {
+			requireCode := func() string {
+				var pgErr *pgconn.PgError
+				if errors.As(err, &pgErr) {
+					return pgErr.Code
+				}
+				return err.Error()
+			}
+			codes = append(codes, requireCode())
+			continue
+		}
+		switch r := res.(type) {
+		case *pgconn.ResultReader:
+			if _, err := r.Close(); err != nil {
+				var pgErr *pgconn.PgError
+				if errors.As(err, &pgErr) {
+					codes = append(codes, pgErr.Code)
+				} else {
+					codes = append(codes, err.Error())
+				}
+			}
+		case *pgconn.PipelineSync:
+			codes = append(codes, "sync")
+		}
+	}
+	if err := pipeline.Close(); err != nil {
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) {
+			t.Fatalf("pipeline close: %v", err)
+		}
+	}
+	if got := strings.Join(codes, ","); got != "40001,sync,25P02,sync" {
+		t.Fatalf("pipelined answers %s, want 40001,sync,25P02,sync", got)
+	}
+	mustExec(t, conn, "ROLLBACK")
+	if port := serverPort(t, conn); port != to.Port {
+		t.Fatalf("after ROLLBACK the session is on port %d, want %d", port, to.Port)
+	}
 }

@@ -11,16 +11,18 @@
 // Startup (session_startup.go, startup.go, tls.go, clientauth.go, backend.go): the startup
 // goroutine reads the startup packet with a bounded size, answers SSLRequest (TLS handshake or
 // 'N') and GSSENCRequest ('N'), serves CancelRequest (cancel.go), negotiates the protocol
-// version (3.0 and 3.2), refuses a plaintext session when Config.TLSRequired, authenticates
-// the client itself (trust, md5 or SCRAM-SHA-256, and SCRAM-SHA-256-PLUS over TLS, with
-// verifiers read from the primary by an auth query, authquery.go, or from Config.Verifiers),
-// then logs in to the primary with the credentials recovered from the client's exchange. Every
-// connection to PostgreSQL — sessions' backends, the auth query, cancel requests — follows
-// Config.BackendTLS, libpq's sslmode rules (backendtls.go). Connections are admitted under
-// Config.MaxClientConnections and, until authenticated, Config.MaxStartupConnections
-// (limits.go). Both waits for the primary wait like held requests (below), but only the second,
-// after authentication, takes a MaxHeld place. It sends the client the backend's ParameterStatus messages, the proxy's own
-// BackendKeyData and ReadyForQuery, starts the two relay goroutines and exits.
+// version the primary speaks (3.0 or 3.2, protocol.go), refuses a plaintext session when
+// Config.TLSRequired, authenticates the client itself (trust, md5 or SCRAM-SHA-256, and
+// SCRAM-SHA-256-PLUS over TLS, with verifiers read from the primary by an auth query,
+// authquery.go, or from Config.Verifiers), then logs in to the primary with the credentials
+// recovered from the client's exchange. Every connection to PostgreSQL — sessions' backends,
+// the auth query, cancel requests, the protocol probe — follows Config.BackendTLS, libpq's
+// sslmode rules (backendtls.go). Connections are admitted under Config.MaxClientConnections
+// and, until authenticated, Config.MaxStartupConnections (limits.go). Both waits for the
+// primary wait like held requests (below), but only the second, after authentication, takes a
+// MaxHeld place. It sends the client the backend's ParameterStatus messages, BackendKeyData
+// (the backend's real process id, the proxy's own secret) and ReadyForQuery, starts the two
+// relay goroutines and exits.
 //
 // Relay (relay.go, relay_unix.go, frame.go, inspect.go, backendside.go): per session one
 // goroutine copies client→backend and one backend→client. Every read of the wire goes through
@@ -35,7 +37,8 @@
 //
 // # The session's phase
 //
-// Where a session is in its life — startup, routed, held, detached, moving, draining, closed —
+// Where a session is in its life — startup, routed, held, detached, resolving, moving,
+// draining, closed —
 // is one field changed by one pure transition function (phase.go, with the table of allowed
 // transitions); the relays, Shutdown, the route watcher and cancel requests ask it rather than
 // keeping flags of their own.
@@ -79,7 +82,10 @@
 // sessions idle on it while no primary is agreed keep it (an aborted failover goes on with the
 // same backend) and are moved at their next request. When the lease expires, every session loses
 // its backend (fail closed, SPEC §4). A session also loses its backend when the connection fails
-// or the server ends it (FATAL 57P01/57P02/57P03, which is not relayed).
+// or the server ends it while going away or demoted (FATAL 57P01/57P02/57P03, not relayed);
+// the same FATAL from the healthy agreed primary (pg_terminate_backend) is relayed and the
+// session closes, as directly (termination.go decides from a quorum-confirmed route and a
+// fresh login).
 //
 // What the client sees then is SPEC §5's table, implemented by decideLoss (loss.go):
 //
@@ -89,11 +95,15 @@
 //	                                    safe to retry" at its next request (or at once if one was in
 //	                                    flight), ReadyForQuery 'E'; its ROLLBACK is answered by the
 //	                                    proxy (ReadyForQuery 'I') and the session then moves
-//	COMMIT or an autocommit request     08007 transaction_resolution_unknown, ReadyForQuery 'I';
-//	in flight, no answer                the session stays usable and moves
+//	COMMIT of an explicit transaction   its real outcome (resolve.go): COMMIT once confirmed
+//	in flight, no answer                replicated, or 40001 "not committed, safe to retry";
+//	                                    08007 when it cannot be known; ReadyForQuery 'I'
+//	an autocommit request in flight     08007 transaction_resolution_unknown, ReadyForQuery 'I';
+//	                                    the session stays usable and moves
 //	state that cannot be replayed       FATAL 08006 naming why, connection closed
 //	rejected before execution by a      sent again to the new primary (retry.go: 25006 or FATAL
-//	demoted primary                     57P0x before any result, autocommit, routing moved away)
+//	demoted primary                     57P0x before any result, autocommit, routing moved away
+//	                                    as a quorum confirms; otherwise the error at once)
 //
 // A request that reached a server is never sent again, except that rejected one. "Reached" is
 // decided under session.mu before the bytes are written: once published as sent, a lost answer
@@ -104,11 +114,12 @@
 // statements are prepared again lazily, just before their first use (the proxy sends the
 // client's original Parse and drops its ParseComplete).
 //
-// Cancel keys (cancel.go): clients get the proxy's own BackendKeyData, which survives moves. A
-// cancel is forwarded only when the request in flight cannot be a commit waiting for
-// synchronous replication (SPEC §4): inside an explicit transaction before COMMIT, or an
-// autocommit read whose backend has no transaction id. A held request is cancelled by the
-// proxy (57014).
+// Cancel keys (cancel.go): clients get the first backend's real process id and the proxy's own
+// secret, which names the owning proxy node and survives moves. Every cancel is forwarded (by
+// another proxy node to the owner, over consensus peer calls), except while the backend waits
+// for synchronous replication of its commit (SPEC §4); a wait cut anyway is covered by a
+// replication barrier before the commit's answer is relayed (syncrep.go). A held request is
+// cancelled by the proxy (57014).
 //
 // # Ownership and lifecycle
 //
@@ -122,12 +133,16 @@
 // session.
 //
 // Known limits: a function that changes session state inside its body (SET without LOCAL,
-// CREATE TEMP TABLE, pg_advisory_lock) is not seen; settings the server changes by itself are
-// not replayed (only reported ParameterStatus differences); notifications sent while a session
-// moves are lost; several pipelined requests in flight when the backend is lost end the session
-// (08006); a SQL EXECUTE of a statement prepared with the protocol's Parse, first used after a
-// move, is not prepared again (26000); named statements larger than 16 KiB, and statements that
-// change session state larger than that, make the session unmovable.
+// CREATE TEMP TABLE, pg_advisory_lock) is not seen, except settings PostgreSQL reports with
+// ParameterStatus (they are replayed from the values the client saw); notifications sent
+// while a session has no backend (between the loss and the LISTEN replayed by the move, which
+// happens at once for a listening session) are lost, as they would be for a client that
+// reconnects; several pipelined requests in flight when the backend is lost end the session
+// (08006); a SQL EXECUTE of a statement prepared with the protocol's Parse, first used after
+// a move, is not prepared again (26000); a COMMIT sent through the extended protocol or
+// pipelined behind other requests is not probed (08007 when lost); named statements larger
+// than 16 KiB, and statements that change session state larger than that, make the session
+// unmovable. After a move the session's backend pid differs from the one in its BackendKeyData.
 //
 // The package must not decide where the primary is (the Router does) and must not decode
 // message contents it does not need.

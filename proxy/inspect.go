@@ -106,6 +106,7 @@ type segAccum struct {
 	alone     bool // nothing else was in flight when it started
 	mayCommit bool
 	writes    bool
+	txControl bool
 	singleRB  bool // the request is a single simple-protocol ROLLBACK
 	rec       *segRecord
 	parseIdx  int // Parse messages sent in the request so far
@@ -144,6 +145,7 @@ func (c *clientSide) inspectClient(s *session, typ byte, msg []byte, f *batchFac
 	case 'F':
 		c.seg.writes = true
 		c.seg.mayCommit = true
+		c.seg.txControl = true // a function may do anything
 		c.endSegment(s, f)
 	case 'H':
 		c.seg.open = true
@@ -284,7 +286,7 @@ func (c *clientSide) inspectStreamStart(s *session, typ byte, piece []byte, f *b
 	c.seg.open = true
 	switch typ {
 	case 'Q':
-		c.seg.mayCommit, c.seg.writes = true, true
+		c.seg.mayCommit, c.seg.writes, c.seg.txControl = true, true, true
 		c.startStreamScan(s, typ, body)
 		c.endSegment(s, f)
 	case 'P':
@@ -297,7 +299,7 @@ func (c *clientSide) inspectStreamStart(s *session, typ byte, piece []byte, f *b
 		}
 		c.seg.parseIdx++
 	case 'F':
-		c.seg.writes, c.seg.mayCommit = true, true
+		c.seg.writes, c.seg.mayCommit, c.seg.txControl = true, true, true
 		c.endSegment(s, f)
 	case 'B':
 		c.inspectStreamedBind(s, body, f)
@@ -383,6 +385,7 @@ func (c *clientSide) addStatements(s *session, f *batchFacts, sum sqlclass.Summa
 	seg.open = true
 	seg.mayCommit = seg.mayCommit || sum.MayCommitOrUnknown()
 	seg.writes = seg.writes || !sum.ReadOnly()
+	seg.txControl = seg.txControl || sum.TxControl || sum.Uncertain
 	seg.singleRB = first && simple && sum.SingleRollback()
 	if !(sum.Effects || sum.Unmovable != "" || sum.Uncertain || sum.TxControl && c.txEffects) {
 		return
@@ -425,11 +428,13 @@ func (c *clientSide) publishOpen(s *session, f *batchFacts, complete bool) {
 		return
 	}
 	if c.seg.alone {
-		s.inflight = inflightFacts{mayCommit: c.seg.mayCommit, writes: c.seg.writes, rollbackOnly: complete && c.seg.singleRB}
+		s.inflight = inflightFacts{mayCommit: c.seg.mayCommit, writes: c.seg.writes, txControl: c.seg.txControl,
+			rollbackOnly: complete && c.seg.singleRB}
 		return
 	}
 	s.inflight.mayCommit = s.inflight.mayCommit || c.seg.mayCommit
 	s.inflight.writes = s.inflight.writes || c.seg.writes
+	s.inflight.txControl = s.inflight.txControl || c.seg.txControl
 	s.inflight.rollbackOnly = false
 }
 

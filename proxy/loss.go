@@ -33,7 +33,11 @@ import (
 //	  otherwise                                  ERROR 40001 + ReadyForQuery(E)    ROLLBACK answered, then moved
 //	an extended batch sent without its Sync      ERROR 08007 or 40001 now; the rest of the batch is
 //	                                             discarded and its Sync answered by the proxy
-//	several requests in flight                   FATAL 08006                       closed
+//	several requests in flight, all inside the   40001, then 25P02 for each        ROLLBACK answered, then moved
+//	transaction (no transaction control)         further one; ReadyForQuery(E) each
+//	several autocommit requests in flight (no    ERROR 08007 + ReadyForQuery(I)    moved at its next request
+//	transaction control)                         for each
+//	several requests in flight otherwise         FATAL 08006                       closed
 //	request rejected before execution by a       nothing                           sent to the new primary
 //	demoted primary (retry.go)
 //
@@ -85,6 +89,8 @@ type lossVerdict struct {
 	retry         bool         // send the request in flight again after the move
 	eager         bool         // move now rather than at the next request
 	committed     bool         // tell the client its COMMIT succeeded (a transaction that wrote nothing)
+	answers       uint64       // several requests in flight: answer each (message, then rest), with status
+	rest          *clientError // the ERROR of the second and later of several answers
 	resolve       bool         // learn the lost COMMIT's outcome from a primary, then tell the client (resolve.go)
 }
 
@@ -136,6 +142,18 @@ func decideLoss(f lossFacts) lossVerdict {
 		}
 		return lossVerdict{message: abortedByFailover(f.backend), mode: modeDiscard, discardStatus: 'E',
 			discardNext: modeTxAborted, answered: true}
+	case f.inFlight > 1 && !f.extendedOpen && !f.inflight.txControl && f.txStatus == 'T':
+		// Pipelined requests that all ran inside the lost transaction: each is answered as
+		// PostgreSQL would answer requests after an error in a transaction.
+		return lossVerdict{message: abortedByFailover(f.backend), rest: inFailedTransaction(), answers: f.inFlight,
+			status: 'E', mode: modeTxAborted, answered: true}
+	case f.inFlight > 1 && !f.extendedOpen && !f.inflight.txControl && f.txStatus == 'E':
+		return lossVerdict{message: inFailedTransaction(), rest: inFailedTransaction(), answers: f.inFlight,
+			status: 'E', mode: modeTxAborted, answered: true}
+	case f.inFlight > 1 && !f.extendedOpen && !f.inflight.txControl && f.txStatus == 'I':
+		// Pipelined autocommit requests, each its own transaction: each outcome is unknown.
+		return lossVerdict{message: resolutionUnknown(f.backend), rest: resolutionUnknown(f.backend), answers: f.inFlight,
+			status: 'I', mode: modeIdle, answered: true, maybeCommit: true}
 	}
 	return lossVerdict{end: true, reason: fatalf(codeConnectionFailure,
 		"lost the connection to the primary PostgreSQL server %s with several requests in flight", f.backend).
@@ -149,6 +167,11 @@ func resolutionUnknown(backend string) *clientError {
 		"transaction resolution unknown: the connection to the primary PostgreSQL server %s was lost while the request was in progress", backend).
 		withDetail("The request may or may not have been committed.").
 		withHint("Check whether it took effect before retrying it; the session is still usable.")
+}
+
+// inFailedTransaction is PostgreSQL's 25P02 for a request after an error in a transaction.
+func inFailedTransaction() *clientError {
+	return errorf(codeInFailedTransaction, "current transaction is aborted, commands ignored until end of transaction block")
 }
 
 // abortedByFailover is the 40001 error for a transaction lost before its COMMIT was sent.
@@ -316,6 +339,16 @@ func (s *session) applyVerdictLocked(v lossVerdict) {
 // clientMessages returns what the client is sent now.
 func (v lossVerdict) clientMessages(s *session) []byte {
 	var out []byte
+	if v.answers > 1 {
+		for i := range v.answers {
+			e := v.rest
+			if i == 0 {
+				e = v.message
+			}
+			out = appendReadyForQuery(e.appendErrorResponse(out), v.status)
+		}
+		return out
+	}
 	if v.message != nil {
 		out = v.message.appendErrorResponse(out)
 	}

@@ -68,8 +68,14 @@ func TestDecideLoss(t *testing.T) {
 			facts: lossFacts{atBoundary: true, txStatus: 'I', unmovable: sqlclass.ReasonTempObject}, end: true, code: codeConnectionFailure},
 		{name: "unmovable with a request in flight: 08006 and close",
 			facts: lossFacts{atBoundary: true, txStatus: 'I', inFlight: 1, unmovable: sqlclass.ReasonAdvisoryLock}, end: true, code: codeConnectionFailure},
-		{name: "several requests in flight: 08006 and close",
-			facts: lossFacts{atBoundary: true, txStatus: 'I', inFlight: 2}, end: true, code: codeConnectionFailure},
+		{name: "several requests in flight across a transaction boundary: 08006 and close",
+			facts: lossFacts{atBoundary: true, txStatus: 'I', inFlight: 2, inflight: inflightFacts{txControl: true}}, end: true, code: codeConnectionFailure},
+		{name: "several autocommit requests in flight: 08007 each",
+			facts: lossFacts{atBoundary: true, txStatus: 'I', inFlight: 3, inflight: inflightFacts{writes: true}},
+			code:  codeTransactionResolutionUnknown, status: 'I', mode: modeIdle, unknown: true},
+		{name: "several requests in flight inside the transaction: 40001, then 25P02 each",
+			facts: lossFacts{atBoundary: true, txStatus: 'T', inFlight: 3, inflight: inflightFacts{writes: true}},
+			code:  codeSerializationFailure, status: 'E', mode: modeTxAborted},
 		{name: "in the middle of a streamed message: closed without a message",
 			facts: lossFacts{atBoundary: false, txStatus: 'I', inFlight: 1}, end: true},
 		{name: "session closing anyway",
@@ -248,5 +254,27 @@ func TestParseProbeRow(t *testing.T) {
 		if _, _, failed := parseProbeRow(bad); !failed {
 			t.Errorf("row %x accepted", bad)
 		}
+	}
+}
+
+func TestPipelinedRequestsAnsweredOneByOne(t *testing.T) {
+	v := decideLoss(lossFacts{atBoundary: true, txStatus: 'T', inFlight: 3, inflight: inflightFacts{writes: true}, backend: "pg1"})
+	out := v.clientMessages(nil)
+	var codes []string
+	var statuses []byte
+	for len(out) > 0 {
+		size := 1 + int(uint32(out[1])<<24|uint32(out[2])<<16|uint32(out[3])<<8|uint32(out[4]))
+		m := out[:size]
+		out = out[size:]
+		switch m[0] {
+		case 'E':
+			code, _ := errorCode(m)
+			codes = append(codes, string(code))
+		case 'Z':
+			statuses = append(statuses, m[5])
+		}
+	}
+	if strings.Join(codes, ",") != "40001,25P02,25P02" || string(statuses) != "EEE" {
+		t.Fatalf("answers %v with statuses %q, want 40001,25P02,25P02 each followed by ReadyForQuery(E)", codes, statuses)
 	}
 }

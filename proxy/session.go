@@ -138,6 +138,7 @@ type inflightFacts struct {
 	mayCommit    bool // a COMMIT (or something that may commit) is among them
 	writes       bool // something other than a read, SET or transaction control
 	rollbackOnly bool // exactly one request, a single ROLLBACK
+	txControl    bool // a transaction control statement (BEGIN, COMMIT, ROLLBACK, ...) is among them
 }
 
 // backendLink is a backend connection handed to the backend→client relay after a move.

@@ -78,6 +78,7 @@ func main() {
 	flag.BoolVar(&o.throughput, "tps", true, "measure full-speed throughput")
 	targetsFlag := flag.String("targets", "direct,pgbouncer,haproxy,pgquorum", "what to measure")
 	flag.StringVar(&builtinScript, "builtin", "select-only", "pgbench built-in script: select-only (-S), or tpcb-like (explicit BEGIN ... END transactions that write)")
+	flag.StringVar(&scriptFile, "script", "", "a pgbench script file to run instead of the built-in one (pgbench -f)")
 	flag.StringVar(&o.bin, "bin", "", "pgquorum binary to measure (default: build ./cmd/pgquorum)")
 	flag.StringVar(&o.baseBin, "base-bin", "", "a second pgquorum binary, measured as pgquorum-base")
 	envFlag := flag.String("pgquorum-env", "", "comma-separated KEY=VALUE for the pgquorum processes (e.g. GOMAXPROCS=1)")
@@ -492,8 +493,9 @@ var (
 	txLine  = regexp.MustCompile(`number of transactions actually processed: ([0-9]+)`)
 )
 
-// builtinScript is the pgbench built-in script every run uses (-builtin).
-var builtinScript = "select-only"
+// builtinScript is the pgbench built-in script every run uses (-builtin), unless scriptFile
+// (-script) names a script file.
+var builtinScript, scriptFile = "select-only", ""
 
 // pgbench runs pgbench -S (or the -builtin script) against t; rate > 0 runs it at that fixed rate.
 func pgbench(ctx context.Context, env []string, logDir string, t target, clients int, d time.Duration, rate int) (result, error) {
@@ -502,7 +504,11 @@ func pgbench(ctx context.Context, env []string, logDir string, t target, clients
 	}
 	prefix := filepath.Join(logDir, fmt.Sprintf("%s-%d-%d", t.name, clients, time.Now().UnixNano()))
 	jobs := min(clients, 2)
-	args := []string{"-b", builtinScript, "-n", "-T", strconv.Itoa(int(d.Seconds())), "-c", strconv.Itoa(clients), "-j", strconv.Itoa(jobs),
+	script := []string{"-b", builtinScript}
+	if scriptFile != "" {
+		script = []string{"-f", scriptFile}
+	}
+	args := []string{script[0], script[1], "-n", "-T", strconv.Itoa(int(d.Seconds())), "-c", strconv.Itoa(clients), "-j", strconv.Itoa(jobs),
 		"-h", "127.0.0.1", "-p", strconv.Itoa(t.port), "-U", localcluster.QueryUser}
 	logLatency := clients == 1 && rate == 0
 	if logLatency {
