@@ -37,7 +37,7 @@ func (b *backendSide) reset() {
 // goroutine keeps a minimal stack (see runClientToBackend). The rest is forwardBackendSlow.
 func (r *relay) forwardBackend(data []byte) error {
 	s, b := r.s, r.b
-	if s.hasRecords.Load() || s.retryArmed.Load() || b.retry.active || s.probing.Load() {
+	if s.hasRecords.Load() || s.retryArmed.Load() || b.retry.active || s.injecting.Load() {
 		return r.forwardBackendSlow(data)
 	}
 	i := r.f.continuation(data)
@@ -210,11 +210,14 @@ func (r *relay) forwardBackendSlow(data []byte) error {
 		}
 		msg := data[i : i+total]
 		i += total
-		if s.probe.sent && !s.probe.answered && typ != 'N' && typ != 'A' && typ != 'S' {
+		if async := typ == 'N' || typ == 'A' || typ == 'S'; !async && s.probe.sent && !s.probe.answered {
 			// The answer of the proxy's own transaction id probe (resolve.go).
 			if s.consumeProbeMessage(typ, msg) {
 				w += copy(data[w:], msg)
 			}
+			continue
+		} else if !async && s.reprepare.sent && !s.reprepare.answered {
+			s.consumeReprepareMessage(typ) // the proxy's own re-prepares (reprepare.go)
 			continue
 		}
 		keep := true

@@ -256,3 +256,32 @@ func testPipelinedInTransactionLost(t *testing.T, p *pgPair) {
 		t.Fatalf("after ROLLBACK the session is on port %d, want %d", port, to.Port)
 	}
 }
+
+// testExecuteAfterMove: a statement prepared with the protocol's Parse and first used after a
+// move by SQL EXECUTE in a simple Query is prepared again first, as for Bind.
+func testExecuteAfterMove(t *testing.T, p *pgPair) {
+	ctx := testContext(t)
+	_, to := p.current()
+	conn := p.connect(t, "")
+	if _, err := conn.Prepare(ctx, "doubled", "SELECT $1::int * 2"); err != nil {
+		t.Fatal(err)
+	}
+	p.failover(t, to)
+	var got string
+	if err := conn.QueryRow(ctx, "EXECUTE doubled(21)", pgx.QueryExecModeSimpleProtocol).Scan(&got); err != nil {
+		t.Fatalf("EXECUTE of a protocol-prepared statement after a move: %v", err)
+	}
+	if got != "42" {
+		t.Fatalf("EXECUTE doubled(21) = %s", got)
+	}
+	if port := serverPort(t, conn); port != to.Port {
+		t.Fatalf("session on port %d, want %d", port, to.Port)
+	}
+	// Bind of it afterwards does not prepare it again (it exists: 42P05 would fail the request).
+	if got := queryText(t, conn, "SELECT ($1::int * 2)::text", 5); got != "10" {
+		t.Fatal(got)
+	}
+	if _, err := conn.Exec(ctx, "doubled", 4); err != nil {
+		t.Fatalf("the statement used through the protocol after EXECUTE re-prepared it: %v", err)
+	}
+}

@@ -84,6 +84,9 @@ type clientSide struct {
 	// txEffects: a request with session-state effects was sent since the session was last
 	// seen idle; until then, transaction control statements need their items too.
 	txEffects bool
+	// txWrites: a request that may write was sent since the session was last seen idle; a
+	// COMMIT after only reads is not probed (resolve.go).
+	txWrites bool
 
 	out []byte // output when the proxy adds messages (re-prepares); reused
 
@@ -145,6 +148,7 @@ func (c *clientSide) inspectClient(s *session, typ byte, msg []byte, f *batchFac
 	case 'F':
 		c.seg.writes = true
 		c.seg.mayCommit = true
+		c.txWrites = true
 		c.seg.txControl = true // a function may do anything
 		c.endSegment(s, f)
 	case 'H':
@@ -160,10 +164,13 @@ func (c *clientSide) inspectClient(s *session, typ byte, msg []byte, f *batchFac
 func (c *clientSide) inspectQuery(s *session, body []byte, f *batchFacts) (ahead []byte) {
 	text := cstring(body)
 	sum := sqlclass.Classify(text, s.backslashQuotes.Load())
-	if c.seg.alone && s.txStatus == 'T' && sum.SingleCommit() {
+	switch {
+	case c.seg.alone && s.txStatus == 'T' && sum.SingleCommit() && c.txWrites && !s.reprepare.sent:
 		ahead = xactIDProbe
 		s.probe = commitProbe{sent: true}
-		s.probing.Store(true)
+		s.injecting.Store(true)
+	case c.reg.lazy > 0:
+		ahead = c.reprepareForExecute(s, text)
 	}
 	c.addStatements(s, f, sum, text, true)
 	c.endSegment(s, f)
@@ -287,6 +294,7 @@ func (c *clientSide) inspectStreamStart(s *session, typ byte, piece []byte, f *b
 	switch typ {
 	case 'Q':
 		c.seg.mayCommit, c.seg.writes, c.seg.txControl = true, true, true
+		c.txWrites = true
 		c.startStreamScan(s, typ, body)
 		c.endSegment(s, f)
 	case 'P':
@@ -300,6 +308,7 @@ func (c *clientSide) inspectStreamStart(s *session, typ byte, piece []byte, f *b
 		c.seg.parseIdx++
 	case 'F':
 		c.seg.writes, c.seg.mayCommit, c.seg.txControl = true, true, true
+		c.txWrites = true
 		c.endSegment(s, f)
 	case 'B':
 		c.inspectStreamedBind(s, body, f)
@@ -385,6 +394,7 @@ func (c *clientSide) addStatements(s *session, f *batchFacts, sum sqlclass.Summa
 	seg.open = true
 	seg.mayCommit = seg.mayCommit || sum.MayCommitOrUnknown()
 	seg.writes = seg.writes || !sum.ReadOnly()
+	c.txWrites = c.txWrites || !sum.ReadOnly() && !sum.TxControl
 	seg.txControl = seg.txControl || sum.TxControl || sum.Uncertain
 	seg.singleRB = first && simple && sum.SingleRollback()
 	if !(sum.Effects || sum.Unmovable != "" || sum.Uncertain || sum.TxControl && c.txEffects) {

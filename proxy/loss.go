@@ -316,8 +316,8 @@ func (s *session) applyVerdictLocked(v lossVerdict) {
 		// Any open transaction is gone (40001), or its COMMIT's outcome is unknown (08007).
 		s.state.applyLost(nil, v.maybeCommit)
 	}
-	s.probe = commitProbe{}
-	s.probing.Store(false)
+	s.probe, s.reprepare = commitProbe{}, reprepareRequest{}
+	s.injecting.Store(false)
 	switch {
 	case v.retry:
 		// The rejected request counts as not sent: it is sent again after the move.

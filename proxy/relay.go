@@ -237,7 +237,7 @@ func (r *relay) forwardClient(data []byte) error {
 	}
 	safe := s.atSafePointLocked() && r.f.atBoundary()
 	if safe {
-		c.txEffects = false
+		c.txEffects, c.txWrites = false, false
 		if s.phase == phaseDraining {
 			// A new request while Shutdown waits for this session: it is not sent.
 			s.transitionLocked(evHold)
@@ -255,6 +255,9 @@ func (r *relay) forwardClient(data []byte) error {
 	}
 	if s.hasRecords.Load() {
 		c.applyResolved(s)
+	}
+	if s.reprepare.answered {
+		c.applyReprepared(s)
 	}
 
 	i := r.f.continuation(data)

@@ -587,7 +587,7 @@ func TestShutdownLetsAnOpenTransactionFinish(t *testing.T) {
 			t.Fatalf("the session is %v, want draining", phase)
 		}
 	}
-	roundTrip("SELECT 1", 'T')
+	roundTrip("UPDATE t SET a = 1", 'T') // a write: the COMMIT is probed (resolve.go)
 	roundTrip("COMMIT", 'I')
 	if e := readErrorResponse(t, client); e.Code != codeAdminShutdown {
 		t.Fatalf("got %s %q after the COMMIT's answer, want 57P01", e.Code, e.Message)

@@ -13,13 +13,16 @@ import (
 
 // The real outcome of a lost COMMIT (SPEC §5, fourth row)
 //
-// When a client sends COMMIT (or END) of an explicit transaction as a simple Query with nothing
-// else in flight, the proxy sends, ahead of it in the same write, its own query
+// When a client sends COMMIT (or END) of an explicit transaction that may have written (a
+// statement the SQL classifier does not know to be a plain read was sent in it) as a simple
+// Query with nothing else in flight, the proxy sends, ahead of it in the same write, its own query
 // `SELECT pg_catalog.pg_current_xact_id_if_assigned()` and consumes the answer itself (the
 // backend→client relay drops its RowDescription, DataRow, CommandComplete and ReadyForQuery;
 // an ErrorResponse, which aborts the transaction as any error would, is relayed). The proxy
 // then knows the transaction's id before the COMMIT runs. The probe costs one more statement
-// on the backend in the same round trip.
+// on the backend in the same round trip; a transaction of plain reads is not probed (were one
+// of its reads to write after all, through a function, its lost COMMIT is 08007, as without
+// the probe).
 //
 // If the backend is lost before the COMMIT's answer:
 //
@@ -78,7 +81,7 @@ func (s *session) consumeProbeMessage(typ byte, msg []byte) bool {
 		return true
 	case 'Z':
 		s.probe.answered = true
-		s.probing.Store(false)
+		s.injecting.Store(false)
 	}
 	return false
 }

@@ -76,7 +76,7 @@ type session struct {
 	retryArmed      atomic.Bool // a retry copy of the request in flight is kept (retry.go)
 	backslashQuotes atomic.Bool // standard_conforming_strings is off (for the SQL scanner)
 	wakeRequested   atomic.Bool // the backend→client relay asked the client→backend relay to act
-	probing         atomic.Bool // a transaction id probe's answer is awaited (resolve.go)
+	injecting       atomic.Bool // the answer of a request the proxy sent itself is awaited (resolve.go, reprepare.go)
 
 	// serverParams are the ParameterStatus values the client has seen. Owner: the
 	// backend→client relay while the link is up, the client→backend relay while it is down.
@@ -90,25 +90,26 @@ type session struct {
 	clientWriteMu sync.Mutex // serializes writes to the client made outside the relay loop
 
 	mu             sync.Mutex
-	phase          sessionPhase  // where the session is in its life (phase.go); changed by transitionLocked only
-	backend        net.Conn      // the current backend connection (nil before startup connects)
-	target         Target        // where backend is connected
-	mode           localMode     // detached: how the client→backend relay answers the client
-	clientGone     bool          // the client's connection failed or could not be written to
-	clientEOF      bool          // the client closed its sending side (EOF)
-	reason         *clientError  // what the client is told before the close; first one wins
-	txStatus       byte          // transaction status the client last saw in a ReadyForQuery
-	readyReceived  uint64        // requests answered (ReadyForQuery from the backend or the proxy)
-	idleThrough    uint64        // requests answered when a ReadyForQuery last said idle: the named portals of requests before it are gone
-	syncsSent      uint64        // requests sent to the backend (Query, FunctionCall, Sync)
-	lastClientType byte          // type of the last message the client sent
-	extendedOpen   bool          // an extended-protocol batch was started and not yet ended by Sync
-	inflight       inflightFacts // what the requests sent and not answered may do
-	state          *sessionState // replayable state; nil until the session changes any
-	records        []*segRecord  // requests whose effects wait for their answers (inspect.go)
-	holdCancel     chan struct{} // while a client request waits for a primary: closed by a cancel request
-	retry          retryCopy     // the request in flight, while it may be retried (retry.go)
-	probe          commitProbe   // the transaction id probe of the COMMIT in flight (resolve.go)
+	phase          sessionPhase     // where the session is in its life (phase.go); changed by transitionLocked only
+	backend        net.Conn         // the current backend connection (nil before startup connects)
+	target         Target           // where backend is connected
+	mode           localMode        // detached: how the client→backend relay answers the client
+	clientGone     bool             // the client's connection failed or could not be written to
+	clientEOF      bool             // the client closed its sending side (EOF)
+	reason         *clientError     // what the client is told before the close; first one wins
+	txStatus       byte             // transaction status the client last saw in a ReadyForQuery
+	readyReceived  uint64           // requests answered (ReadyForQuery from the backend or the proxy)
+	idleThrough    uint64           // requests answered when a ReadyForQuery last said idle: the named portals of requests before it are gone
+	syncsSent      uint64           // requests sent to the backend (Query, FunctionCall, Sync)
+	lastClientType byte             // type of the last message the client sent
+	extendedOpen   bool             // an extended-protocol batch was started and not yet ended by Sync
+	inflight       inflightFacts    // what the requests sent and not answered may do
+	state          *sessionState    // replayable state; nil until the session changes any
+	records        []*segRecord     // requests whose effects wait for their answers (inspect.go)
+	holdCancel     chan struct{}    // while a client request waits for a primary: closed by a cancel request
+	retry          retryCopy        // the request in flight, while it may be retried (retry.go)
+	probe          commitProbe      // the transaction id probe of the COMMIT in flight (resolve.go)
+	reprepare      reprepareRequest // re-prepares sent ahead of a Query that EXECUTEs them (reprepare.go)
 	// The COMMIT lost with the backend whose outcome the session is resolving (resolve.go).
 	lostCommit       commitProbe
 	lostCommitTarget Target
