@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -283,5 +284,30 @@ func testExecuteAfterMove(t *testing.T, p *pgPair) {
 	}
 	if _, err := conn.Exec(ctx, "doubled", 4); err != nil {
 		t.Fatalf("the statement used through the protocol after EXECUTE re-prepared it: %v", err)
+	}
+}
+
+// testReportedSettingChangedByAFunction: a setting PostgreSQL reports (TimeZone), changed
+// inside a function the proxy cannot read, is set again on the new primary after a move from
+// the ParameterStatus the client saw.
+func testReportedSettingChangedByAFunction(t *testing.T, p *pgPair) {
+	ctx := testContext(t)
+	_, to := p.current()
+	for _, n := range []*localcluster.Node{p.a, p.b} {
+		if err := n.Exec(ctx, `CREATE OR REPLACE FUNCTION tokyo() RETURNS text LANGUAGE sql
+			AS $$ SELECT set_config('TimeZone', 'Asia/Tokyo', false) $$`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn := p.connect(t, "")
+	if got := queryText(t, conn, "SELECT tokyo()"); got != "Asia/Tokyo" {
+		t.Fatal(got)
+	}
+	p.failover(t, to)
+	if got := queryText(t, conn, "SELECT current_setting('TimeZone') || ' ' || inet_server_port()"); got != fmt.Sprintf("Asia/Tokyo %d", to.Port) {
+		t.Fatalf("after the move: %q, want the TimeZone the function set, on the new primary", got)
+	}
+	if got := conn.PgConn().ParameterStatus("TimeZone"); got != "Asia/Tokyo" {
+		t.Fatalf("ParameterStatus TimeZone %q after the move", got)
 	}
 }

@@ -133,8 +133,10 @@
 // session.
 //
 // Known limits: a function that changes session state inside its body (SET without LOCAL,
-// CREATE TEMP TABLE, pg_advisory_lock) is not seen, except settings PostgreSQL reports with
-// ParameterStatus (they are replayed from the values the client saw); notifications sent
+// CREATE TEMP TABLE, pg_advisory_lock) is not seen, except the settings PostgreSQL reports
+// with ParameterStatus (application_name, DateStyle, IntervalStyle, TimeZone: a move sets them
+// again to the values the client saw, move.go); set_config() written in the SQL text still
+// makes the session unmovable (the proxy does not read its arguments); notifications sent
 // while a session has no backend (between the loss and the LISTEN replayed by the move, which
 // happens at once for a listening session) are lost, as they would be for a client that
 // reconnects; several pipelined requests in flight when the backend is lost end the session

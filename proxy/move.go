@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 )
 
 // Moving a session (SPEC §5, first row)
@@ -39,6 +40,7 @@ func (s *session) move(r *relay, urgent bool) error {
 		unmovable, replay = s.state.unmovable, s.state.replaySQL()
 	}
 	s.mu.Unlock()
+	replay += reportedSettingsReplay(s.serverParams, s.startupParams)
 	if unmovable != "" {
 		s.fail(fatalf(codeConnectionFailure, "the connection to the primary PostgreSQL server was lost, and this session cannot be moved to the new primary").
 			withDetail("The session cannot be moved because " + unmovable + ".").
@@ -126,4 +128,25 @@ func parameterDiffs(seen, now map[string]string) []byte {
 		out = appendParameterStatus(out, name, now[name])
 	}
 	return out
+}
+
+// replayedReportedSettings are the settings PostgreSQL reports with ParameterStatus that a
+// session may change by other means than a SET the proxy reads (set_config() or SET inside a
+// function's body): a move sets them again to the value the client last saw, when it differs
+// from the one the session started with. default_transaction_read_only is reported too but
+// not replayed: a switchover changes it on the old primary by configuration, not the session.
+var replayedReportedSettings = []string{"application_name", "DateStyle", "IntervalStyle", "TimeZone"}
+
+// reportedSettingsReplay returns SQL that gives a new backend the reported settings the
+// client saw (seen) where they differ from what the session started with (atStartup).
+func reportedSettingsReplay(seen, atStartup map[string]string) string {
+	var b strings.Builder
+	for _, name := range replayedReportedSettings {
+		value, ok := seen[name]
+		if !ok || value == atStartup[name] || strings.Contains(value, "$pgq$") {
+			continue
+		}
+		b.WriteString("SELECT pg_catalog.set_config('" + name + "', $pgq$" + value + "$pgq$, false);")
+	}
+	return b.String()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"runtime/debug"
@@ -278,7 +279,7 @@ func (s *session) forceClose(reason *clientError) {
 // during startup; params are the ParameterStatus values the client was sent. It returns
 // errShuttingDown, and starts nothing, when the session was drained or closed meanwhile.
 func (s *session) startRelay(clientLeftover, backendLeftover []byte, params map[string]string) error {
-	s.serverParams = params
+	s.serverParams = maps.Clone(params) // startupParams keeps what the session started with
 	s.backslashQuotes.Store(params["standard_conforming_strings"] == "off")
 	s.mu.Lock()
 	if !s.transitionLocked(evRelayStarted) {
