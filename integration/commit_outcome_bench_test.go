@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,6 +93,13 @@ func benchCommitOutcomes(b *testing.B, iteration int) commitOutcomeRun {
 	}
 	load.Stop()
 
+	b.Logf("failover %d: the proxies' resolutions: %s", iteration, resolutionLog(proxies.Proxies))
+	for _, a := range load.answers {
+		if a.outcome == txUnknown && a.atCommit {
+			b.Logf("failover %d: COMMIT sent %v after the kill, answered %v after: %v", iteration,
+				a.commitSent.Sub(killedAt).Round(time.Millisecond), a.answered.Sub(killedAt).Round(time.Millisecond), a.err)
+		}
+	}
 	present, err := idCounts(ctx, promoted, "outcomes")
 	if err != nil {
 		b.Fatal(err)
@@ -308,4 +316,24 @@ func pause(ctx context.Context) {
 	case <-ctx.Done():
 	case <-time.After(20 * time.Millisecond):
 	}
+}
+
+// resolutionLog counts the proxies' log lines about lost COMMITs, by what they say.
+func resolutionLog(proxies []*ProxyProcess) string {
+	counts := map[string]int{}
+	for _, p := range proxies {
+		data, err := os.ReadFile(p.LogPath)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			for _, what := range []string{`outcome=committed`, `outcome="not committed"`, `outcome=unknown`,
+				"cannot read a lost COMMIT", "replication cannot be confirmed"} {
+				if strings.Contains(line, what) {
+					counts[what]++
+				}
+			}
+		}
+	}
+	return fmt.Sprint(counts)
 }
