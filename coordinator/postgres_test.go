@@ -1,9 +1,9 @@
 package coordinator
 
 import (
-	"strconv"
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
