@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -205,7 +206,9 @@ func (s *session) applyCommitOutcomeLocked(outcome commitOutcome) {
 }
 
 // learnCommitOutcome waits for a primary (as a held request, up to the hold timeout) and learns
-// the outcome of transaction xid, lost on lost.
+// the outcome of transaction xid, lost on lost. A primary that cannot be reached (the old one is
+// often still routed to for a moment after it died) is asked again only once routing changes,
+// or after a pause.
 func (s *session) learnCommitOutcome(lost Target, xid uint64) commitOutcome {
 	if s.srv.cfg.QueryUser == "" {
 		return outcomeUnknown
@@ -213,37 +216,53 @@ func (s *session) learnCommitOutcome(lost Target, xid uint64) commitOutcome {
 	ctx, stop := s.holdContext()
 	defer stop()
 	hold := s.srv.newHold(true)
-	now, err := s.srv.waitRoute(ctx, Target{}, hold, nil)
-	if err == nil {
-		hold.routed()
+	defer func() { hold.finish(ctx) }()
+	var avoid Target
+	for {
+		now, err := s.srv.waitRoute(ctx, avoid, hold, nil)
+		if err != nil {
+			return outcomeUnknown
+		}
+		switch decideCommitQuestion(lost, now, xid) {
+		case answerNotCommit:
+			hold.routed()
+			return outcomeNotCommitted
+		case askNothing:
+			return outcomeUnknown
+		}
+		outcome, err := s.askCommitOutcome(ctx, now, xid)
+		if err == nil {
+			hold.routed()
+			return outcome
+		}
+		var pgErr *pgconn.PgError
+		if ctx.Err() != nil || errors.As(err, &pgErr) {
+			s.log.Warn("cannot read a lost COMMIT's outcome", "backend", now.Name, "err", err)
+			return outcomeUnknown
+		}
+		s.log.Debug("cannot reach the primary to read a lost COMMIT's outcome; waiting for routing to change", "backend", now.Name, "err", err)
+		avoid = now
 	}
-	hold.finish(ctx)
+}
+
+// askCommitOutcome reads transaction xid's status on target and, when it committed, waits
+// until the commit is replicated as a commit acknowledged by PostgreSQL would be. An error
+// means the outcome could not be read (or confirmed) there.
+func (s *session) askCommitOutcome(ctx context.Context, target Target, xid uint64) (commitOutcome, error) {
+	status, err := s.srv.xactStatus(ctx, target, xid)
 	if err != nil {
-		return outcomeUnknown
-	}
-	switch decideCommitQuestion(lost, now, xid) {
-	case answerNotCommit:
-		return outcomeNotCommitted
-	case askNothing:
-		return outcomeUnknown
-	}
-	status, err := s.srv.xactStatus(ctx, now, xid)
-	if err != nil {
-		s.log.Warn("cannot read a lost COMMIT's outcome", "backend", now.Name, "err", err)
-		return outcomeUnknown
+		return outcomeUnknown, err
 	}
 	switch status {
 	case "committed":
-		// Tell it only once it is replicated as a commit acknowledged by PostgreSQL would be.
-		if err := s.srv.waitReplicatedOn(ctx, now); err != nil {
-			s.log.Warn("a lost COMMIT committed, but its replication cannot be confirmed", "backend", now.Name, "err", err)
-			return outcomeUnknown
+		if err := s.srv.waitReplicatedOn(ctx, target); err != nil {
+			return outcomeUnknown, fmt.Errorf("confirm the replication of a committed transaction: %w", err)
 		}
-		return outcomeCommitted
+		return outcomeCommitted, nil
 	case "aborted":
-		return outcomeNotCommitted
+		return outcomeNotCommitted, nil
 	}
-	return outcomeUnknown
+	return outcomeUnknown, nil
 }
 
 // xactStatusPoll is how often a transaction "in progress" (its backend still finishing on the
