@@ -328,7 +328,8 @@ func resolutionLog(proxies []*ProxyProcess) string {
 		}
 		for _, line := range strings.Split(string(data), "\n") {
 			for _, what := range []string{`outcome=committed`, `outcome="not committed"`, `outcome=unknown`,
-				"cannot read a lost COMMIT", "replication cannot be confirmed"} {
+				"cannot read a lost COMMIT", "replication cannot be confirmed", "the primary ended the session",
+				"backend ended the session; moving it", "several requests in flight"} {
 				if strings.Contains(line, what) {
 					counts[what]++
 				}

@@ -210,13 +210,15 @@ func (r *relay) forwardBackendSlow(data []byte) error {
 		}
 		msg := data[i : i+total]
 		i += total
-		if async := typ == 'N' || typ == 'A' || typ == 'S'; !async && s.probe.sent && !s.probe.answered {
+		// Messages the proxy's own requests get are consumed here; a FATAL is not theirs: the
+		// backend ends (noteBackendMessage keeps it aside), and it came before the COMMIT ran.
+		if ownAnswer := typ != 'N' && typ != 'A' && typ != 'S' && !(typ == 'E' && isFatal(msg)); ownAnswer && s.probe.sent && !s.probe.answered {
 			// The answer of the proxy's own transaction id probe (resolve.go).
 			if s.consumeProbeMessage(typ, msg) {
 				w += copy(data[w:], msg)
 			}
 			continue
-		} else if !async && s.reprepare.sent && !s.reprepare.answered {
+		} else if ownAnswer && s.reprepare.sent && !s.reprepare.answered {
 			s.consumeReprepareMessage(typ) // the proxy's own re-prepares (reprepare.go)
 			continue
 		}
@@ -238,6 +240,9 @@ func (r *relay) forwardBackendSlow(data []byte) error {
 				b.lastStatus, b.segErr, b.completes = status, false, 0
 			}
 		case 'E':
+			if s.probe.sent && !s.probe.answered && isFatal(msg) {
+				s.probe.endedBefore = true // the COMMIT behind the probe never ran (resolve.go)
+			}
 			if keep = r.noteBackendMessage(typ, msg); keep {
 				keep = b.retry.errorResponse(s, msg, codeOf(msg))
 			}
@@ -387,4 +392,10 @@ func appendParameterStatus(dst []byte, name, value string) []byte {
 	dst = append(dst, 0)
 	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start))
 	return dst
+}
+
+// isFatal reports whether an ErrorResponse's severity is FATAL or PANIC.
+func isFatal(msg []byte) bool {
+	_, fatal := errorCode(msg)
+	return fatal
 }

@@ -123,6 +123,9 @@ func decideLoss(f lossFacts) lossVerdict {
 		switch {
 		case inTx && f.inflight.rollbackOnly:
 			return lossVerdict{rollback: true, status: 'I', mode: modeIdle, answered: true}
+		case f.txStatus == 'T' && f.commit.sent && f.commit.endedBefore:
+			return lossVerdict{message: notCommitted(f.backend, "The server ended the session before it ran the COMMIT."),
+				status: 'I', mode: modeIdle, answered: true}
 		case f.txStatus == 'T' && f.commit.known() && !f.commit.assigned:
 			return lossVerdict{committed: true, status: 'I', mode: modeIdle, answered: true}
 		case f.txStatus == 'T' && f.commit.known():
@@ -172,6 +175,14 @@ func resolutionUnknown(backend string) *clientError {
 // inFailedTransaction is PostgreSQL's 25P02 for a request after an error in a transaction.
 func inFailedTransaction() *clientError {
 	return errorf(codeInFailedTransaction, "current transaction is aborted, commands ignored until end of transaction block")
+}
+
+// notCommitted is the 40001 error for a COMMIT whose transaction is known not to have
+// committed.
+func notCommitted(backend, detail string) *clientError {
+	return errorf(codeSerializationFailure, "transaction not committed: the primary was lost during its COMMIT; safe to retry").
+		withDetail("The connection to the primary PostgreSQL server " + backend + " was lost before the COMMIT's answer. " + detail).
+		withHint("Retry the transaction.")
 }
 
 // abortedByFailover is the 40001 error for a transaction lost before its COMMIT was sent.

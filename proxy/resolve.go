@@ -27,6 +27,8 @@ import (
 //
 // If the backend is lost before the COMMIT's answer:
 //
+//   - the backend sent a FATAL before the probe's answer was complete: the COMMIT behind the
+//     probe never ran (requests run in order): 40001 "not committed, safe to retry";
 //   - the probe's answer never came: 08007 (the COMMIT may have run after it);
 //   - the transaction had no id (it wrote nothing): the client gets the COMMIT's
 //     CommandComplete — committed or not, nothing it wrote can differ (a NOTIFY of such a
@@ -66,6 +68,9 @@ type commitProbe struct {
 	failed   bool   // it got an error or an answer the proxy could not read
 	assigned bool   // the transaction has an id
 	xid      uint64 // the id (xid8), when assigned
+	// endedBefore: the backend ended (FATAL) before the probe's answer was complete; PostgreSQL
+	// runs requests in order, so the COMMIT behind the probe never ran.
+	endedBefore bool
 }
 
 // known reports whether the probe says exactly which transaction the COMMIT ends.
@@ -159,9 +164,7 @@ func (s *session) resolveCommit(r *relay) error {
 	case outcomeCommitted:
 		out = appendCommandComplete(out, "COMMIT")
 	case outcomeNotCommitted:
-		ce := errorf(codeSerializationFailure, "transaction not committed: the primary was lost during its COMMIT, and the new primary does not have it; safe to retry").
-			withDetail("The connection to the primary PostgreSQL server " + lost.Name + " was lost before the COMMIT's answer; its outcome was read from the new primary.").
-			withHint("Retry the transaction.")
+		ce := notCommitted(lost.Name, "Its outcome was read from the primary.")
 		s.srv.cfg.Metrics.ClientError(ce.Code)
 		out = ce.appendErrorResponse(out)
 	default:
@@ -236,7 +239,7 @@ func (s *session) learnCommitOutcome(lost Target, xid uint64) commitOutcome {
 			return outcome
 		}
 		var pgErr *pgconn.PgError
-		if ctx.Err() != nil || errors.As(err, &pgErr) {
+		if ctx.Err() != nil || errors.As(err, &pgErr) && pgErr.Severity != severityFatal && !isAdminShutdown([]byte(pgErr.Code)) {
 			s.log.Warn("cannot read a lost COMMIT's outcome", "backend", now.Name, "err", err)
 			return outcomeUnknown
 		}
