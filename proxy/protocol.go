@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"net"
 	"time"
 )
 
@@ -37,7 +36,7 @@ func (s *Server) primaryProtocolMinor(ctx context.Context, user, database string
 	if v, ok := s.protocols.Load(address); ok {
 		return v.(uint16)
 	}
-	minor, err := probeProtocolMinor(ctx, address, user, database)
+	minor, err := s.probeProtocolMinor(ctx, address, user, database)
 	if err != nil {
 		s.log.Debug("cannot learn the primary's protocol version; assuming 3.0", "backend", route.Target.Name, "err", err)
 		return 0
@@ -46,13 +45,12 @@ func (s *Server) primaryProtocolMinor(ctx context.Context, user, database string
 	return minor
 }
 
-// probeProtocolMinor sends a protocol 3.2 StartupMessage to address and reads the server's
-// first answer.
-func probeProtocolMinor(ctx context.Context, address, user, database string) (uint16, error) {
+// probeProtocolMinor sends a protocol 3.2 StartupMessage to address (over TLS as
+// Config.BackendTLS says) and reads the server's first answer.
+func (s *Server) probeProtocolMinor(ctx context.Context, address, user, database string) (uint16, error) {
 	ctx, cancel := context.WithTimeout(ctx, protocolProbeTimeout)
 	defer cancel()
-	var dialer net.Dialer
-	conn, err := dialer.DialContext(ctx, "tcp", address)
+	conn, _, err := s.dialBackend(ctx, address)
 	if err != nil {
 		return 0, err
 	}
