@@ -163,6 +163,10 @@ type Failover struct {
 	// instead of keeping the lost nodes in synchronous_standby_names (commits
 	// wait until one rejoins). Default false. Recorded in the history when used.
 	AllowAsync bool `yaml:"allow_async"`
+	// ForbidAsyncCommit: the proxies refuse statements and startup parameters
+	// that set synchronous_commit to off, local or remote_write (42501).
+	// Default false: the client's choice stands, and such sessions are counted.
+	ForbidAsyncCommit bool `yaml:"forbid_async_commit"`
 }
 
 // PeerTLS is the mutual TLS between proxies (SPEC §3.4): PEM files made by

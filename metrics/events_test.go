@@ -50,8 +50,14 @@ func TestEventsAreCounted(t *testing.T) {
 	m.ObserveFailoverPhase(PhasePromote, -time.Second) // a clock step: observed as 0
 	m.ObserveFailoverPhase("teleport", time.Second)    // unknown phase: ignored
 
+	m.AsyncCommitSession()
+	m.AsyncCommitSession()
+	m.AsyncCommitRefused()
+
 	families := pgquorumFamilies(scrape(t, m))
 	want := parseLines(infoLines + `
+pgquorum_proxy_async_commit_sessions_total 2
+pgquorum_proxy_async_commit_refused_total 1
 pgquorum_proxy_queries_total 5
 pgquorum_proxy_transactions_total 2
 pgquorum_client_errors_total{sqlstate="57P03"} 2

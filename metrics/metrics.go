@@ -52,6 +52,8 @@ type Metrics struct {
 	handler  http.Handler
 	events   events
 	admin    adminEvents
+	// asyncCommit: sessions that lowered synchronous_commit (asynccommit.go).
+	asyncCommit asyncCommitEvents
 }
 
 // New returns the metrics of one node with the event metrics registered and no
@@ -66,6 +68,8 @@ func New(opts Options) *Metrics {
 	m.registry.MustRegister(m.events.collectors()...)
 	m.admin = newAdminEvents()
 	m.registry.MustRegister(m.admin.refused)
+	m.asyncCommit = newAsyncCommitEvents()
+	m.registry.MustRegister(m.asyncCommit.sessions, m.asyncCommit.refused)
 	m.registry.MustRegister(infoCollector(opts))
 	if !opts.NoRuntimeMetrics {
 		m.registry.MustRegister(

@@ -94,6 +94,8 @@ var wantTypes = map[string]dto.MetricType{
 	"pgquorum_proxy_held_requests":                     dto.MetricType_GAUGE,
 	"pgquorum_proxy_hold_duration_seconds":             dto.MetricType_HISTOGRAM,
 	"pgquorum_proxy_sessions_moved_total":              dto.MetricType_COUNTER,
+	"pgquorum_proxy_async_commit_sessions_total":       dto.MetricType_COUNTER,
+	"pgquorum_proxy_async_commit_refused_total":        dto.MetricType_COUNTER,
 	"pgquorum_failovers_total":                         dto.MetricType_COUNTER,
 	"pgquorum_admin_refused_requests_total":            dto.MetricType_COUNTER,
 	"pgquorum_failover_phase_duration_seconds":         dto.MetricType_HISTOGRAM,
@@ -133,6 +135,8 @@ pgquorum_proxy_queries_total 0
 pgquorum_proxy_transactions_total 0
 pgquorum_proxy_held_requests 0
 pgquorum_proxy_sessions_moved_total 0
+pgquorum_proxy_async_commit_sessions_total 0
+pgquorum_proxy_async_commit_refused_total 0
 pgquorum_proxy_hold_duration_seconds_count{outcome="canceled"} 0
 pgquorum_proxy_hold_duration_seconds_sum{outcome="canceled"} 0
 pgquorum_proxy_hold_duration_seconds_count{outcome="routed"} 0

@@ -216,6 +216,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		BackendTLS:            cfg.BackendTLSParams(),
 		TLS:                   tlsConfig,
 		TLSRequired:           cfg.TLS != nil && cfg.TLS.Mode == config.TLSRequire,
+		ForbidAsyncCommit:     cfg.Failover.ForbidAsyncCommit,
 		HoldTimeout:           cfg.Hold.Timeout.Duration,
 		MaxHeld:               cfg.Hold.MaxHeld,
 		ReleaseConcurrency:    cfg.Hold.ReleaseConcurrency,

@@ -23,6 +23,7 @@ const (
 	codeAdminShutdown                = "57P01"
 	codeInternalError                = "XX000"
 	codeTooManyConnections           = "53300"
+	codeInsufficientPrivilege        = "42501"
 	severityFatal                    = "FATAL"
 	severityError                    = "ERROR"
 	maxClientErrorMessageLength      = 2000

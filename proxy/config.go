@@ -105,6 +105,10 @@ type Config struct {
 	// TLSRequired refuses sessions that did not negotiate TLS (FATAL 28000), like a
 	// hostssl-only pg_hba.conf. Needs TLS.
 	TLSRequired bool
+
+	// ForbidAsyncCommit (failover.forbid_async_commit) refuses statements and startup
+	// parameters that set synchronous_commit to off, local or remote_write (asynccommit.go).
+	ForbidAsyncCommit bool
 	// MaxClientConnections bounds the client connections at once; past it a new connection gets
 	// FATAL 53300 at once. Default 10000.
 	MaxClientConnections int

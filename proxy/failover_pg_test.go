@@ -40,6 +40,7 @@ func TestFailoverBehaviour(t *testing.T) {
 	t.Run("ReportedSettingChangedByAFunctionMoves", func(t *testing.T) { testReportedSettingChangedByAFunction(t, p) })
 	t.Run("LeaseExpiredDropsBackends", func(t *testing.T) { testLeaseExpired(t, p) })
 	t.Run("NewConnectionWhilePrimaryDead", func(t *testing.T) { testNewConnectionWhilePrimaryDead(t, p) })
+	t.Run("AsyncCommitCountedOrRefused", func(t *testing.T) { testAsyncCommit(t, p) })
 }
 
 // current returns the server the route names now, and the other one.

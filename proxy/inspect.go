@@ -89,6 +89,9 @@ type clientSide struct {
 	txWrites bool
 
 	out []byte // output when the proxy adds messages (re-prepares); reused
+	// replace: the message to send instead of the one just inspected (a refused statement,
+	// asynccommit.go); taken by the relay.
+	replace []byte
 
 	// A Query or Parse larger than streamThreshold being forwarded in pieces, whose SQL text
 	// is scanned as it passes (inspectStreamStart).
@@ -164,6 +167,10 @@ func (c *clientSide) inspectClient(s *session, typ byte, msg []byte, f *batchFac
 func (c *clientSide) inspectQuery(s *session, body []byte, f *batchFacts) (ahead []byte) {
 	text := cstring(body)
 	sum := sqlclass.Classify(text, s.backslashQuotes.Load())
+	if sum.SyncCommit && s.refuseAsyncCommit(text) {
+		// Sent instead: one statement that fails and changes nothing.
+		c.replace, text, sum = asyncCommitQuery, nil, sqlclass.Summary{Statements: 1}
+	}
 	switch {
 	case c.seg.alone && s.txStatus == 'T' && sum.SingleCommit() && c.txWrites && !s.reprepare.sent:
 		ahead = xactIDProbe
@@ -182,6 +189,13 @@ func (c *clientSide) inspectParse(s *session, msg []byte, f *batchFacts) {
 	name, rest := splitCString(msg[5:])
 	text := cstring(rest)
 	sum := sqlclass.Classify(text, s.backslashQuotes.Load())
+	if sum.SyncCommit && s.refuseAsyncCommit(text) {
+		// Sent (and kept for re-preparing) instead: a statement that fails when executed.
+		msg = refusedParse(name, rest[min(len(text)+1, len(rest)):], sqlclass.ParamCount(text, s.backslashQuotes.Load()))
+		c.replace, sum = msg, sqlclass.Summary{Statements: 1}
+		_, rest = splitCString(msg[5:])
+		text = cstring(rest)
+	}
 	if len(name) == 0 {
 		c.unnamed = c.classOf(sum, text)
 	} else {

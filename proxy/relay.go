@@ -283,6 +283,10 @@ func (r *relay) forwardClient(data []byte) error {
 		if ahead != nil {
 			c.out, copied, injected = c.insertAhead(data, copied, i, ahead, injected)
 		}
+		if c.replace != nil {
+			c.out, _, injected = c.insertAhead(data, copied, i, c.replace, injected)
+			copied, c.replace = i+size, nil // the inspected message is not sent
+		}
 		s.noteClientMessage(typ)
 		i += size
 	}

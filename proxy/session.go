@@ -63,6 +63,9 @@ type session struct {
 	user          string
 	creds         credentials       // kept so the session can log in again without the client (failover)
 	startupParams map[string]string // ParameterStatus values sent to the client at startup
+	// asyncCommit: the session lowered synchronous_commit (counted once, asynccommit.go).
+	// Written during startup, then by the client→backend relay.
+	asyncCommit bool
 
 	// Guarded by srv.sessions.mu.
 	clientPID    uint32 // the process id in the BackendKeyData the client got (its first backend's)

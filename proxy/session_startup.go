@@ -161,6 +161,9 @@ func (s *session) startup(ctx context.Context) (clientLeftover, backendLeftover 
 	}
 	s.endStartup() // authenticated: waiting for the primary now counts as held (MaxHeld)
 	s.creds = creds
+	if err := s.checkStartupSyncCommit(); err != nil {
+		return nil, nil, err
+	}
 	out, _ = (&pgproto3.AuthenticationOk{}).Encode(out)
 
 	var backendReady backendStartup

@@ -41,6 +41,9 @@ type Summary struct {
 	Effects    bool   // SET, RESET, LISTEN, UNLISTEN, PREPARE, DEALLOCATE, DISCARD ALL
 	Executes   bool   // SQL EXECUTE of a prepared statement
 	Unmovable  string // why the text makes the session unmovable; "" when it does not
+	// SyncCommit: a statement may set synchronous_commit (SET or set_config); its value is
+	// read by LowersSyncCommit.
+	SyncCommit bool
 	first      stmtKind
 	firstFlags stmtFlags
 }
@@ -97,6 +100,9 @@ func (s *Summary) add(st *stmtInfo, kind stmtKind, reason string) {
 	}
 	if reason != "" && s.Unmovable == "" {
 		s.Unmovable = reason
+	}
+	if st.flags&flagSetConfig != 0 || (kind == kindSet || kind == kindSetLocal) && setsSyncCommit(st) {
+		s.SyncCommit = true
 	}
 }
 

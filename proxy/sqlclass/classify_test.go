@@ -57,7 +57,7 @@ func TestClassifySQL(t *testing.T) {
 		{"SELECT pg_advisory_lock(1)", Summary{Statements: 1, first: kindRead, firstFlags: flagAdvisoryLock, Unmovable: ReasonAdvisoryLock}},
 		{"SELECT pg_catalog.PG_TRY_ADVISORY_LOCK_SHARED(1)", Summary{Statements: 1, first: kindRead, firstFlags: flagAdvisoryLock, Unmovable: ReasonAdvisoryLock}},
 		{"SELECT pg_advisory_xact_lock(1)", Summary{Statements: 1, first: kindRead}},
-		{"SELECT set_config('a.b', 'c', false)", Summary{Statements: 1, first: kindRead, firstFlags: flagSetConfig, Unmovable: ReasonSetConfig}},
+		{"SELECT set_config('a.b', 'c', false)", Summary{Statements: 1, first: kindRead, firstFlags: flagSetConfig, Unmovable: ReasonSetConfig, SyncCommit: true}},
 		{"SELECT dblink_connect('c', 'dbname=x')", Summary{Statements: 1, first: kindRead, firstFlags: flagDblink, Unmovable: ReasonDblink}},
 		{"LOAD 'auto_explain'", Summary{Statements: 1, first: kindUnmovable, Writes: true, Unmovable: ReasonLoad}},
 		{"DO $$BEGIN PERFORM 1; END$$", Summary{Statements: 1, first: kindUnmovable, Writes: true, Unmovable: ReasonDoBlock}},
