@@ -80,6 +80,7 @@ type registerInput struct {
 	key   int
 	write bool
 	value int64
+	port  int // the server that answered (0 when none did): shown in porcupine's view
 }
 
 // registerModel is a set of registers, one per key, each starting at 0:
@@ -114,9 +115,9 @@ var registerModel = porcupine.Model{
 	DescribeOperation: func(input, output any) string {
 		in := input.(registerInput)
 		if in.write {
-			return fmt.Sprintf("write(k%d, %d)", in.key, in.value)
+			return fmt.Sprintf("write(k%d, %d) on :%d", in.key, in.value, in.port)
 		}
-		return fmt.Sprintf("read(k%d) -> %d", in.key, output.(int64))
+		return fmt.Sprintf("read(k%d) -> %d on :%d", in.key, output.(int64), in.port)
 	},
 	DescribeState: func(state any) string { return fmt.Sprint(state.(int64)) },
 }
@@ -161,7 +162,7 @@ func CheckLinearizable(ops []Op, timeout time.Duration) Linearizability {
 		}
 		history = append(history, porcupine.Operation{
 			ClientId: op.Client,
-			Input:    registerInput{key: op.Key, write: op.Write, value: op.Value},
+			Input:    registerInput{key: op.Key, write: op.Write, value: op.Value, port: op.Port},
 			Call:     op.Call,
 			Output:   op.Value,
 			Return:   ret,
