@@ -287,6 +287,29 @@ func testExecuteAfterMove(t *testing.T, p *pgPair) {
 	}
 }
 
+// testLargeBindAfterMove: a named statement first used after a move by a Bind too large to be
+// kept (streamed through the relay in pieces) is prepared again ahead of it.
+func testLargeBindAfterMove(t *testing.T, p *pgPair) {
+	ctx := testContext(t)
+	_, to := p.current()
+	conn := p.connect(t, "")
+	if _, err := conn.Prepare(ctx, "bignote", "INSERT INTO t VALUES ($1, $2)"); err != nil {
+		t.Fatal(err)
+	}
+	p.failover(t, to)
+	note := strings.Repeat("large parameter ", 8*streamThreshold/16)
+	if _, err := conn.Exec(ctx, "bignote", 777, note); err != nil {
+		t.Fatalf("a large Bind of a statement prepared before the move: %v", err)
+	}
+	if got := queryText(t, conn, "SELECT length(note)::text FROM t WHERE id = 777"); got != strconv.Itoa(len(note)) {
+		t.Fatalf("the row has a note of %s bytes, want %d", got, len(note))
+	}
+	if port := serverPort(t, conn); port != to.Port {
+		t.Fatalf("session on port %d, want %d", port, to.Port)
+	}
+	mustExec(t, conn, "DELETE FROM t WHERE id = 777")
+}
+
 // testReportedSettingChangedByAFunction: a setting PostgreSQL reports (TimeZone), changed
 // inside a function the proxy cannot read, is set again on the new primary after a move from
 // the ParameterStatus the client saw.

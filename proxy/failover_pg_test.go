@@ -37,6 +37,7 @@ func TestFailoverBehaviour(t *testing.T) {
 	t.Run("LostCommitGetsItsRealOutcome", func(t *testing.T) { testLostCommitOutcome(t, p) })
 	t.Run("PipelinedInATransactionAnsweredOneByOne", func(t *testing.T) { testPipelinedInTransactionLost(t, p) })
 	t.Run("SQLExecuteOfAProtocolStatementAfterAMove", func(t *testing.T) { testExecuteAfterMove(t, p) })
+	t.Run("LargeBindAfterAMove", func(t *testing.T) { testLargeBindAfterMove(t, p) })
 	t.Run("ReportedSettingChangedByAFunctionMoves", func(t *testing.T) { testReportedSettingChangedByAFunction(t, p) })
 	t.Run("LeaseExpiredDropsBackends", func(t *testing.T) { testLeaseExpired(t, p) })
 	t.Run("NewConnectionWhilePrimaryDead", func(t *testing.T) { testNewConnectionWhilePrimaryDead(t, p) })
