@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/pgquorum/pgquorum/pki"
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -385,16 +386,10 @@ func (c *testCluster) waitValues(want []string, ids ...uint64) {
 	}
 }
 
-// waitFor polls cond every few milliseconds until it holds or timeout passes.
+// waitFor waits (testenv.Eventually) until cond holds, failing after timeout.
 func waitFor(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for "+format, append([]any{timeout}, args...)...)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, context.Background(), timeout, fmt.Sprintf(format, args...), testenv.Cond(cond))
 }
 
 func values(prefix string, n int) []string {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 // scriptedProber answers probes as the test says, without PostgreSQL. It
@@ -108,16 +110,10 @@ func nextChange(t *testing.T, m *Monitor) Change {
 	}
 }
 
-// waitFor polls cond until it holds, failing the test after 10 s.
+// waitFor waits (testenv.Eventually) until cond holds, failing after 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testenv.Eventually(t, t.Context(), 10*time.Second, what, testenv.Cond(cond))
 }
 
 func healthOf(m *Monitor, node string) Health {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pgquorum/pgquorum/localcluster"
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 // TestAgentBringsKilledPrimaryBack runs `pgquorum agent` processes beside the
@@ -304,7 +305,7 @@ func newRewindGate(t *testing.T) *rewindGate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &rewindGate{binDir: TempDir(t), dir: TempDir(t)}
+	g := &rewindGate{binDir: testenv.TempDir(t), dir: testenv.TempDir(t)}
 	// The PostgreSQL programs run as the data directory's owner.
 	if err := os.Chmod(g.dir, 0o777); err != nil {
 		t.Fatal(err)

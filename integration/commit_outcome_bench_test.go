@@ -67,23 +67,16 @@ type commitOutcomeRun struct {
 func benchCommitOutcomes(b *testing.B, iteration int) commitOutcomeRun {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	pg := StartCluster(b, localcluster.Options{})
-	proxies := startFailoverProxies(b, pg, ProxyOptions{})
-	defer teardown(pg, proxies)
-	old := pg.Node("pg1")
-	writeLoadTable(ctx, b, old, "outcomes")
+	f := startFailoverBench(ctx, b, "outcomes")
+	defer f.teardown()
+	proxies := f.proxies
 	load := startTxLoad(proxies.Proxies, "outcomes", 16)
 	defer load.Stop()
 	if err := load.waitCommits(ctx, 200, 0); err != nil {
 		b.Fatal(err)
 	}
 	b.StartTimer()
-	killedAt := time.Now()
-	if err := old.Kill(); err != nil {
-		b.Fatal(err)
-	}
-	newName := waitNewPrimary(ctx, b, proxies.Proxies, "pg1", 2)
-	promoted := pg.Node(newName)
+	killedAt, promoted := f.killPrimary(ctx, b)
 	if err := load.waitCommits(ctx, 1, promoted.Port); err != nil {
 		b.Fatal(err)
 	}

@@ -12,13 +12,15 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 // TestDemoStartsAndStopsCleanly runs `pgquorum demo` as a newcomer would, connects
 // through a printed connection string, then presses Ctrl-C (SIGINT) and checks that
 // the demo exits 0 and removes what it created.
 func TestDemoStartsAndStopsCleanly(t *testing.T) {
-	RequirePostgres(t, "")
+	testenv.RequirePostgres(t, "")
 	bin := PgquorumBinary(t)
 	cmd := exec.Command(bin, "demo")
 	stdout, err := cmd.StdoutPipe()

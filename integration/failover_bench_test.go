@@ -79,12 +79,10 @@ var failoverPhases = []struct {
 func benchOneFailover(b *testing.B, iteration int) failoverRun {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	pg := StartCluster(b, localcluster.Options{})
-	proxies := startFailoverProxies(b, pg, ProxyOptions{})
-	defer teardown(pg, proxies)
-	old := pg.Node("pg1")
-	writeLoadTable(ctx, b, old, "bench")
-	load := startWriteLoad(b, "bench", proxies.Proxies, 2)
+	f := startFailoverBench(ctx, b, "bench")
+	defer f.teardown()
+	proxies := f.proxies
+	load := startWriteLoad(b, "bench", proxies.Proxies, loadOptions{Writers: 2 * len(proxies.Proxies), Pace: writePace})
 	defer load.Stop()
 	if err := load.WaitAcks(ctx, 200); err != nil {
 		b.Fatal(err)
@@ -93,12 +91,7 @@ func benchOneFailover(b *testing.B, iteration int) failoverRun {
 	defer watch.Stop()
 
 	b.StartTimer()
-	killedAt := time.Now()
-	if err := old.Kill(); err != nil {
-		b.Fatal(err)
-	}
-	newName := waitNewPrimary(ctx, b, proxies.Proxies, "pg1", 2)
-	promoted := pg.Node(newName)
+	killedAt, promoted := f.killPrimary(ctx, b)
 	first, err := load.WaitAck(ctx, killedAt, promoted.Port)
 	b.StopTimer()
 	if err != nil {
@@ -134,14 +127,14 @@ func benchOneFailover(b *testing.B, iteration int) failoverRun {
 	}
 	run := failoverRun{
 		fence:       fence,
-		newPrimary:  newName,
+		newPrimary:  promoted.Name,
 		unavailable: first.At.Sub(killedAt),
 		freeze:      freezeAt.Sub(h.StartedAt),
 		promote:     promoteAt.Sub(freezeAt),
 		reroute:     first.At.Sub(promoteAt),
 		complete:    h.At.Sub(killedAt),
 		acked:       len(acks),
-		errors:      int(load.errors.Load()),
+		errors:      total(load.Errors()),
 	}
 	// A majority of the three voters: the second report of the primary down.
 	if len(downAt) >= 2 {
@@ -151,7 +144,7 @@ func benchOneFailover(b *testing.B, iteration int) failoverRun {
 		b.Logf("iteration %d: saw %d down reports of pg1; detect and decide unknown", iteration, len(downAt))
 		run.detect, run.decide = -1, -1
 	}
-	b.Logf("iteration %d: %s in %v (detect %v, decide %v, freeze %v of which fence %v, promote %v, reroute %v)", iteration, newName,
+	b.Logf("iteration %d: %s in %v (detect %v, decide %v, freeze %v of which fence %v, promote %v, reroute %v)", iteration, promoted.Name,
 		run.unavailable.Round(time.Millisecond), run.detect.Round(time.Millisecond), run.decide.Round(time.Millisecond),
 		run.freeze.Round(time.Millisecond), run.fence.Round(time.Millisecond), run.promote.Round(time.Millisecond), run.reroute.Round(time.Millisecond))
 	return run
@@ -174,15 +167,40 @@ func fenceDuration(h clusterstate.HistoryEntry) (time.Duration, error) {
 	return 0, fmt.Errorf("the freeze step does not say how long the routing fence took: %+v", h.Steps)
 }
 
-// teardown stops one iteration's proxies and PostgreSQL cluster at once, and
-// removes the data directories, instead of keeping ten clusters until the
-// benchmark's cleanup.
-func teardown(pg *localcluster.Cluster, proxies *ProxyCluster) {
-	for _, p := range proxies.Proxies {
+// failoverBench is what one iteration of a failover benchmark sets up: a fresh quorum
+// cluster, three proxies, and the table of its load on pg1, the primary that killPrimary kills.
+type failoverBench struct {
+	pg      *localcluster.Cluster
+	proxies *ProxyCluster
+	old     *localcluster.Node
+}
+
+// startFailoverBench sets up one iteration; its teardown must run before the next one starts.
+func startFailoverBench(ctx context.Context, b *testing.B, table string) *failoverBench {
+	pg := StartCluster(b, localcluster.Options{})
+	f := &failoverBench{pg: pg, proxies: startFailoverProxies(b, pg, ProxyOptions{}), old: pg.Node("pg1")}
+	writeLoadTable(ctx, b, f.old, table)
+	return f
+}
+
+// killPrimary kills pg1 (kill -9) and returns when the proxies agree on a new primary: when
+// the kill happened, and the new primary.
+func (f *failoverBench) killPrimary(ctx context.Context, b *testing.B) (killedAt time.Time, promoted *localcluster.Node) {
+	killedAt = time.Now()
+	if err := f.old.Kill(); err != nil {
+		b.Fatal(err)
+	}
+	return killedAt, f.pg.Node(waitNewPrimary(ctx, b, f.proxies.Proxies, "pg1", 2))
+}
+
+// teardown stops the iteration's proxies and PostgreSQL cluster at once, and removes the data
+// directories, instead of keeping ten clusters until the benchmark's cleanup.
+func (f *failoverBench) teardown() {
+	for _, p := range f.proxies.Proxies {
 		p.Kill()
 	}
-	_ = pg.Close()
-	for _, n := range pg.Nodes {
+	_ = f.pg.Close()
+	for _, n := range f.pg.Nodes {
 		_ = os.RemoveAll(n.DataDir)
 	}
 }

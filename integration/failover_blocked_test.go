@@ -30,7 +30,7 @@ func TestFailoverBlockedWithoutEnoughStandbys(t *testing.T) {
 	defer cancel()
 	primary, survivor, dead := pg.Node("pg1"), pg.Node("pg2"), pg.Node("pg3")
 	writeLoadTable(ctx, t, primary, "blocked")
-	load := startWriteLoad(t, "blocked", proxies.Proxies, 2)
+	load := startWriteLoad(t, "blocked", proxies.Proxies, loadOptions{Writers: 2 * len(proxies.Proxies), Pace: writePace})
 	if err := load.WaitAcks(ctx, 100); err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ func TestFailoverFencesCutOffPrimary(t *testing.T) {
 	defer cancel()
 	old := pg.Node("pg1")
 	writeLoadTable(ctx, t, old, "cut_off")
-	load := startWriteLoad(t, "cut_off", proxies.Proxies, 2)
+	load := startWriteLoad(t, "cut_off", proxies.Proxies, loadOptions{Writers: 2 * len(proxies.Proxies), Pace: writePace})
 	if err := load.WaitAcks(ctx, 100); err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func TestFailoverSurvivesRaftLeaderDeath(t *testing.T) {
 	defer cancel()
 	old, slow := pg.Node("pg1"), pg.Node("pg3")
 	writeLoadTable(ctx, t, old, "leader_dies")
-	load := startWriteLoad(t, "leader_dies", proxies.Proxies, 2)
+	load := startWriteLoad(t, "leader_dies", proxies.Proxies, loadOptions{Writers: 2 * len(proxies.Proxies), Pace: writePace})
 	if err := load.WaitAcks(ctx, 100); err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func TestSwitchoverChainUnderLoad(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*failoverStepTimeout)
 	defer cancel()
 	writeLoadTable(ctx, t, pg.Node("pg1"), "switchover")
-	load := startWriteLoad(t, "switchover", proxies.Proxies, 2)
+	load := startWriteLoad(t, "switchover", proxies.Proxies, loadOptions{Writers: 2 * len(proxies.Proxies), Pace: writePace})
 	if err := load.WaitAcks(ctx, 100); err != nil {
 		t.Fatal(err)
 	}

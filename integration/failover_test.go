@@ -64,7 +64,7 @@ func testStandbyDown(t *testing.T, pg *localcluster.Cluster, proxies *ProxyClust
 	defer cancel()
 	primary, standby := pg.Node("pg1"), pg.Node("pg3")
 	writeLoadTable(ctx, t, primary, "standby_down")
-	load := startWriteLoad(t, "standby_down", proxies.Proxies, 1)
+	load := startWriteLoad(t, "standby_down", proxies.Proxies, loadOptions{Writers: 1 * len(proxies.Proxies), Pace: writePace})
 	if err := load.WaitAcks(ctx, 20); err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func testFrozenProxy(t *testing.T, pg *localcluster.Cluster, proxies *ProxyClust
 			others = append(others, p)
 		}
 	}
-	load := startWriteLoad(t, "proxy_frozen", others, 1)
+	load := startWriteLoad(t, "proxy_frozen", others, loadOptions{Writers: 1 * len(others), Pace: writePace})
 	if err := load.WaitAcks(ctx, 20); err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func testPrimaryKilled(t *testing.T, pg *localcluster.Cluster, proxies *ProxyClu
 	defer cancel()
 	old := pg.Node("pg1")
 	writeLoadTable(ctx, t, old, "primary_killed")
-	load := startWriteLoad(t, "primary_killed", proxies.Proxies, 2)
+	load := startWriteLoad(t, "primary_killed", proxies.Proxies, loadOptions{Writers: 2 * len(proxies.Proxies), Pace: writePace})
 	if err := load.WaitAcks(ctx, 100); err != nil {
 		t.Fatal(err)
 	}

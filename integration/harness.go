@@ -28,56 +28,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pgquorum/pgquorum/localcluster"
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 // startTimeout bounds StartCluster. Start takes a few seconds; other engineers' tests share the
 // two cores, so leave room.
 const startTimeout = 2 * time.Minute
-
-// CI reports whether the environment variable CI is true ("true", "1", ...). Then missing
-// PostgreSQL or tools fail the test instead of skipping it.
-func CI() bool {
-	ci, _ := strconv.ParseBool(os.Getenv("CI"))
-	return ci
-}
-
-// missing skips the test, or fails it when CI is set.
-func missing(t testing.TB, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if CI() {
-		t.Fatalf("%s (CI=true: failing instead of skipping)", msg)
-	}
-	t.Skipf("%s; skipping (set CI=true to make this a failure)", msg)
-}
-
-// RequirePostgres skips the test if the PostgreSQL server programs are not installed (in binDir,
-// or autodetected when it is ""), or fails it when CI=true.
-func RequirePostgres(t testing.TB, binDir string) {
-	t.Helper()
-	if _, err := localcluster.FindBinDir(binDir); err != nil {
-		missing(t, "%v", err)
-	}
-}
-
-// TempDir returns a fresh t.TempDir that the postgres OS user can traverse: t.TempDir makes
-// <tmp>/<test name><random>/<nnn>, both 0700, and PostgreSQL runs as postgres when we are root.
-func TempDir(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatalf("make %s traversable: %v", d, err)
-		}
-	}
-	return dir
-}
 
 // StartCluster starts a local PostgreSQL cluster for the test and stops it when the test ends.
 //
@@ -88,8 +49,8 @@ func TempDir(t testing.TB) string {
 // failed the tail of every server log is printed.
 func StartCluster(t testing.TB, opts localcluster.Options) *localcluster.Cluster {
 	t.Helper()
-	RequirePostgres(t, opts.BinDir)
-	dir := TempDir(t)
+	testenv.RequirePostgres(t, opts.BinDir)
+	dir := testenv.TempDir(t)
 	opts.Dir = dir
 	opts.Fast = true
 	if opts.Logger == nil {
@@ -135,7 +96,7 @@ func RequireTool(t testing.TB, name string) string {
 			return path
 		}
 	}
-	missing(t, "tool %q not found on PATH nor in the PostgreSQL bin dir", name)
+	testenv.Missing(t, "tool %q not found on PATH nor in the PostgreSQL bin dir", name)
 	return ""
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgquorum/pgquorum/localcluster"
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 // testTimeout bounds each test's own steps; the machine is small and shared.
@@ -24,24 +25,6 @@ func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// waitFor polls check until it reports true; the test fails when ctx ends first.
-func waitFor(t *testing.T, ctx context.Context, what string, check func() (bool, error)) {
-	t.Helper()
-	var lastErr error
-	for {
-		ok, err := check()
-		if ok && err == nil {
-			return
-		}
-		lastErr = err
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for %s: %v (last error: %v)", what, ctx.Err(), lastErr)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }
 
 // queryString runs sql on n and fails the test on error.
@@ -64,7 +47,7 @@ func execSQL(t *testing.T, ctx context.Context, n *localcluster.Node, sql string
 // waitForRows waits until table t on n holds want rows (replay on a standby is asynchronous).
 func waitForRows(t *testing.T, ctx context.Context, n *localcluster.Node, want string) {
 	t.Helper()
-	waitFor(t, ctx, n.Name+" to see "+want+" rows", func() (bool, error) {
+	testenv.Eventually(t, ctx, 0, n.Name+" to see "+want+" rows", func() (bool, error) {
 		v, err := n.QueryString(ctx, "SELECT count(*) FROM t")
 		return v == want, err
 	})
@@ -214,7 +197,7 @@ func TestFrozenStandbysBlockCommitUntilThawed(t *testing.T) {
 	go func() { committed <- primary.Exec(ctx, "INSERT INTO t VALUES (1)") }()
 
 	// Blocked is an observable state: the backend waits for a synchronous standby.
-	waitFor(t, ctx, "the INSERT to wait for sync replication", func() (bool, error) {
+	testenv.Eventually(t, ctx, 0, "the INSERT to wait for sync replication", func() (bool, error) {
 		v, err := primary.QueryString(ctx, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
 		return v == "1", err
 	})
@@ -287,8 +270,8 @@ func TestPromoteStandbyAfterPrimaryKilled(t *testing.T) {
 }
 
 func TestStartFailureReportsServerLogAndCleansUp(t *testing.T) {
-	RequirePostgres(t, "")
-	dir := TempDir(t)
+	testenv.RequirePostgres(t, "")
+	dir := testenv.TempDir(t)
 	ctx := testContext(t)
 	_, err := localcluster.Start(ctx, localcluster.Options{
 		Dir:       dir,
@@ -340,8 +323,8 @@ func TestStartReportsPortInUse(t *testing.T) {
 // A Dir too deep for unix socket paths (107 bytes) still works: the sockets go to a short
 // temporary directory, which Close removes.
 func TestDeepDirUsesShortSocketDir(t *testing.T) {
-	RequirePostgres(t, "")
-	dir := filepath.Join(TempDir(t), strings.Repeat("d", 60))
+	testenv.RequirePostgres(t, "")
+	dir := filepath.Join(testenv.TempDir(t), strings.Repeat("d", 60))
 	ctx := testContext(t)
 	c, err := localcluster.Start(ctx, localcluster.Options{Dir: dir, Names: []string{"solo"}, Fast: true})
 	if err != nil {
@@ -370,8 +353,8 @@ func TestDeepDirUsesShortSocketDir(t *testing.T) {
 }
 
 func TestStartRejectsBadOptions(t *testing.T) {
-	RequirePostgres(t, "")
-	dir := TempDir(t)
+	testenv.RequirePostgres(t, "")
+	dir := testenv.TempDir(t)
 	for _, tc := range []struct {
 		name string
 		opts localcluster.Options

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/pgquorum/pgquorum/localcluster"
 )
 
 // BenchmarkFailoverClientErrors is BenchmarkFailover (kill -9 of the primary, product timing)
@@ -87,11 +85,9 @@ func total(m map[string]int) int {
 func benchClientErrors(b *testing.B, iteration int) clientErrorRun {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	pg := StartCluster(b, localcluster.Options{})
-	proxies := startFailoverProxies(b, pg, ProxyOptions{})
-	defer teardown(pg, proxies)
-	old := pg.Node("pg1")
-	writeLoadTable(ctx, b, old, "bench_clients")
+	f := startFailoverBench(ctx, b, "bench_clients")
+	defer f.teardown()
+	proxies := f.proxies
 	var idle []*pgx.Conn
 	for i := range 50 {
 		c, err := pgx.Connect(ctx, proxies.Proxies[i%3].ConnString())
@@ -107,20 +103,15 @@ func benchClientErrors(b *testing.B, iteration int) clientErrorRun {
 		}
 		idle = append(idle, c)
 	}
-	load := startClassifiedLoad(b, "bench_clients", proxies.Proxies, 20)
+	load := startWriteLoad(b, "bench_clients", proxies.Proxies, loadOptions{Writers: 20, KeepSession: true})
 	defer load.Stop()
 	if err := load.WaitAcks(ctx, 200); err != nil {
 		b.Fatal(err)
 	}
 
 	b.StartTimer()
-	killedAt := time.Now()
-	if err := old.Kill(); err != nil {
-		b.Fatal(err)
-	}
-	newName := waitNewPrimary(ctx, b, proxies.Proxies, "pg1", 2)
-	promoted := pg.Node(newName)
-	if err := load.WaitAckOn(ctx, killedAt, promoted.Port); err != nil {
+	killedAt, promoted := f.killPrimary(ctx, b)
+	if _, err := load.WaitAck(ctx, killedAt, promoted.Port); err != nil {
 		b.Fatal(err)
 	}
 	b.StopTimer()
@@ -129,7 +120,7 @@ func benchClientErrors(b *testing.B, iteration int) clientErrorRun {
 	}
 	load.Stop()
 
-	run := clientErrorRun{newPrimary: newName, before: map[string]int{}, arrived: map[string]int{}}
+	run := clientErrorRun{newPrimary: promoted.Name, before: map[string]int{}, arrived: map[string]int{}}
 	acks := load.Acks()
 	run.acked = len(acks)
 	first := time.Time{}
@@ -167,7 +158,7 @@ func benchClientErrors(b *testing.B, iteration int) clientErrorRun {
 	verifyAcked(ctx, b, promoted, "bench_clients", acks)
 	b.Logf("iteration %d: writers: %s", iteration, load.Summary())
 	b.Logf("iteration %d: %s, unavailable %v, held max %v, 08007 %d, other errors before the kill %v, after %v, idle errors %d",
-		iteration, newName, run.unavailable.Round(time.Millisecond), run.heldMax.Round(time.Millisecond),
+		iteration, promoted.Name, run.unavailable.Round(time.Millisecond), run.heldMax.Round(time.Millisecond),
 		run.unknown, run.before, run.arrived, run.idleErrors)
 	return run
 }

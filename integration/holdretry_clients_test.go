@@ -12,9 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 // Idle client sessions of three kinds (pgx, psql, psycopg2) that set session state, stay idle
@@ -160,7 +161,7 @@ func requirePsycopg2(t *testing.T) (python, script string) {
 		failures = append(failures, fmt.Sprintf("%s: %v: %s", candidate, err, bytes.TrimSpace(out)))
 	}
 	if python == "" {
-		missing(t, "no python3 with the psycopg2 module (Debian: python3-psycopg2): %s", strings.Join(failures, "; "))
+		testenv.Missing(t, "no python3 with the psycopg2 module (Debian: python3-psycopg2): %s", strings.Join(failures, "; "))
 	}
 	script = filepath.Join(t.TempDir(), "idle_client.py")
 	if err := os.WriteFile(script, []byte(psycopg2Script), 0o644); err != nil {
@@ -260,14 +261,3 @@ func residentMemory(pid int) (int64, error) {
 }
 
 // pid returns the process id of p.
-// waitUntil polls cond every 10 ms until it holds or ctx ends.
-func waitUntil(ctx context.Context, t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for %s: %v", what, ctx.Err())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/pgquorum/pgquorum/localcluster"
 	"github.com/pgquorum/pgquorum/rejoin"
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 // TestHoldRetry proves SPEC §5 end to end: three `pgquorum run` processes in front of a real
@@ -87,7 +88,7 @@ func testHoldRetryKill(t *testing.T, pg *localcluster.Cluster, proxies *ProxyClu
 		}
 	}
 	// 20 autocommit writers.
-	load := startClassifiedLoad(t, "hr_kill", proxies.Proxies, 20)
+	load := startWriteLoad(t, "hr_kill", proxies.Proxies, loadOptions{Writers: 20, KeepSession: true})
 	if err := load.WaitAcks(ctx, 200); err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +121,7 @@ func testHoldRetryKill(t *testing.T, pg *localcluster.Cluster, proxies *ProxyClu
 	if o := <-during; o.err != nil || o.port != promoted.Port {
 		t.Errorf("connection opened during the failover: port %d, %v; want it on %s (%d)", o.port, o.err, newName, promoted.Port)
 	}
-	if err := load.WaitAckOn(ctx, killedAt, promoted.Port); err != nil {
+	if _, err := load.WaitAck(ctx, killedAt, promoted.Port); err != nil {
 		t.Fatal(err)
 	}
 	if err := load.WaitAcks(ctx, 200); err != nil {
@@ -174,7 +175,7 @@ func testHoldRetrySwitchover(t *testing.T, pg *localcluster.Cluster, proxies *Pr
 	for i := range 6 {
 		idle = append(idle, openPgxIdle(ctx, t, proxies.Proxies[i%3], 100+i))
 	}
-	load := startClassifiedLoad(t, "hr_switch", proxies.Proxies, 20)
+	load := startWriteLoad(t, "hr_switch", proxies.Proxies, loadOptions{Writers: 20, KeepSession: true})
 	if err := load.WaitAcks(ctx, 200); err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +189,7 @@ func testHoldRetrySwitchover(t *testing.T, pg *localcluster.Cluster, proxies *Pr
 		t.Fatalf("proxies agree on %s after a switchover to %s", got, to.Name)
 	}
 	t.Logf("switchover %s -> %s done %v after the request", from, to.Name, time.Since(startedAt).Round(time.Millisecond))
-	if err := load.WaitAckOn(ctx, startedAt, to.Port); err != nil {
+	if _, err := load.WaitAck(ctx, startedAt, to.Port); err != nil {
 		t.Fatal(err)
 	}
 	if err := load.WaitAcks(ctx, 200); err != nil {
@@ -253,7 +254,7 @@ func testHoldRetryTimeout(t *testing.T, pg *localcluster.Cluster, proxies *Proxy
 	// their verifier on the primary, before authentication, so they never take a
 	// hold.max_held place) and the idle session's request as held; its memory stays bounded.
 	var peakRSS, peakHeld, peakStarting int64
-	waitUntil(ctx, t, "the connections to wait", func() bool {
+	testenv.Eventually(t, ctx, 0, "the connections to wait", testenv.Cond(func() bool {
 		rss, _ := residentMemory(p.Pid())
 		peakRSS = max(peakRSS, rss)
 		held, _ := proxyGauge(ctx, p, "pgquorum_proxy_held_requests")
@@ -261,7 +262,7 @@ func testHoldRetryTimeout(t *testing.T, pg *localcluster.Cluster, proxies *Proxy
 		starting, _ := proxyGauge(ctx, p, "pgquorum_proxy_client_connections_starting")
 		peakStarting = max(peakStarting, starting)
 		return held >= 1 && starting >= waiting || time.Since(start) > holdRetryHoldTimeout
-	})
+	}))
 	wg.Wait()
 	close(results)
 	refused := 0

@@ -17,6 +17,7 @@ import (
 
 	"github.com/pgquorum/pgquorum/localcluster"
 	"github.com/pgquorum/pgquorum/proxy"
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 // BenchmarkProxyPgbench compares `pgbench -S` (select-only, simple protocol) directly against
@@ -129,7 +130,7 @@ func proxyParsePgbench(b *testing.B, out string) (tps, latencyMS float64) {
 // PgBouncer's port.
 func proxyStartPgBouncer(b *testing.B, pgbouncer string, pgPort int) int {
 	b.Helper()
-	dir := TempDir(b)
+	dir := testenv.TempDir(b)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

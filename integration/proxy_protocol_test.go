@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgquorum/pgquorum/proxy"
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 func (env *proxyEnv) testSimpleAndExtendedProtocol(t *testing.T) {
@@ -268,7 +269,7 @@ func (env *proxyEnv) testCancel(t *testing.T) {
 				queryErr <- err
 			}()
 			direct := env.connectDirect(t, ctx)
-			waitFor(t, ctx, "pg_sleep to run", func() (bool, error) {
+			testenv.Eventually(t, ctx, 0, "pg_sleep to run", func() (bool, error) {
 				var n int
 				err := direct.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
 					WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'`).Scan(&n)
@@ -418,7 +419,7 @@ func (env *proxyEnv) testShutdown(t *testing.T) {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(context.Background()) }()
-	waitFor(t, ctx, "listener", func() (bool, error) { return srv.Addr() != nil, nil })
+	testenv.Eventually(t, ctx, 0, "listener", func() (bool, error) { return srv.Addr() != nil, nil })
 	conn, err := pgx.Connect(ctx, proxyConnString(srv, proxyTrustUser, "", ""))
 	if err != nil {
 		t.Fatal(err)
@@ -476,7 +477,7 @@ func (env *proxyEnv) testStats(t *testing.T) {
 		after.BytesFromClients <= before.BytesFromClients || after.BytesToClients <= before.BytesToClients {
 		t.Fatalf("counters did not move as expected: before %+v, after %+v", before, after)
 	}
-	waitFor(t, ctx, "connections to be released", func() (bool, error) {
+	testenv.Eventually(t, ctx, 0, "connections to be released", func() (bool, error) {
 		now := env.scram.Stats()
 		return now.ClientConnections == before.ClientConnections && now.Sessions == before.Sessions, nil
 	})

@@ -17,6 +17,7 @@ import (
 	"github.com/pgquorum/pgquorum/admin"
 	"github.com/pgquorum/pgquorum/localcluster"
 	"github.com/pgquorum/pgquorum/rejoin"
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 // rejoinProxyOptions lets automatic failovers follow each other quickly (the flap
@@ -419,7 +420,7 @@ func execThrough(ctx context.Context, t *testing.T, p *ProxyProcess, sql string)
 // the new path of postgresql.conf.
 func moveConfigOut(t *testing.T, node *localcluster.Node) string {
 	t.Helper()
-	etc := filepath.Join(TempDir(t), "etc")
+	etc := filepath.Join(testenv.TempDir(t), "etc")
 	if err := os.Mkdir(etc, 0o755); err != nil {
 		t.Fatal(err)
 	}

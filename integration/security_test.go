@@ -24,6 +24,7 @@ import (
 	"github.com/pgquorum/pgquorum/admin"
 	"github.com/pgquorum/pgquorum/consensus/clusterstate"
 	"github.com/pgquorum/pgquorum/localcluster"
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 // TestAttacksOnTheControlPlane runs the attacks of issue 9 against three real
@@ -187,7 +188,7 @@ func (c *peerConn) closed() {
 // waitLog waits until p's log has a line containing every part.
 func waitLog(ctx context.Context, t *testing.T, p *ProxyProcess, parts ...string) {
 	t.Helper()
-	waitUntil(ctx, t, fmt.Sprintf("proxy %d to log %q", p.ID, parts), func() bool {
+	testenv.Eventually(t, ctx, 0, fmt.Sprintf("proxy %d to log %q", p.ID, parts), testenv.Cond(func() bool {
 		data, err := os.ReadFile(p.LogPath)
 		if err != nil {
 			return false
@@ -202,7 +203,7 @@ func waitLog(ctx context.Context, t *testing.T, p *ProxyProcess, parts ...string
 			}
 		}
 		return false
-	})
+	}))
 }
 
 // roles finds the Raft leader and a follower.

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgquorum/pgquorum/localcluster"
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 // TestFailoverBehaviour proves SPEC §5 row by row at the proxy level, against two real
@@ -587,16 +588,10 @@ func waitActive(t *testing.T, n *localcluster.Node, prefix string) {
 	})
 }
 
-// waitFor polls cond every 5 ms for up to 30 s.
+// waitFor waits (testenv.Eventually) until cond holds, failing after 30 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, t.Context(), 30*time.Second, what, testenv.Cond(cond))
 }
 
 // sessionPhase returns the phase of the session whose client connects from clientAddr

@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgquorum/pgquorum/localcluster"
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 // The tests of this file's siblings (*_pg_test.go) run the proxy against real PostgreSQL 15:
@@ -40,18 +38,8 @@ func startTestPostgres(t *testing.T, name string) *localcluster.Node {
 // the test; it is stopped when the test ends.
 func startTestCluster(t *testing.T, opts localcluster.Options) *localcluster.Cluster {
 	t.Helper()
-	if _, err := localcluster.FindBinDir(""); err != nil {
-		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
-			t.Fatalf("PostgreSQL is required (CI=true): %v", err)
-		}
-		t.Skipf("PostgreSQL not installed: %v", err)
-	}
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o755); err != nil { // PostgreSQL runs as postgres when we are root
-			t.Fatal(err)
-		}
-	}
+	testenv.RequirePostgres(t, "")
+	dir := testenv.TempDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	opts.Dir, opts.Fast = dir, true

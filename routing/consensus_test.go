@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgquorum/pgquorum/consensus/clusterstate"
 	"github.com/pgquorum/pgquorum/proxy"
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 // fakeRaft is a Raft member whose lease and applied signal the test controls.
@@ -208,16 +209,10 @@ func TestRoutingIsConfirmedOnlyOnceTheProxyAppliedTheRoute(t *testing.T) {
 	waitFor(t, func() bool { return raft.confirmed.Load() == 3 }, "index 3 confirmed after the proxy applied the fenced route")
 }
 
-// waitFor polls cond until it holds (bounded).
+// waitFor waits (testenv.Eventually) until cond holds, failing after 5 s.
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Eventually(t, t.Context(), 5*time.Second, what, testenv.Cond(cond))
 }
 
 func TestPrimaryWaitsForAgreementOrContext(t *testing.T) {

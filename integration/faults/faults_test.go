@@ -25,6 +25,7 @@ import (
 	"github.com/pgquorum/pgquorum/integration/proxies"
 	"github.com/pgquorum/pgquorum/localcluster"
 	"github.com/pgquorum/pgquorum/rejoin"
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 // TestFaults runs the scenarios one after the other on one PostgreSQL quorum
@@ -83,7 +84,7 @@ type result struct {
 
 func startSuite(t *testing.T) *suite {
 	t.Helper()
-	integration.RequirePostgres(t, "")
+	testenv.RequirePostgres(t, "")
 	fw, err := NewFirewall()
 	if err != nil {
 		missingTool(t, "a usable iptables (root, owner match): %v", err)
@@ -116,7 +117,7 @@ func startSuite(t *testing.T) *suite {
 // missingTool fails the test under CI=true, else skips it.
 func missingTool(t *testing.T, format string, args ...any) {
 	t.Helper()
-	if integration.CI() {
+	if testenv.CI() {
 		t.Fatalf(format+" (CI=true: failing instead of skipping)", args...)
 	}
 	t.Skipf(format+"; skipping (set CI=true to make this a failure)", args...)

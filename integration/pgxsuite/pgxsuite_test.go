@@ -19,6 +19,7 @@ import (
 	"github.com/pgquorum/pgquorum/integration"
 	"github.com/pgquorum/pgquorum/localcluster"
 	"github.com/pgquorum/pgquorum/proxy"
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 // directCounts are the results of the suite run directly against PostgreSQL 15 on this
@@ -102,7 +103,7 @@ func applySetup(ctx context.Context, t *testing.T, psql, moduleDir string, prima
 	if err != nil {
 		t.Fatal(err)
 	}
-	copyPath := filepath.Join(integration.TempDir(t), "postgresql_setup.sql")
+	copyPath := filepath.Join(testenv.TempDir(t), "postgresql_setup.sql")
 	if err := os.WriteFile(copyPath, script, 0o644); err != nil {
 		t.Fatal(err)
 	}

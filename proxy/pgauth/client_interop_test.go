@@ -7,12 +7,15 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/pgquorum/pgquorum/proxy/pgauth"
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 // These tests point real client libraries at the package's server side:
@@ -34,7 +37,7 @@ func connectWithPgx(t *testing.T, addr, user, password string) error {
 // connectWithPsql runs libpq's psql against addr and returns its output and error.
 func connectWithPsql(t *testing.T, addr, user, password string) (string, error) {
 	t.Helper()
-	psql := requirePostgresBinary(t, "psql")
+	psql := filepath.Join(testenv.RequirePostgres(t, ""), "psql")
 	host, port, _ := net.SplitHostPort(addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

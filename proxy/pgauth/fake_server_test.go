@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
 	"github.com/pgquorum/pgquorum/proxy/pgauth"
 )
 

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
 	"github.com/pgquorum/pgquorum/proxy/pgauth"
 )
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+
 	"github.com/pgquorum/pgquorum/proxy/pgauth"
 )
 
@@ -346,7 +347,7 @@ func TestAgainstRealPostgres(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pg.exec(t, admin, "CREATE ROLE pgquorum LOGIN PASSWORD 'query secret' NOSUPERUSER; CREATE ROLE super_role LOGIN SUPERUSER PASSWORD 'x'")
+		pg.exec(t, admin, "ALTER ROLE pgquorum NOSUPERUSER PASSWORD 'query secret'; CREATE ROLE super_role LOGIN SUPERUSER PASSWORD 'x'")
 		pg.exec(t, admin, string(sql))
 		query := pg.connect(t, "pgquorum", "query secret")
 		ctx := context.Background()
