@@ -3,6 +3,8 @@ package consensus
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -93,22 +95,25 @@ func (n *Node) applyConfChange(index uint64, cc raftpb.ConfChangeI) {
 	if err != nil {
 		n.log.Warn("conf change with undecodable context", "index", index, "err", err)
 	}
-	for _, ch := range v2.GetChanges() {
+	changes := v2.GetChanges()
+	var readded []uint64
+	for _, ch := range changes {
 		t := ch.GetType()
 		if (t == raftpb.ConfChangeAddNode || t == raftpb.ConfChangeAddLearnerNode) && n.book.isRemoved(ch.GetNodeId()) {
-			n.log.Warn("refusing to re-add a removed member", "index", index, "member", ch.GetNodeId())
-			n.finishConfChange(ctx, ErrMemberRemoved)
-			return
+			readded = append(readded, ch.GetNodeId())
 		}
 	}
+	if len(readded) > 0 {
+		n.log.Warn("refusing to re-add a removed member", "index", index, "members", readded)
+		n.refuseConfChange(ctx, changes)
+		return
+	}
 	n.confState = n.rn.ApplyConfChange(cc)
-	for _, ch := range v2.GetChanges() {
+	for i, ch := range changes {
 		id := ch.GetNodeId()
 		switch ch.GetType() {
 		case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
-			if len(v2.GetChanges()) == 1 {
-				n.book.set(id, ctx.Addr)
-			}
+			n.book.set(id, ctx.addr(i, len(changes)))
 			if addr := n.book.addr(id); addr != "" && id != n.cfg.NodeID {
 				n.transport.SetPeer(id, addr)
 			}
@@ -122,23 +127,49 @@ func (n *Node) applyConfChange(index uint64, cc raftpb.ConfChangeI) {
 	n.membersDirty = true
 	// A member that joins may need a snapshot to catch up, and raft only
 	// installs a snapshot whose configuration lists the receiver: take one
-	// that does now, instead of up to SnapshotEvery entries later.
-	n.snapshotSoon = true
+	// that does now, instead of up to SnapshotEvery entries later. Only a
+	// voter can lead and send snapshots; a learner need not.
+	if isVoter(n.confState, n.cfg.NodeID) {
+		n.snapshotSoon = true
+	}
 	n.log.Info("membership changed", "index", index, "change", describeConfChange(v2),
-		"voters", n.confState.GetVoters(), "learners", n.confState.GetLearners())
-	n.finishConfChange(ctx, nil)
+		"voters", n.confState.GetVoters(), "learners", len(n.confState.GetLearners()))
+	for _, seq := range ctx.seqs() {
+		n.finishConfChange(ctx.Proposer, seq, nil)
+	}
+}
+
+// refuseConfChange answers the local waiters of a change that re-added a
+// removed member: that member's with ErrMemberRemoved; the other learners of
+// a batch are proposed again.
+func (n *Node) refuseConfChange(ctx confChangeContext, changes []*raftpb.ConfChangeSingle) {
+	if ctx.Proposer != n.cfg.NodeID {
+		return
+	}
+	for i, seq := range ctx.seqs() {
+		if i < len(changes) && !n.book.isRemoved(changes[i].GetNodeId()) {
+			for _, c := range n.confQueue {
+				if c.seq == seq {
+					c.proposedAt = time.Time{}
+				}
+			}
+			continue
+		}
+		n.finishConfChange(ctx.Proposer, seq, ErrMemberRemoved)
+	}
 }
 
 // finishConfChange answers the local AddMember/RemoveMember/Join waiting for
-// this change, if any, and lets the next queued change go.
-func (n *Node) finishConfChange(ctx confChangeContext, err error) {
-	if ctx.Proposer != n.cfg.NodeID || len(n.confQueue) == 0 {
+// the change proposer's seq, if it is this node's, and lets the next queued
+// change go.
+func (n *Node) finishConfChange(proposer, seq uint64, err error) {
+	if proposer != n.cfg.NodeID || seq == 0 {
 		return
 	}
 	for i, c := range n.confQueue {
-		if c.seq == ctx.Seq {
+		if c.seq == seq {
 			c.finish(err)
-			n.confQueue = append(n.confQueue[:i], n.confQueue[i+1:]...)
+			n.confQueue = slices.Delete(n.confQueue, i, i+1)
 			return
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -35,16 +36,31 @@ func TestEnvelopeRoundTripAndRejects(t *testing.T) {
 }
 
 func TestConfChangeContextRoundTrip(t *testing.T) {
-	in := confChangeContext{Addr: "10.0.0.1:7001", Proposer: 3, Seq: 9}
-	out, err := decodeConfChangeContext(encodeConfChangeContext(in))
-	if err != nil || out != in {
-		t.Fatalf("got %+v, %v", out, err)
+	for _, in := range []confChangeContext{
+		{Addr: "10.0.0.1:7001", Proposer: 3, Seq: 9},
+		{Proposer: 3, Added: []addedMember{{Addr: "10.0.0.2:7001", Seq: 10}, {Addr: "10.0.0.3:7001", Seq: 11}}},
+	} {
+		out, err := decodeConfChangeContext(encodeConfChangeContext(in))
+		if err != nil || !reflect.DeepEqual(out, in) {
+			t.Fatalf("got %+v, %v; want %+v", out, err, in)
+		}
 	}
-	if out, err := decodeConfChangeContext(nil); err != nil || out != (confChangeContext{}) {
+	if out, err := decodeConfChangeContext(nil); err != nil || !reflect.DeepEqual(out, confChangeContext{}) {
 		t.Fatalf("empty context: %+v, %v", out, err)
 	}
 	if _, err := decodeConfChangeContext([]byte("{")); err == nil {
 		t.Fatal("garbage context decoded")
+	}
+	batch := confChangeContext{Proposer: 3, Added: []addedMember{{Addr: "a", Seq: 10}, {Addr: "b", Seq: 11}}}
+	if got := batch.addr(1, 2); got != "b" {
+		t.Errorf("address of the second learner of a batch: %q", got)
+	}
+	if got := batch.seqs(); !slices.Equal(got, []uint64{10, 11}) {
+		t.Errorf("waiters of a batch: %v", got)
+	}
+	single := confChangeContext{Addr: "a", Seq: 9}
+	if got := single.addr(0, 1); got != "a" || !slices.Equal(single.seqs(), []uint64{9}) {
+		t.Errorf("single change: address %q, waiters %v", got, single.seqs())
 	}
 }
 

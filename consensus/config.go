@@ -89,6 +89,13 @@ type Config struct {
 	// Plaintext runs the TCP transport without TLS: peers are whoever they
 	// claim to be. Only for security.insecure on loopback, and tests.
 	Plaintext bool
+	// BatchLearners, if set, is asked before the leader proposes a learner
+	// addition while more are queued: true lets it add them all in one
+	// membership change (a ConfChangeV2 entry listing each learner's address).
+	// Builds from before it cannot read those addresses, so the node wiring
+	// turns it on only once every voter understands it (the cluster version).
+	// nil: one learner per change.
+	BatchLearners func() bool
 	// LearnerProposals, if set, decides which proposals a peer with a learner
 	// certificate may make (the payload is what Propose was given); an error
 	// drops the proposal. A learner can never propose a membership change.

@@ -53,11 +53,43 @@ func decodeEnvelope(data []byte) (proposalID, []byte, error) {
 
 // confChangeContext is the Context of every conf change this package
 // proposes: the member's raft address (for additions) and, for changes asked
-// for through AddMember/RemoveMember/Join, the proposal id of the waiter.
+// for through AddMember/RemoveMember/Join, the proposal id of the waiter. A
+// change that adds several learners at once (membership.go) lists each one's
+// address and waiter in Added instead, in the order of the changes.
 type confChangeContext struct {
-	Addr     string `json:"addr,omitempty"`
-	Proposer uint64 `json:"proposer,omitempty"`
-	Seq      uint64 `json:"seq,omitempty"`
+	Addr     string        `json:"addr,omitempty"`
+	Proposer uint64        `json:"proposer,omitempty"`
+	Seq      uint64        `json:"seq,omitempty"`
+	Added    []addedMember `json:"added,omitempty"`
+}
+
+// addedMember is one learner of a batched addition.
+type addedMember struct {
+	Addr string `json:"addr,omitempty"`
+	Seq  uint64 `json:"seq,omitempty"`
+}
+
+// addr returns the address of the i-th of count changes.
+func (c confChangeContext) addr(i, count int) string {
+	if count == 1 {
+		return c.Addr
+	}
+	if i < len(c.Added) {
+		return c.Added[i].Addr
+	}
+	return ""
+}
+
+// seqs returns the waiters the change answers, in the order of the changes.
+func (c confChangeContext) seqs() []uint64 {
+	if len(c.Added) == 0 {
+		return []uint64{c.Seq}
+	}
+	seqs := make([]uint64, len(c.Added))
+	for i, a := range c.Added {
+		seqs[i] = a.Seq
+	}
+	return seqs
 }
 
 func encodeConfChangeContext(c confChangeContext) []byte {

@@ -9,10 +9,15 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 )
 
-// confChangeRetry is how long a proposed conf change may stay unapplied
-// before it is proposed again (raft silently drops a conf change while another
-// one is pending, and forwarded proposals can be lost).
-const confChangeRetry = time.Second
+// confChangeRetryTicks is how long a proposed conf change may stay unapplied
+// before it is proposed again: raft silently drops a conf change while another
+// one is pending (a new leader refuses them until it applied its whole log),
+// and forwarded proposals can be lost. Proposing one twice is harmless: the
+// second one changes nothing, or raft drops it.
+const confChangeRetryTicks = 3
+
+// maxLearnersPerChange bounds how many learners one membership change adds.
+const maxLearnersPerChange = 256
 
 // joinTimeout bounds how long the leader keeps a learner's join queued.
 const joinTimeout = 30 * time.Second
@@ -149,8 +154,9 @@ func (n *Node) enqueueConfChange(c *confChangeRequest) {
 }
 
 // driveConfChanges drops expired requests and proposes the head of the queue
-// if it was not proposed yet or its last proposal is overdue. Runs on the
-// Raft loop.
+// if it was not proposed yet or its last proposal is overdue. The head and the
+// learner additions queued right behind it go in one change when
+// Config.BatchLearners allows it. Runs on the Raft loop.
 func (n *Node) driveConfChanges(now time.Time) {
 	if len(n.confQueue) == 0 {
 		return
@@ -165,27 +171,54 @@ func (n *Node) driveConfChanges(now time.Time) {
 	}
 	clear(n.confQueue[len(kept):])
 	n.confQueue = kept
-	if len(n.confQueue) == 0 || n.lead == 0 {
-		return
+	if len(n.confQueue) == 0 || n.lead == 0 || isJoint(n.confState) {
+		return // raft refuses every change until it left a joint configuration
 	}
 	head := n.confQueue[0]
-	if !head.proposedAt.IsZero() && now.Sub(head.proposedAt) < confChangeRetry {
+	if !head.proposedAt.IsZero() && now.Sub(head.proposedAt) < confChangeRetryTicks*n.cfg.TickInterval {
 		return
 	}
-	head.proposedAt = now
-	cc := &raftpb.ConfChange{
-		Type:   head.changeType.Enum(),
-		NodeId: new(head.nodeID),
-		Context: encodeConfChangeContext(confChangeContext{
-			Addr:     head.addr,
-			Proposer: n.cfg.NodeID,
-			Seq:      head.seq,
-		}),
+	batch := n.confQueue[:1]
+	if head.changeType == raftpb.ConfChangeAddLearnerNode && n.cfg.BatchLearners != nil && n.cfg.BatchLearners() {
+		end := 1
+		for end < len(n.confQueue) && end < maxLearnersPerChange && n.confQueue[end].changeType == raftpb.ConfChangeAddLearnerNode {
+			end++
+		}
+		batch = n.confQueue[:end]
 	}
-	if err := n.rn.ProposeConfChange(cc); err != nil {
-		n.log.Debug("conf change not proposed yet", "change", head.changeType.String(), "member", head.nodeID, "err", err)
+	for _, c := range batch {
+		c.proposedAt = now
+	}
+	if err := n.rn.ProposeConfChange(n.confChangeOf(batch)); err != nil {
+		n.log.Debug("conf change not proposed yet", "change", head.changeType.String(), "member", head.nodeID, "members", len(batch), "err", err)
 	}
 }
+
+// confChangeOf is the conf change that makes the changes of batch: a
+// ConfChange for one, a ConfChangeV2 (raft enters and leaves a joint
+// configuration by itself) for several learners.
+func (n *Node) confChangeOf(batch []*confChangeRequest) raftpb.ConfChangeI {
+	if len(batch) == 1 {
+		c := batch[0]
+		return &raftpb.ConfChange{
+			Type:    c.changeType.Enum(),
+			NodeId:  new(c.nodeID),
+			Context: encodeConfChangeContext(confChangeContext{Addr: c.addr, Proposer: n.cfg.NodeID, Seq: c.seq}),
+		}
+	}
+	ctx := confChangeContext{Proposer: n.cfg.NodeID}
+	cc := &raftpb.ConfChangeV2{}
+	for _, c := range batch {
+		cc.Changes = append(cc.Changes, &raftpb.ConfChangeSingle{Type: c.changeType.Enum(), NodeId: new(c.nodeID)})
+		ctx.Added = append(ctx.Added, addedMember{Addr: c.addr, Seq: c.seq})
+	}
+	cc.Context = encodeConfChangeContext(ctx)
+	return cc
+}
+
+// isJoint reports whether cs is a joint configuration (a change of several
+// members is half done).
+func isJoint(cs *raftpb.ConfState) bool { return len(cs.GetVotersOutgoing()) > 0 }
 
 // sendJoins asks every configured peer to add this learner. The leader acts
 // on it; a follower forwards it to the leader it knows.

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 )
 
 func TestLearnerJoinsThroughJoinAndCatchesUp(t *testing.T) {
@@ -266,4 +268,144 @@ func TestLeaseIsLostByAPartitionedNodeAndKeptByTheMajority(t *testing.T) {
 	// Healing restores it.
 	c.net.heal()
 	waitFor(t, testWait, func() bool { return c.get(victim).node.LeaseValid(time.Now()) }, "lease after heal")
+}
+
+// A learner that joins a quiet cluster whose log was compacted long ago
+// installs a snapshot that lists it (taken after its addition): it catches up
+// at once, and the leader sends it one snapshot, not one after another.
+func TestLearnerJoinsAfterTheLogWasCompacted(t *testing.T) {
+	t.Parallel()
+	const every = 10
+	c := newTestCluster(t, 3, func(cfg *Config) { cfg.SnapshotEvery = every })
+	leader := c.waitLeader()
+	// Enough entries to compact the log, and a few more: the learner's
+	// addition must not land where a periodic snapshot is due anyway.
+	var want []string
+	for i := 0; ; i++ {
+		st := c.get(leader).node.Status()
+		if since := st.Applied - st.SnapshotIndex; i >= 3*every && since > 0 && since < every-3 {
+			break
+		}
+		kv := fmt.Sprintf("old%d=%d", i, i)
+		c.propose(leader, kv)
+		want = append(want, kv)
+	}
+	c.waitValues(want)
+	for _, id := range c.running() {
+		waitFor(t, testWait, func() bool {
+			first, err := c.get(id).node.storage.mem.FirstIndex()
+			return err == nil && first > every
+		}, "the log of node %d to be compacted", id)
+	}
+
+	learner := c.start(10, false)
+	waitFor(t, testWait, func() bool { return learner.node.Status().Member }, "learner to be added")
+	c.waitValues(want, 10)
+	waitFor(t, testWait, func() bool { return learner.node.LeaseValid(time.Now()) }, "learner lease")
+	sent := c.net.snapshotsTo(10)
+	if sent == 0 {
+		t.Fatal("the learner caught up without a snapshot; the log was not compacted")
+	}
+	// A quiet cluster: the learner must not be sent snapshot after snapshot.
+	time.Sleep(25 * testTick)
+	again := c.net.snapshotsTo(10)
+	t.Logf("snapshots sent to the learner: %d to join, %d in all", sent, again)
+	if again > 2 {
+		t.Fatalf("the leader sent the learner %d snapshots; it needs one", again)
+	}
+	c.propose(leader, "new=1")
+	c.waitValues(append(slices.Clone(want), "new=1"), 10)
+}
+
+// Learners that ask to join while a membership change is in flight are added
+// together, in one change, once BatchLearners allows it; every member learns
+// each one's address from that change.
+func TestLearnersThatAskTogetherJoinInOneChange(t *testing.T) {
+	t.Parallel()
+	batch := func(cfg *Config) { cfg.BatchLearners = func() bool { return true } }
+	c := newTestCluster(t, 3, batch)
+	leader := c.waitLeader()
+	c.propose(leader, "before=1")
+	// The learners' own Join requests go to a peer that does not exist; the
+	// test hands the leader all of them at once instead.
+	c.tweakCfg = func(cfg *Config) {
+		batch(cfg)
+		if !cfg.Voter {
+			cfg.Peers = []Peer{{ID: 99, Addr: "mem-99"}}
+		}
+	}
+	var learners []uint64
+	for id := uint64(10); id < 18; id++ {
+		c.start(id, false)
+		learners = append(learners, id)
+	}
+	for _, id := range learners {
+		c.get(leader).node.joins <- inboundJoin{from: Sender{ID: id, Role: PeerLearner}, req: JoinRequest{NodeID: id, Addr: fmt.Sprintf("mem-%d", id)}}
+	}
+	for _, id := range learners {
+		waitFor(t, testWait, func() bool { return c.get(id).node.Status().Member }, "learner %d to be added", id)
+	}
+	c.propose(leader, "after=1")
+	c.waitValues([]string{"before=1", "after=1"})
+	for _, id := range learners {
+		waitFor(t, testWait, func() bool { return c.get(id).node.LeaseValid(time.Now()) }, "lease on learner %d", id)
+	}
+	for _, voter := range []uint64{1, 2, 3} {
+		members := c.get(voter).node.Members()
+		for _, id := range learners {
+			i := slices.IndexFunc(members, func(m Member) bool { return m.ID == id })
+			if i < 0 || members[i].Voter || members[i].Addr != fmt.Sprintf("mem-%d", id) {
+				t.Fatalf("voter %d's members %+v: want learner %d at mem-%d", voter, members, id, id)
+			}
+		}
+	}
+
+	// The leader's log: fewer changes than learners, one of them adding several.
+	changes, largest := learnerAdditions(t, c.get(leader).node)
+	t.Logf("%d learners added by %d membership changes (largest: %d learners)", len(learners), changes, largest)
+	if changes >= len(learners) || largest < 2 {
+		t.Fatalf("%d learners added by %d changes, at most %d at once: joins were not batched", len(learners), changes, largest)
+	}
+}
+
+// learnerAdditions counts the conf change entries in n's log that add
+// learners, and the most learners one of them adds.
+func learnerAdditions(t *testing.T, n *Node) (changes, largest int) {
+	t.Helper()
+	first, _ := n.storage.mem.FirstIndex()
+	last, _ := n.storage.mem.LastIndex()
+	entries, err := n.storage.mem.Entries(first, last+1, math.MaxUint64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		var cc raftpb.ConfChangeI
+		switch e.GetType() {
+		case raftpb.EntryConfChange:
+			v1 := &raftpb.ConfChange{}
+			if err := proto.Unmarshal(e.GetData(), v1); err != nil {
+				t.Fatal(err)
+			}
+			cc = v1
+		case raftpb.EntryConfChangeV2:
+			v2 := &raftpb.ConfChangeV2{}
+			if err := proto.Unmarshal(e.GetData(), v2); err != nil {
+				t.Fatal(err)
+			}
+			cc = v2
+		default:
+			continue
+		}
+		added := 0
+		for _, ch := range cc.AsV2().GetChanges() {
+			if ch.GetType() == raftpb.ConfChangeAddLearnerNode {
+				added++
+			}
+		}
+		if added > 0 {
+			changes++
+			largest = max(largest, added)
+		}
+	}
+	return changes, largest
 }
