@@ -52,7 +52,7 @@ func TestDecodeRejectsGarbage(t *testing.T) {
 		{"JSON null", `null`, "no payload"},
 		{"an array", `[1,2]`, "cannot unmarshal"},
 		{"empty object", `{}`, "no payload"},
-		{"newer version", `{"version":2,"type":"set_paused","set_paused":{"paused":true}}`, "version 2 needs a newer pgquorum"},
+		{"newer version", `{"version":99,"type":"set_paused","set_paused":{"paused":true}}`, "version 99 needs a newer pgquorum"},
 		{"version of another type", `{"version":0,"type":"set_paused","set_paused":{"paused":true}}`, "version 1 command, the entry says version 0"},
 		{"no payload", `{"version":1,"type":"set_paused"}`, "no payload"},
 		{"null payload", `{"version":1,"type":"set_paused","set_paused":null}`, "no payload"},

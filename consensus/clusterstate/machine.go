@@ -92,6 +92,14 @@ func (m *Machine) State() State {
 	return m.state.Clone()
 }
 
+// AgreedVersion returns the cluster version (State.AgreedVersion) without
+// copying the state.
+func (m *Machine) AgreedVersion() uint32 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.state.AgreedVersion()
+}
+
 // AppliedIndex returns the index of the last log entry applied (or restored).
 func (m *Machine) AppliedIndex() uint64 {
 	m.mu.RLock()

@@ -169,7 +169,7 @@ func TestMachineRestoreRefusesBadSnapshots(t *testing.T) {
 	good, _ := m.Snapshot()
 	bad := []string{
 		`garbage`,
-		`{"version":2,"applied_index":1,"state":{"epoch":0}}`,
+		`{"version":99,"applied_index":1,"state":{"epoch":0}}`,
 		`{"version":1,"applied_index":1,"state":{"epoch":1}}`,                                                     // no nodes
 		`{"version":1,"applied_index":1,"state":{"epoch":0,"primary":"pg1"}}`,                                     // epoch 0 not empty
 		`{"version":1,"applied_index":1,"state":{"epoch":1,"primary":"pg9","nodes":[{"name":"pg1"}]}}`,            // unknown primary

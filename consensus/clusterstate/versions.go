@@ -25,7 +25,15 @@ import (
 // the cluster has not agreed on. The cluster version never goes down.
 
 // MaxVersion is the highest command version this build understands.
-const MaxVersion uint32 = 1
+const MaxVersion uint32 = 2
+
+// VersionBatchedLearners (2) adds no command. It says that every voter reads
+// a membership change that adds several learners at once (one Raft
+// ConfChangeV2 entry listing each learner's address): from this cluster
+// version on, the Raft leader adds the learners that ask to join together
+// (consensus.Config.BatchLearners) instead of one per change. A build of
+// version 1 would not learn those learners' addresses.
+const VersionBatchedLearners uint32 = 2
 
 // MaxVersionReports bounds State.Versions (one report per proxy, learners
 // included).

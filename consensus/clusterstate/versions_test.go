@@ -2,6 +2,7 @@ package clusterstate
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -12,8 +13,9 @@ func TestUnknownVersionStopsApplyingInsteadOfSkipping(t *testing.T) {
 	if _, err := m.Apply(1, ok); err != nil {
 		t.Fatal(err)
 	}
-	newer := []byte(`{"version":2,"type":"shiny_new_thing","shiny_new_thing":{"x":1}}`)
-	raise := []byte(`{"version":1,"type":"raise_cluster_version","raise_cluster_version":{"version":2,"voters":[1]}}`)
+	next := MaxVersion + 1
+	newer := fmt.Appendf(nil, `{"version":%d,"type":"shiny_new_thing","shiny_new_thing":{"x":1}}`, next)
+	raise := fmt.Appendf(nil, `{"version":1,"type":"raise_cluster_version","raise_cluster_version":{"version":%d,"voters":[1]}}`, next)
 	for _, data := range [][]byte{newer, raise} {
 		_, err := m.Apply(2, data)
 		var unsupported *UnsupportedVersionError
@@ -34,8 +36,8 @@ func TestUnknownVersionStopsApplyingInsteadOfSkipping(t *testing.T) {
 		t.Fatalf("malformed entry: err %v, applied %d; want skipped", err, m.AppliedIndex())
 	}
 	// A snapshot of a newer cluster version is refused the same way.
-	if err := m.Restore([]byte(`{"version":2,"applied_index":9,"state":{"epoch":0,"cluster_version":2,"future":true}}`)); !errors.As(err, &unsupported) {
-		t.Fatalf("Restore of a version 2 snapshot: %v", err)
+	if err := m.Restore(fmt.Appendf(nil, `{"version":%d,"applied_index":9,"state":{"epoch":0,"cluster_version":%d,"future":true}}`, next, next)); !errors.As(err, &unsupported) {
+		t.Fatalf("Restore of a version %d snapshot: %v", next, err)
 	}
 }
 
