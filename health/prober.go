@@ -55,10 +55,15 @@ type Prober struct {
 	timeout time.Duration
 	logger  *slog.Logger
 
-	conn   *pgconn.PgConn // nil when not connected
+	conn   *pgconn.PgConn // nil when not connected; the probe's statements are prepared on it
 	dialer *probeDialer   // the dialer behind conn
-	sql    string         // the probe query for conn's privileges
 }
+
+// Names of the probe's prepared statements on each probe connection.
+const (
+	probeNodeStatement     = "pgquorum_probe_node"
+	probeReplicasStatement = "pgquorum_probe_replicas"
+)
 
 // NewProber checks cfg and parses its connection string. It does no I/O.
 func NewProber(cfg ProberConfig) (*Prober, error) {
@@ -136,7 +141,12 @@ func (p *Prober) probe(ctx context.Context) (Probe, error) {
 			return Probe{}, fmt.Errorf("connect: %w", err)
 		}
 	}
-	results, err := p.conn.Exec(ctx, p.sql).ReadAll()
+	// Both prepared statements in one round trip (ExecBatch appends its Sync
+	// to the batch, so a batch serves once).
+	batch := &pgconn.Batch{}
+	batch.ExecPrepared(probeNodeStatement, nil, nil, nil)
+	batch.ExecPrepared(probeReplicasStatement, nil, nil, nil)
+	results, err := p.conn.ExecBatch(ctx, batch).ReadAll()
 	if err != nil {
 		return Probe{}, fmt.Errorf("probe query: %w", err)
 	}
@@ -156,12 +166,19 @@ func (p *Prober) connect(ctx context.Context) error {
 
 	// PostgreSQL checks EXECUTE privileges on every function of a query
 	// before running it, even in a CASE branch that is never taken, so the
-	// probe query is chosen once per connection.
+	// probe query is chosen once per connection. It is prepared then: parsed
+	// and planned once, not at every probe (a statement without parameters
+	// keeps its generic plan).
 	results, err := conn.Exec(ctx, `SELECT has_function_privilege('pg_ls_waldir()', 'EXECUTE')`).ReadAll()
 	if err != nil {
 		return fmt.Errorf("check privileges: %w", err)
 	}
-	p.sql = probeSQL(len(results) == 1 && len(results[0].Rows) == 1 && string(results[0].Rows[0][0]) == "t")
+	nodeSQL, replicasSQL := probeSQL(len(results) == 1 && len(results[0].Rows) == 1 && string(results[0].Rows[0][0]) == "t")
+	for _, stmt := range []struct{ name, sql string }{{probeNodeStatement, nodeSQL}, {probeReplicasStatement, replicasSQL}} {
+		if _, err := conn.Prepare(ctx, stmt.name, stmt.sql, nil); err != nil {
+			return fmt.Errorf("prepare the probe: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -231,19 +248,19 @@ func (d *probeDialer) abandon() {
 	d.conns = nil
 }
 
-// probeSQL returns the whole probe: two statements sent in one simple-query
-// message, so one round trip. pg_is_in_recovery() is evaluated once, so a
-// promotion during the query cannot mix primary and standby answers; the
-// primary-only functions are guarded by it because they fail in recovery.
-// Without the right to call pg_ls_waldir() the newest WAL file column is
-// NULL.
-func probeSQL(mayListWAL bool) string {
+// probeSQL returns the two statements of the probe, prepared on each probe
+// connection and sent together, so one round trip: the node itself, and its
+// walsenders. pg_is_in_recovery() is evaluated once, so a promotion during the
+// query cannot mix primary and standby answers; the primary-only functions are
+// guarded by it because they fail in recovery. Without the right to call
+// pg_ls_waldir() the newest WAL file column is NULL.
+func probeSQL(mayListWAL bool) (node, replicas string) {
 	newestWALFile := "NULL::text"
 	if mayListWAL {
 		newestWALFile = `CASE WHEN r.in_recovery
     THEN (SELECT max(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$') END`
 	}
-	return `SELECT current_setting('server_version_num'),
+	node = `SELECT current_setting('server_version_num'),
   current_setting('server_version'),
   r.in_recovery,
   CASE WHEN r.in_recovery THEN NULL ELSE pg_current_wal_lsn() END,
@@ -257,11 +274,12 @@ func probeSQL(mayListWAL bool) string {
   w.status, w.received_tli, w.flushed_lsn, w.latest_end_lsn,
   w.sender_host, w.sender_port, w.slot_name, w.conninfo
 FROM (SELECT pg_is_in_recovery() AS in_recovery) AS r
-LEFT JOIN pg_stat_wal_receiver AS w ON w.pid IS NOT NULL;
-SELECT application_name, host(client_addr), state, sync_state, sync_priority,
+LEFT JOIN pg_stat_wal_receiver AS w ON w.pid IS NOT NULL`
+	replicas = `SELECT application_name, host(client_addr), state, sync_state, sync_priority,
   sent_lsn, write_lsn, flush_lsn, replay_lsn
 FROM pg_stat_replication
 ORDER BY application_name, pid`
+	return node, replicas
 }
 
 // probe columns of the first statement, in order.
@@ -290,7 +308,7 @@ const (
 
 const replicaColumns = 9
 
-// parseProbeResults turns the two result sets of probeSQL into a Probe.
+// parseProbeResults turns the results of probeSQL's two statements into a Probe.
 func parseProbeResults(results []*pgconn.Result) (Probe, error) {
 	if len(results) != 2 {
 		return Probe{}, fmt.Errorf("probe query: got %d result sets, want 2", len(results))
