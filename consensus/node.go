@@ -350,6 +350,11 @@ func (n *Node) Applied() <-chan struct{} { return n.appliedSignal.wait() }
 // Status returns the latest published status.
 func (n *Node) Status() Status { return *n.status.Load() }
 
+// StatusChanged returns a channel that is closed at the next change of
+// Status other than the lease, or when the node stops. Take it before
+// reading Status, as with Applied.
+func (n *Node) StatusChanged() <-chan struct{} { return n.statusSignal.wait() }
+
 // LeaseValid reports whether a quorum confirmed this node's view within the
 // lease: the proxy may forward traffic only while it is true.
 func (n *Node) LeaseValid(now time.Time) bool {

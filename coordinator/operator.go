@@ -243,11 +243,14 @@ func (c *Coordinator) Safety() Safety {
 	q := c.quorumView(st.Primary)
 	s.Quorum = q.Source
 	s.Reasons = append(s.Reasons, q.Hazards...)
-	if c.Health == nil {
+	switch snapshot := healthSnapshot(c.Health); {
+	case c.Health == nil:
 		s.Reasons = append(s.Reasons, "this proxy has no health monitor to judge the standbys")
-	} else {
+	case !probedAny(snapshot):
+		s.Reasons = append(s.Reasons, "this proxy has not probed the PostgreSQL nodes (learners never do: ask a voting proxy)")
+	default:
 		var up []string
-		for name, status := range c.Health.Snapshot() {
+		for name, status := range snapshot {
 			if status.State.Health == health.HealthUp && status.State.InRecovery {
 				up = append(up, name)
 			}
@@ -258,4 +261,22 @@ func (c *Coordinator) Safety() Safety {
 	}
 	s.Safe = len(s.Reasons) == 0
 	return s
+}
+
+// healthSnapshot is h's snapshot, nil without a monitor.
+func healthSnapshot(h HealthView) map[string]health.NodeStatus {
+	if h == nil {
+		return nil
+	}
+	return h.Snapshot()
+}
+
+// probedAny reports whether any node of snapshot was probed at least once.
+func probedAny(snapshot map[string]health.NodeStatus) bool {
+	for _, status := range snapshot {
+		if !status.Latest.At.IsZero() {
+			return true
+		}
+	}
+	return false
 }

@@ -40,8 +40,8 @@ func (n *Node) metricsSources(monitor *health.Monitor) metrics.Sources {
 			snapshot := monitor.Snapshot()
 			for _, b := range n.cfg.Backends {
 				s, ok := snapshot[b.Name]
-				if !ok {
-					continue
+				if !ok || s.Latest.At.IsZero() {
+					continue // not probed yet; a learner never probes
 				}
 				view.Nodes = append(view.Nodes, metrics.BackendStatus{
 					Name:              b.Name,

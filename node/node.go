@@ -123,6 +123,9 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		// The router confirms each applied index once the proxy acted on it
 		// (routing.ConsensusRouter.RouteApplied), so failovers wait for it.
 		RoutingConfirmation: true,
+		// Learners that ask to join together are added in one change once
+		// every voter can read such a change.
+		BatchLearners: func() bool { return n.machine.AgreedVersion() >= clusterstate.VersionBatchedLearners },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("raft: %w", err)
@@ -169,11 +172,6 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		Proxy:  cfg.Node.ID,
 		Health: monitor,
 		Logger: logger.With("component", "health-reporter"),
-	}
-	if !cfg.Node.IsVoter() {
-		// Learners' observations never decide a failover; with many sidecars,
-		// report changes only.
-		reporter.Refresh = -1
 	}
 	n.coordinator = &coordinator.Coordinator{
 		Raft:  raft,
@@ -268,10 +266,21 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 	n.cancel = cancel
 	n.goRun("routing", func() error { n.router.Run(runCtx); return nil })
 	if cfg.Auth.QueryUser != "" {
-		// A sidecar without database credentials (auth.lookup: voters, no query user)
-		// probes nothing: its observations never decide a failover.
-		n.goRun("health", func() error { return monitor.Run(runCtx) })
-		n.goRun("health-reporter", func() error { return reporter.Run(runCtx) })
+		// Only voters probe PostgreSQL and report what they see (health.go);
+		// a learner starts when it is promoted. A sidecar without database
+		// credentials (auth.lookup: voters, no query user) probes nothing.
+		n.goRun("health", func() error {
+			if !waitVoter(runCtx, raft) {
+				return nil
+			}
+			return monitor.Run(runCtx)
+		})
+		n.goRun("health-reporter", func() error {
+			if !waitVoter(runCtx, raft) {
+				return nil
+			}
+			return reporter.Run(runCtx)
+		})
 	}
 	n.goRun("coordinator", func() error { n.coordinator.Run(runCtx); return nil })
 	n.goRun("certificates", func() error {
@@ -345,6 +354,13 @@ func (n *Node) Close(ctx context.Context) error {
 
 // Routing is this node's current routing decision.
 func (n *Node) Routing() routing.View { return n.router.Current() }
+
+// RoutingChanged returns a channel closed at the next change of Routing (take
+// it before reading Routing, so no change is missed).
+func (n *Node) RoutingChanged() <-chan struct{} {
+	_, changed := n.router.Route()
+	return changed
+}
 
 // State is the replicated cluster state as this node has applied it.
 func (n *Node) State() clusterstate.State { return n.machine.State() }
