@@ -3,18 +3,14 @@ package integration
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgquorum/pgquorum/admin"
-	"github.com/pgquorum/pgquorum/config"
 	"github.com/pgquorum/pgquorum/localcluster"
-	"github.com/pgquorum/pgquorum/node"
 )
 
 // TestConsensus runs three proxy processes in front of a real quorum cluster and
@@ -221,57 +217,13 @@ func testLearners(t *testing.T, pg *localcluster.Cluster, proxies *ProxyCluster)
 	const learners = 20
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	proxies.Cert(t, "node", "--id", fmt.Sprintf("100-%d", 100+learners-1), "--learner")
-	block := filepath.Join(proxies.Certs, fmt.Sprintf("node-100-%d", 100+learners-1))
-
-	var peers []config.Peer
-	for _, p := range proxies.Proxies {
-		peers = append(peers, config.Peer{ID: p.ID, Raft: p.Raft})
-	}
-	dir := t.TempDir()
-	var nodes []*node.Node
-	t.Cleanup(func() {
-		for _, n := range nodes {
-			closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_ = n.Close(closeCtx)
-			cancel()
-		}
-	})
-	no := false
-	for i := range learners {
-		id := uint64(100 + i)
-		cfg := &config.Config{
-			ClusterName: "itest",
-			Node:        config.Node{ID: id, DataDir: filepath.Join(dir, strconv.FormatUint(id, 10)), Voter: &no},
-			Listen:      config.Listen{Postgres: "127.0.0.1:0", Admin: "127.0.0.1:0", Raft: FreeAddr(t)},
-			Peers:       peers,
-			Auth:        config.Auth{Method: "scram-sha-256", QueryUser: localcluster.QueryUser, QueryPassword: localcluster.QueryPassword, QueryDatabase: "postgres"},
-			Hold: config.Hold{Timeout: config.Duration{Duration: 5 * time.Second}, MaxHeld: config.DefaultMaxHeld,
-				ReleaseConcurrency: config.DefaultReleaseConcurrency},
-			Health:  config.Health{Interval: config.Duration{Duration: config.DefaultHealthInterval}, Timeout: config.Duration{Duration: config.DefaultHealthTimeout}},
-			Backend: config.BackendTLS{SSLMode: "disable"},
-			Log:     config.Log{Format: "text", Level: "info"},
-			PeerTLS: &config.PeerTLS{CA: filepath.Join(proxies.Certs, "ca.pem"), Cert: block + ".pem", Key: block + "-key.pem"},
-		}
-		for _, n := range pg.Nodes {
-			cfg.Backends = append(cfg.Backends, config.Backend{Name: n.Name, Address: n.Address()})
-		}
-		n, err := node.Start(ctx, cfg, nil, node.Options{NoRuntimeMetrics: true})
-		if err != nil {
-			t.Fatalf("learner %d: %v", id, err)
-		}
-		nodes = append(nodes, n)
-	}
+	fleet := startLearners(ctx, t, pg, proxies, 100, learners)
+	nodes := fleet.Nodes
 	joinStart := time.Now()
+	if err := fleet.waitRouting(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
 	for _, n := range nodes {
-		for !n.Routing().Routing {
-			select {
-			case <-ctx.Done():
-				t.Fatalf("learner %d never routed: %s", n.Raft().Status().ID, n.Routing().Reason)
-			case <-n.Raft().Applied():
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
 		if e := n.Routing().Epoch; e != 1 {
 			t.Fatalf("learner sees epoch %d, want 1", e)
 		}
