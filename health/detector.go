@@ -6,7 +6,8 @@ import (
 	"time"
 )
 
-// Defaults of DetectorConfig.
+// Defaults of DetectorConfig. A Monitor derives DownAfter from its probe
+// interval and timeout instead (see MonitorConfig.Detector).
 const (
 	DefaultFailAfter    = 3
 	DefaultDownAfter    = 1500 * time.Millisecond
@@ -103,9 +104,16 @@ type DetectorConfig struct {
 // A Detector does no I/O and starts no goroutines. It is owned by one
 // goroutine (the Monitor's detector loop): its methods must not be called
 // concurrently.
+//
+// The detector tells "the node did not answer" from "this process could not
+// run": after Stalled(until), a failed probe that started before until does
+// not count, and a node's silence is measured from until at the earliest.
 type Detector struct {
 	config DetectorConfig
 	nodes  map[string]*nodeTrack
+	// stalledUntil is the end of the latest stretch in which this process
+	// could not run (Stalled); zero when there was none.
+	stalledUntil time.Time
 }
 
 // nodeTrack is what the detector remembers about one node.
@@ -173,6 +181,11 @@ func (d *Detector) Observe(p Probe) (Change, bool) {
 		return Change{}, false
 	}
 
+	if p.At.Before(d.stalledUntil) {
+		// In flight while this process could not run: the probe may have
+		// timed out because nobody read the answer. It says nothing.
+		return Change{}, false
+	}
 	t.successes = 0
 	t.failures++
 	t.lastFailure = p
@@ -180,7 +193,7 @@ func (d *Detector) Observe(p Probe) (Change, bool) {
 		return Change{}, false
 	}
 	var reason string
-	switch silent := now.Sub(t.lastSuccess); {
+	switch silent := d.silence(t, now); {
 	case t.failures >= d.config.FailAfter:
 		reason = fmt.Sprintf("%d consecutive failed probes: %s", t.failures, p.Err)
 	case silent >= d.config.DownAfter:
@@ -202,7 +215,7 @@ func (d *Detector) Check() []Change {
 	var changes []Change
 	for _, node := range d.sortedNodes() {
 		t := d.nodes[node]
-		silent := now.Sub(t.lastSuccess)
+		silent := d.silence(t, now)
 		if t.state.Health == HealthDown || silent < d.config.DownAfter {
 			continue
 		}
@@ -215,6 +228,28 @@ func (d *Detector) Check() []Change {
 		changes = append(changes, d.change(node, t, down, now, reason, t.lastFailure))
 	}
 	return changes
+}
+
+// Stalled tells the detector that this process could not run (it was
+// stopped, or starved of CPU) until until: the probes in flight then may have
+// failed for that reason alone, and the nodes had no chance to answer. Failed
+// probes that started before until are ignored, and each node's silence
+// starts again at until.
+func (d *Detector) Stalled(until time.Time) {
+	if until.After(d.stalledUntil) {
+		d.stalledUntil = until
+	}
+}
+
+// silence is how long t's node has gone without a successful probe that this
+// process was able to take: since its last success or the end of the latest
+// stall, whichever is later.
+func (d *Detector) silence(t *nodeTrack, now time.Time) time.Duration {
+	since := t.lastSuccess
+	if d.stalledUntil.After(since) {
+		since = d.stalledUntil
+	}
+	return now.Sub(since)
 }
 
 func (d *Detector) change(node string, t *nodeTrack, to NodeState, now time.Time, reason string, p Probe) Change {

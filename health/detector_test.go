@@ -25,7 +25,9 @@ func newFakeClock() *fakeClock {
 //	ok standby 1   a successful probe of a standby on timeline 1
 //	ok primary 2   a successful probe of a primary on timeline 2
 //	fail           a failed probe
+//	fail 9s        a failed probe that started 9 s ago
 //	wait 500ms     advance the clock (produces nothing)
+//	stalled        Detector.Stalled(now): this process did not run until now
 //	check          Detector.Check
 //
 // A change is written "from -> to", e.g. "unknown -> up standby timeline 1".
@@ -44,14 +46,24 @@ func runDetectorScript(t *testing.T, script string) {
 			if err != nil {
 				t.Fatalf("line %d: %v", n+1, err)
 			}
-			p := Probe{Node: "pg1", Reachable: true, InRecovery: fields[1] == "standby", Timeline: uint32(timeline)}
+			p := Probe{Node: "pg1", At: clock.Now(), Reachable: true, InRecovery: fields[1] == "standby", Timeline: uint32(timeline)}
 			if c, ok := d.Observe(p); ok {
 				changes = append(changes, c)
 			}
 		case "fail":
-			if c, ok := d.Observe(Probe{Node: "pg1", Err: "connection refused"}); ok {
+			started := clock.Now()
+			if len(fields) > 1 {
+				ago, err := time.ParseDuration(fields[1])
+				if err != nil {
+					t.Fatalf("line %d: %v", n+1, err)
+				}
+				started = started.Add(-ago)
+			}
+			if c, ok := d.Observe(Probe{Node: "pg1", At: started, Err: "connection refused"}); ok {
 				changes = append(changes, c)
 			}
+		case "stalled":
+			d.Stalled(clock.Now())
 		case "wait":
 			dur, err := time.ParseDuration(fields[1])
 			if err != nil {
@@ -254,4 +266,44 @@ func TestDetectorCheckOrdersByNodeAndCarriesTheLastFailure(t *testing.T) {
 	if _, ok := d.Verdict("pg9"); ok {
 		t.Fatal("verdict of an unknown node")
 	}
+}
+
+func TestDetectorIgnoresProbesInFlightWhileTheProcessDidNotRun(t *testing.T) {
+	// SIGSTOP for 9 s: every probe in flight times out, and nobody probed.
+	runDetectorScript(t, `
+ok primary 1 => -
+ok primary 1 => unknown -> up primary timeline 1
+wait 9s
+stalled      => -
+fail 9s      => -
+fail 9s      => -
+fail 9s      => -
+check        => -
+ok primary 1 => -`)
+}
+
+func TestDetectorSilenceAfterAStallStartsAtItsEnd(t *testing.T) {
+	runDetectorScript(t, `
+ok primary 1 => -
+ok primary 1 => unknown -> up primary timeline 1
+wait 9s
+stalled      => -
+check        => -
+wait 1400ms
+check        => -
+wait 100ms
+check        => up primary timeline 1 -> down primary timeline 1`)
+}
+
+func TestDetectorFailuresAfterAStallCount(t *testing.T) {
+	runDetectorScript(t, `
+ok primary 1 => -
+ok primary 1 => unknown -> up primary timeline 1
+wait 100ms
+fail         => -
+wait 9s
+stalled      => -
+fail 9s      => -
+fail         => -
+fail         => up primary timeline 1 -> down primary timeline 1`)
 }

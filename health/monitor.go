@@ -23,10 +23,14 @@ type MonitorNode struct {
 // MonitorConfig configures a Monitor. Zero fields take the defaults.
 type MonitorConfig struct {
 	Nodes    []MonitorNode
-	Interval time.Duration  // between the starts of two probes of one node (see probeLoop); default DefaultInterval
-	Timeout  time.Duration  // bound on one probe; default DefaultProbeTimeout
-	Detector DetectorConfig // hysteresis and clock
-	Logger   *slog.Logger   // nil discards
+	Interval time.Duration // between the starts of two probes of one node (see probeLoop); default DefaultInterval
+	Timeout  time.Duration // bound on one probe; default DefaultProbeTimeout
+	// Detector sets the hysteresis and the clock. A zero DownAfter is derived
+	// from the probes: FailAfter intervals, and at least one timeout plus one
+	// interval, so a node that answers slowly but within the timeout is never
+	// down by the time rule (500 ms probes with a 1 s timeout: 1.5 s).
+	Detector DetectorConfig
+	Logger   *slog.Logger // nil discards
 }
 
 // nodeProber is what the Monitor needs from a Prober; tests substitute a
@@ -59,6 +63,11 @@ type Monitor struct {
 	logger     *slog.Logger
 	probers    map[string]nodeProber
 	checkEvery time.Duration
+	// stallAfter: a detector loop that wakes this much later than its check
+	// timer allows concludes that the process could not run (noticeStall).
+	stallAfter time.Duration
+	now        func() time.Time
+	stallLog   time.Time // when a stall was last logged as a warning
 
 	changes chan Change
 	started atomic.Bool // set by the first Run
@@ -103,6 +112,17 @@ func newMonitor(cfg MonitorConfig, probers map[string]nodeProber) (*Monitor, err
 	for _, node := range cfg.Nodes {
 		names = append(names, node.Name)
 	}
+	if cfg.Detector.DownAfter <= 0 {
+		failAfter := cfg.Detector.FailAfter
+		if failAfter <= 0 {
+			failAfter = DefaultFailAfter
+		}
+		timeout := cfg.Timeout
+		if timeout <= 0 {
+			timeout = DefaultProbeTimeout
+		}
+		cfg.Detector.DownAfter = max(time.Duration(failAfter)*interval, timeout+interval)
+	}
 	detector := NewDetector(cfg.Detector, names...)
 	m := &Monitor{
 		nodes:    cfg.Nodes,
@@ -113,6 +133,8 @@ func newMonitor(cfg MonitorConfig, probers map[string]nodeProber) (*Monitor, err
 		// The time rule is checked often enough that a silent node is
 		// declared down within a small fraction of DownAfter.
 		checkEvery: max(min(interval, detector.config.DownAfter)/5, time.Millisecond),
+		stallAfter: max(interval/2, minStall),
+		now:        detector.config.Now,
 		changes:    make(chan Change),
 		snapshot:   map[string]NodeStatus{},
 	}
@@ -223,6 +245,7 @@ func (m *Monitor) detectorLoop(ctx context.Context, probes <-chan Probe) {
 	var queue changeQueue
 	check := time.NewTicker(m.checkEvery)
 	defer check.Stop()
+	lastWake := m.now()
 	for {
 		// Offer the oldest waiting change; a nil channel disables the case.
 		var out chan<- Change
@@ -230,19 +253,29 @@ func (m *Monitor) detectorLoop(ctx context.Context, probes <-chan Probe) {
 		if waiting {
 			out = m.changes
 		}
+		var probe Probe
+		var probed, checked bool
 		select {
 		case <-ctx.Done():
 			return
 		case out <- next:
 			queue.pop()
-		case probe := <-probes:
+		case probe = <-probes:
+			probed = true
+		case <-check.C:
+			checked = true
+		}
+		// Before anything is judged: did this process run meanwhile?
+		lastWake = m.noticeStall(lastWake)
+		switch {
+		case probed:
 			m.record(probe)
 			if change, ok := m.detector.Observe(probe); ok {
 				m.logChange(change)
 				queue.push(change)
 			}
 			m.publish()
-		case <-check.C:
+		case checked:
 			changes := m.detector.Check()
 			for _, change := range changes {
 				m.logChange(change)
@@ -254,6 +287,32 @@ func (m *Monitor) detectorLoop(ctx context.Context, probes <-chan Probe) {
 		}
 	}
 }
+
+// minStall is the shortest delay noticeStall takes for a stall of the process.
+const minStall = 100 * time.Millisecond
+
+// noticeStall runs at every wake-up of the detector loop, whose check timer
+// wakes it at least every checkEvery. A wake-up much later than that means
+// this process did not run in between (a stopped process, a CPU or GC stall):
+// the detector is told, so that the probes in flight do not count as failures
+// and no node is down for a silence this process caused. It returns the time
+// of this wake-up.
+func (m *Monitor) noticeStall(lastWake time.Time) time.Time {
+	now := m.now()
+	if gap := now.Sub(lastWake); gap > m.checkEvery+m.stallAfter {
+		m.detector.Stalled(now)
+		level := slog.LevelDebug
+		if now.Sub(m.stallLog) >= stallLogEvery {
+			level, m.stallLog = slog.LevelWarn, now
+		}
+		m.logger.Log(context.Background(), level, "health: this process did not run for a while (stopped, or starved of CPU): "+
+			"the probes in flight do not count as failures", "stalled", gap.Round(time.Millisecond))
+	}
+	return now
+}
+
+// stallLogEvery bounds the warnings about stalls of this process.
+const stallLogEvery = 10 * time.Second
 
 // record stores probe as the node's latest.
 func (m *Monitor) record(probe Probe) {

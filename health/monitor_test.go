@@ -22,6 +22,7 @@ type scriptedProber struct {
 	mu     sync.Mutex
 	fail   bool          // answer with a failure
 	hang   time.Duration // block this long (or until ctx is done) before answering
+	now    func() time.Time
 	probes atomic.Int64
 	closed atomic.Bool
 }
@@ -36,7 +37,7 @@ func (s *scriptedProber) Probe(ctx context.Context) Probe {
 	s.mu.Lock()
 	fail, hang := s.fail, s.hang
 	s.mu.Unlock()
-	start := time.Now()
+	start := s.now()
 	s.probes.Add(1)
 	if hang > 0 {
 		select {
@@ -55,19 +56,25 @@ func (s *scriptedProber) Close() { s.closed.Store(true) }
 // startScriptedMonitor runs a Monitor over scripted probers for pg1..pg3 and
 // stops it when the test ends, checking that every goroutine is gone.
 func startScriptedMonitor(t *testing.T) (*Monitor, map[string]*scriptedProber) {
+	return startScriptedMonitorOn(t, time.Now)
+}
+
+// startScriptedMonitorOn is startScriptedMonitor with the clock now for the
+// monitor, its detector and the probers.
+func startScriptedMonitorOn(t *testing.T, now func() time.Time) (*Monitor, map[string]*scriptedProber) {
 	t.Helper()
 	probers := map[string]*scriptedProber{}
 	asProbers := map[string]nodeProber{}
 	var nodes []MonitorNode
 	for _, name := range []string{"pg1", "pg2", "pg3"} {
-		probers[name] = &scriptedProber{node: name}
+		probers[name] = &scriptedProber{node: name, now: now}
 		asProbers[name] = probers[name]
 		nodes = append(nodes, MonitorNode{Name: name})
 	}
 	m, err := newMonitor(MonitorConfig{
 		Nodes:    nodes,
 		Interval: 5 * time.Millisecond,
-		Detector: DetectorConfig{DownAfter: time.Second},
+		Detector: DetectorConfig{DownAfter: time.Second, Now: now},
 	}, asProbers)
 	if err != nil {
 		t.Fatal(err)
@@ -194,6 +201,80 @@ func TestMonitorHungNodeDoesNotDelayTheOthers(t *testing.T) {
 	waitFor(t, "probes of pg2 while pg1 hangs", func() bool { return probers["pg2"].probes.Load() > count+5 })
 	if got := m.Snapshot()["pg2"].State.Health; got != HealthUp {
 		t.Fatalf("pg2 = %v", got)
+	}
+}
+
+// jumpClock is the real clock plus an offset the test moves forward: what a
+// process sees after it was stopped (SIGSTOP) or starved of CPU for a while.
+type jumpClock struct{ offset atomic.Int64 }
+
+func (c *jumpClock) Now() time.Time       { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *jumpClock) Jump(d time.Duration) { c.offset.Add(int64(d)) }
+func probesOf(p *scriptedProber) int64    { return p.probes.Load() }
+func probeCounts(ps map[string]*scriptedProber) map[string]int64 {
+	counts := map[string]int64{}
+	for name, p := range ps {
+		counts[name] = probesOf(p)
+	}
+	return counts
+}
+
+// A process that did not run for 10 s (its probes in flight time out, nobody
+// probed, the time rule's silence is long over) reports no node down: it could
+// not run, the nodes did not fail to answer. The root cause of proxies that
+// reported the primary down when they were resumed after a SIGSTOP.
+func TestMonitorAProcessThatDidNotRunReportsNobodyDown(t *testing.T) {
+	clock := &jumpClock{}
+	m, probers := startScriptedMonitorOn(t, clock.Now)
+	for range 3 {
+		nextChange(t, m) // the three Unknown -> Up
+	}
+	// Take every change as it comes (a slow reader would see a down and
+	// the up after it cancel out).
+	var mu sync.Mutex
+	var seen []Change
+	go func() {
+		for c := range m.Changes() {
+			mu.Lock()
+			seen = append(seen, c)
+			mu.Unlock()
+		}
+	}()
+	// Every probe now hangs, then fails: an answer nobody read in time.
+	before := probeCounts(probers)
+	for _, p := range probers {
+		p.set(true, 50*time.Millisecond)
+	}
+	waitFor(t, "a failing probe in flight on every node", func() bool {
+		for name, p := range probers {
+			if probesOf(p) < before[name]+2 {
+				return false
+			}
+		}
+		return true
+	})
+	clock.Jump(10 * time.Second)
+	for _, p := range probers {
+		p.set(false, 0)
+	}
+	after := probeCounts(probers)
+	waitFor(t, "probes after the stall", func() bool {
+		for name, p := range probers {
+			if probesOf(p) < after[name]+5 {
+				return false
+			}
+		}
+		return true
+	})
+	mu.Lock()
+	for _, c := range seen {
+		t.Errorf("change after the stall: %s %v -> %v (%s)", c.Node, c.From, c.To, c.Reason)
+	}
+	mu.Unlock()
+	for _, node := range []string{"pg1", "pg2", "pg3"} {
+		if h := healthOf(m, node); h != HealthUp {
+			t.Errorf("%s is %v after the stall", node, h)
+		}
 	}
 }
 

@@ -152,17 +152,11 @@ func testCutOffProxy(t *testing.T, pg *localcluster.Cluster, proxies *ProxyClust
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	// This test is about the lease, not failover: the frozen proxies' health
-	// monitors wake up after ~9 s without a probe and may report the primary
-	// down before their first new probe, which would start a failover.
-	if err := isolated.Client().SetPaused(ctx, true); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := isolated.Client().SetPaused(context.Background(), false); err != nil {
-			t.Errorf("resume automatic failover: %v", err)
-		}
-	}()
+	// The frozen proxies' health monitors wake up after seconds without a
+	// probe, their probes in flight timed out: they must not take that for
+	// the primary's failure (automatic failover stays on).
+	downs := watchDownReports(isolated, pg.Nodes[0].Name)
+	defer downs.Stop()
 
 	// Freezing the two other proxies cuts this one off from the Raft quorum.
 	others := proxies.Proxies[1:]
@@ -201,11 +195,34 @@ func testCutOffProxy(t *testing.T, pg *localcluster.Cluster, proxies *ProxyClust
 	t.Logf("new connection through the cut-off proxy failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
 
 	thaw()
+	thawedAt := time.Now()
 	if err := isolated.WaitRouting(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if port := queryServerPort(ctx, t, isolated); port != pg.Nodes[0].Port {
 		t.Fatalf("after the cut healed, proxy routes to port %d", port)
+	}
+	// Each thawed proxy probed the primary again and reported it up; none
+	// reported it down on the way (a change is reported at once).
+	err = isolated.WaitCluster(ctx, "fresh observations of the primary by the thawed proxies", func(v admin.ClusterView) bool {
+		fresh := 0
+		for _, n := range v.Nodes {
+			for _, o := range n.Observations {
+				if n.Name == pg.Nodes[0].Name && o.Proxy != isolated.ID && o.Up && o.At.After(thawedAt) {
+					fresh++
+				}
+			}
+		}
+		return fresh == len(others)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reports := downs.Stop(); len(reports) > 0 {
+		t.Fatalf("proxies reported the primary down at %v after being stopped and resumed", reports)
+	}
+	if v, err := isolated.Cluster(ctx); err != nil || v.Epoch != 1 {
+		t.Fatalf("epoch %d after the cut (%v): a failover of a healthy primary", v.Epoch, err)
 	}
 }
 
