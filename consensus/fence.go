@@ -41,7 +41,7 @@ import (
 // The assumption behind leaseBound: the monotonic clocks of any two proxies
 // advance at rates within ClockRateBound of each other (NTP slews by at most
 // 0.05 %), and a proxy acts on the expiry of its lease within FenceMargin (the
-// router checks the lease every 20 ms and the proxy closes its backend
+// router's timer fires at the lease's expiry and the proxy closes its backend
 // connections at once). A proxy process paused for longer than FenceMargin
 // between checking its lease and using a backend connection (a stopped VM, a
 // SIGSTOP) breaks it, as it breaks every lease.

@@ -305,10 +305,15 @@ func (n *Node) propose(p *proposeRequest) {
 func (n *Node) publish() {
 	st := n.buildStatus()
 	n.status.Store(&st)
+	now := time.Now()
+	wasValid := n.LeaseValid(now)
 	if until := st.LeaseValidUntil; until.IsZero() {
 		n.leaseUntil.Store(0)
 	} else {
 		n.leaseUntil.Store(int64(until.Sub(n.startedAt)))
+	}
+	if !wasValid && n.LeaseValid(now) {
+		n.leaseSignal.notify()
 	}
 	withoutLease := st
 	withoutLease.LeaseValidUntil = time.Time{}

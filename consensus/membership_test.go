@@ -264,10 +264,22 @@ func TestLeaseIsLostByAPartitionedNodeAndKeptByTheMajority(t *testing.T) {
 	if lostAfter == 0 {
 		t.Fatal("partitioned node never lost its lease")
 	}
+	if expiry := c.get(victim).node.LeaseExpiry(); !expiry.Equal(st.LeaseValidUntil) {
+		t.Fatalf("LeaseExpiry %v, status says %v", expiry, st.LeaseValidUntil)
+	}
 
-	// Healing restores it.
+	// Healing restores it, and says so: a reader that waits for the lease
+	// needs no poll.
+	gained := c.get(victim).node.LeaseGained()
 	c.net.heal()
-	waitFor(t, testWait, func() bool { return c.get(victim).node.LeaseValid(time.Now()) }, "lease after heal")
+	select {
+	case <-gained:
+	case <-time.After(testWait):
+		t.Fatal("the regained lease was never signalled")
+	}
+	if !c.get(victim).node.LeaseValid(time.Now()) {
+		t.Fatal("lease signalled as gained but not valid")
+	}
 }
 
 // A learner that joins a quiet cluster whose log was compacted long ago

@@ -104,6 +104,7 @@ type Node struct {
 	leaseUntil    atomic.Int64 // since startedAt, in ns; 0 = no lease
 	appliedSignal *signal
 	statusSignal  *signal
+	leaseSignal   *signal // notified when the lease becomes valid after it was not
 
 	// Peer calls (calls.go): guarded by their own mutex, not the loop.
 	calls *callTable
@@ -171,6 +172,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		confirmations:   make(chan struct{}, 1),
 		appliedSignal:   newSignal(),
 		statusSignal:    newSignal(),
+		leaseSignal:     newSignal(),
 		calls:           newCallTable(),
 		done:            make(chan struct{}),
 	}
@@ -379,6 +381,22 @@ func (n *Node) ConfirmedSince(t time.Time) bool {
 	return sentAt >= t.Sub(n.startedAt)
 }
 
+// LeaseExpiry is when the lease runs out unless it is renewed first (on the
+// monotonic clock); zero when there is no lease.
+func (n *Node) LeaseExpiry() time.Time {
+	until := n.leaseUntil.Load()
+	if until == 0 {
+		return time.Time{}
+	}
+	return n.startedAt.Add(time.Duration(until))
+}
+
+// LeaseGained returns a channel that is closed the next time the lease
+// becomes valid after it was not (gained, or regained after it ran out), or
+// when the node stops. Renewals of a valid lease only move LeaseExpiry: a
+// reader waits for the expiry, then looks again.
+func (n *Node) LeaseGained() <-chan struct{} { return n.leaseSignal.wait() }
+
 // WaitLeader blocks until a leader is known (or ctx ends, or the node stops).
 func (n *Node) WaitLeader(ctx context.Context) error {
 	for {
@@ -476,6 +494,7 @@ func (n *Node) shutdown(reason error) {
 	n.closeErr = errors.Join(n.transport.Close(), n.storage.close())
 	n.appliedSignal.stop()
 	n.statusSignal.stop()
+	n.leaseSignal.stop()
 	close(n.done)
 }
 

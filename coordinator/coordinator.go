@@ -20,6 +20,8 @@ type Raft interface {
 	Status() consensus.Status
 	Propose(ctx context.Context, data []byte) ([]byte, error)
 	Applied() <-chan struct{}
+	// StatusChanged is signalled when Status changes (a new leader, say).
+	StatusChanged() <-chan struct{}
 	Done() <-chan struct{}
 	// Members lists the members of the applied configuration; the voters among
 	// them decide whether the primary is down.
@@ -157,11 +159,19 @@ type Coordinator struct {
 func (c *Coordinator) Run(ctx context.Context) {
 	d := newDriver(c)
 	for {
-		applied := c.Raft.Applied()
-		wait := c.interval()
-		if c.Raft.Status().IsLeader {
-			wait = d.leaderStep(ctx)
+		applied, status := c.Raft.Applied(), c.Raft.StatusChanged()
+		if !c.Raft.Status().IsLeader {
+			// Nothing to do until this member leads: no timer, no wake-ups.
+			select {
+			case <-ctx.Done():
+				return
+			case <-c.Raft.Done():
+				return
+			case <-status:
+			}
+			continue
 		}
+		wait := d.leaderStep(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -182,6 +192,7 @@ func (c *Coordinator) Run(ctx context.Context) {
 			timer.Stop()
 			return
 		case <-applied:
+		case <-status:
 		case <-timer.C:
 		}
 		timer.Stop()

@@ -91,6 +91,9 @@ func (r *fakeRaft) Applied() <-chan struct{} {
 
 func (r *fakeRaft) Done() <-chan struct{} { return r.done }
 
+// StatusChanged never fires: the tests set leader before Run.
+func (r *fakeRaft) StatusChanged() <-chan struct{} { return nil }
+
 func (r *fakeRaft) Propose(ctx context.Context, data []byte) ([]byte, error) {
 	cmd, err := clusterstate.Decode(data)
 	if err != nil {

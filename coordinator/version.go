@@ -10,7 +10,12 @@ import (
 )
 
 // Defaults of VersionAgreement.
-const DefaultVersionCheck = time.Second
+const (
+	DefaultVersionCheck = time.Second
+	// versionRecheck is how often a proxy whose report is in looks again
+	// without being woken (in case its report was dropped meanwhile).
+	versionRecheck = 30 * time.Second
+)
 
 // VersionAgreement runs on every proxy and agrees the cluster version through
 // Raft (clusterstate/versions.go): it reports the highest command version
@@ -20,7 +25,11 @@ const DefaultVersionCheck = time.Second
 // of a new version is proposed only after every voter runs a build that
 // understands it: rolling upgrades are safe.
 //
-// Run's goroutine owns everything; it checks every Interval.
+// Run's goroutine owns everything. It checks when entries are applied while
+// its report is not in yet (retrying failed proposals every Interval), on the
+// leader whenever entries are applied, and otherwise only when the leader
+// changes (and every 30 s): a follower or learner whose report is in does not
+// wake up for nothing.
 type VersionAgreement struct {
 	Raft  Raft
 	State StateSource
@@ -37,34 +46,47 @@ func (a *VersionAgreement) Run(ctx context.Context) error {
 	if a.Raft == nil || a.State == nil || a.Proxy == 0 {
 		return errors.New("coordinator: version agreement needs Raft, State and a non-zero Proxy id")
 	}
-	ticker := time.NewTicker(orDefault(a.Interval, DefaultVersionCheck))
-	defer ticker.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
-		a.check(ctx)
+		applied, status := a.Raft.Applied(), a.Raft.StatusChanged()
+		settled := a.check(ctx)
+		wait := orDefault(a.Interval, DefaultVersionCheck)
+		if settled {
+			applied, wait = nil, versionRecheck
+		}
+		if a.Raft.Status().IsLeader {
+			applied = a.Raft.Applied() // a voter's report may allow a raise
+		}
+		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-a.Raft.Done():
 			return nil
-		case <-ticker.C:
+		case <-applied:
+		case <-status:
+		case <-timer.C:
 		}
+		timer.Stop()
 	}
 }
 
 // check proposes what is missing: this proxy's report, or (leader only) the
-// raise of the cluster version.
-func (a *VersionAgreement) check(ctx context.Context) {
+// raise of the cluster version. It reports whether this proxy's report is in
+// the state.
+func (a *VersionAgreement) check(ctx context.Context) (settled bool) {
 	st := a.Raft.Status()
 	if st.Leader == 0 {
-		return // no leader known (a learner that has not joined yet, an election)
+		return false // no leader known (a learner that has not joined yet, an election)
 	}
 	state := a.State.State()
 	if state.ReportedVersion(a.Proxy) != clusterstate.MaxVersion {
 		a.propose(ctx, clusterstate.Command{ReportVersion: &clusterstate.ReportVersion{Proxy: a.Proxy, MaxVersion: clusterstate.MaxVersion}})
-		return
+		return false
 	}
 	if !st.IsLeader {
-		return
+		return true
 	}
 	var voters []uint64
 	for _, m := range a.Raft.Members() {
@@ -76,6 +98,7 @@ func (a *VersionAgreement) check(ctx context.Context) {
 		a.logger().Info("every voter understands a newer command version: raising the cluster version", "from", state.AgreedVersion(), "to", v)
 		a.propose(ctx, clusterstate.Command{RaiseClusterVersion: &clusterstate.RaiseClusterVersion{Version: v, Voters: voters}})
 	}
+	return true
 }
 
 func (a *VersionAgreement) propose(ctx context.Context, cmd clusterstate.Command) {

@@ -18,6 +18,11 @@ import (
 type RaftView interface {
 	// LeaseValid reports whether a Raft quorum confirmed this node's view recently.
 	LeaseValid(now time.Time) bool
+	// LeaseExpiry is when the lease runs out unless it is renewed (zero: no lease).
+	LeaseExpiry() time.Time
+	// LeaseGained is signalled when the lease becomes valid after it was not.
+	// (A renewal of a valid lease is not signalled: it moves LeaseExpiry.)
+	LeaseGained() <-chan struct{}
 	// Applied is signalled (coalescing) after committed entries were applied.
 	Applied() <-chan struct{}
 	// Done is closed when the Raft member stops.
@@ -57,8 +62,10 @@ type View struct {
 // proxy's view is confirmed by a quorum within its lease (fail closed).
 //
 // One goroutine (Run) owns the derivation: it recomputes the View when entries
-// are applied and at every LeaseCheck tick, publishes it atomically and wakes
-// waiting sessions. Primary and Current only read.
+// are applied, when the lease is gained, and when it runs out (a timer at the
+// lease's expiry, moved on as renewals extend it: one wake-up per lease
+// duration, not a poll), publishes it atomically and wakes waiting sessions.
+// Primary and Current only read.
 //
 // Routing confirmations (SPEC §4, fencing): the proxy calls RouteApplied once it
 // has acted on a Route (closed the backend connections that Route forbids). The
@@ -71,8 +78,6 @@ type ConsensusRouter struct {
 	State StateSource
 	// Addresses maps backend names to host:port (from the configuration).
 	Addresses map[string]string
-	// LeaseCheck is how often the lease is re-checked; zero means 20ms.
-	LeaseCheck time.Duration
 	// OnChange, if set, is called from Run's goroutine whenever the View changes
 	// (for example to log). It must not block. The proxy learns of changes through
 	// Route (proxy.Router).
@@ -94,15 +99,21 @@ type ConsensusRouter struct {
 
 // Run keeps the View current until ctx ends or the Raft member stops.
 func (r *ConsensusRouter) Run(ctx context.Context) {
-	every := r.LeaseCheck
-	if every == 0 {
-		every = 20 * time.Millisecond
-	}
-	ticker := time.NewTicker(every)
-	defer ticker.Stop()
+	expiry := time.NewTimer(time.Hour)
+	expiry.Stop()
 	for {
-		applied := r.Raft.Applied() // before refresh, so no apply is missed
+		// Before refresh, so that nothing is missed.
+		applied, gained := r.Raft.Applied(), r.Raft.LeaseGained()
 		r.refresh()
+		// Wake up when the lease runs out, unless a renewal moved it by
+		// then (the timer is then set again for the new expiry).
+		var expired <-chan time.Time
+		if until := r.Raft.LeaseExpiry(); !until.IsZero() {
+			if wait := time.Until(until); wait > 0 {
+				expiry.Reset(wait)
+				expired = expiry.C
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -110,8 +121,10 @@ func (r *ConsensusRouter) Run(ctx context.Context) {
 			r.publish(View{Reason: "the Raft member stopped"})
 			return
 		case <-applied:
-		case <-ticker.C:
+		case <-gained:
+		case <-expired:
 		}
+		expiry.Stop()
 	}
 }
 

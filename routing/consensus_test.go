@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/pgquorum/pgquorum/consensus/clusterstate"
@@ -16,21 +17,54 @@ import (
 
 // fakeRaft is a Raft member whose lease and applied signal the test controls.
 type fakeRaft struct {
-	lease       atomic.Bool
 	confirmed   atomic.Uint64
 	confirmedAt atomic.Int64 // unix nanoseconds of the latest confirmed lease renewal's send time
 	mu          sync.Mutex
 	applied     chan struct{}
+	gained      chan struct{}
+	leaseUntil  time.Time
 	done        chan struct{}
 }
 
 func newFakeRaft() *fakeRaft {
-	return &fakeRaft{applied: make(chan struct{}), done: make(chan struct{})}
+	return &fakeRaft{applied: make(chan struct{}), gained: make(chan struct{}), done: make(chan struct{})}
 }
-func (f *fakeRaft) LeaseValid(time.Time) bool { return f.lease.Load() }
+func (f *fakeRaft) LeaseValid(now time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return now.Before(f.leaseUntil)
+}
 func (f *fakeRaft) ConfirmedSince(t time.Time) bool {
 	return f.confirmedAt.Load() >= t.UnixNano()
 }
+func (f *fakeRaft) LeaseExpiry() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.leaseUntil
+}
+func (f *fakeRaft) LeaseGained() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.gained
+}
+
+// setLease makes the lease run until until (zero: no lease), and signals a
+// gain as consensus.Node does: only when it was not valid before.
+func (f *fakeRaft) setLease(until time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := time.Now()
+	was := now.Before(f.leaseUntil)
+	f.leaseUntil = until
+	if !was && now.Before(until) {
+		close(f.gained)
+		f.gained = make(chan struct{})
+	}
+}
+
+// grant gives a lease that outlives the test.
+func (f *fakeRaft) grant() { f.setLease(time.Now().Add(time.Hour)) }
+
 func (f *fakeRaft) Applied() <-chan struct{} {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -80,7 +114,7 @@ func startRouter(t *testing.T) (*ConsensusRouter, *fakeRaft, *fakeState, chan Vi
 	raft, state := newFakeRaft(), &fakeState{}
 	changes := make(chan View, 100)
 	r := &ConsensusRouter{Raft: raft, State: state, Addresses: map[string]string{"pg1": "127.0.0.1:5432", "pg2": "127.0.0.1:5433"},
-		LeaseCheck: time.Millisecond, OnChange: func(_, v View) { changes <- v }}
+		OnChange: func(_, v View) { changes <- v }}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()
@@ -122,7 +156,7 @@ func TestRoutesOnlyWithAgreedPrimaryAndLease(t *testing.T) {
 		t.Fatal("routing without a lease")
 	}
 
-	raft.lease.Store(true)
+	raft.grant()
 	v = waitView(t, changes, func(v View) bool { return v.Routing })
 	if v.Target.Name != "pg1" || v.Target.Address != "127.0.0.1:5432" || v.Target.Epoch != 1 {
 		t.Fatalf("target %+v", v.Target)
@@ -141,7 +175,7 @@ func TestRoutesOnlyWithAgreedPrimaryAndLease(t *testing.T) {
 	}
 
 	// The lease is lost: fail closed even once a primary is agreed again.
-	raft.lease.Store(false)
+	raft.setLease(time.Time{})
 	state.set(bootstrapped("pg2", 2))
 	raft.signal()
 	waitView(t, changes, func(v View) bool { return strings.Contains(v.Reason, "lease expired") })
@@ -160,7 +194,7 @@ func failingOver(old string, epoch uint64, next clusterstate.Step) clusterstate.
 
 func TestSwitchoverFencesTheOldPrimaryOnlyAfterDemote(t *testing.T) {
 	r, raft, state, changes := startRouter(t)
-	raft.lease.Store(true)
+	raft.grant()
 	state.set(failingOver("pg1", 2, clusterstate.StepDemoteOldPrimary))
 	raft.signal()
 	v := waitView(t, changes, func(v View) bool { return strings.Contains(v.Reason, "no primary agreed at epoch 2") })
@@ -174,7 +208,7 @@ func TestSwitchoverFencesTheOldPrimaryOnlyAfterDemote(t *testing.T) {
 
 func TestRoutingIsConfirmedOnlyOnceTheProxyAppliedTheRoute(t *testing.T) {
 	r, raft, state, changes := startRouter(t)
-	raft.lease.Store(true)
+	raft.grant()
 	state.set(bootstrapped("pg1", 1)) // index 1
 	raft.signal()
 	waitView(t, changes, func(v View) bool { return v.Routing })
@@ -217,7 +251,7 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 
 func TestPrimaryWaitsForAgreementOrContext(t *testing.T) {
 	r, raft, state, _ := startRouter(t)
-	raft.lease.Store(true)
+	raft.grant()
 
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
@@ -245,7 +279,7 @@ func TestPrimaryWaitsForAgreementOrContext(t *testing.T) {
 
 func TestUnknownPrimaryIsNotRouted(t *testing.T) {
 	r, raft, state, changes := startRouter(t)
-	raft.lease.Store(true)
+	raft.grant()
 	st := bootstrapped("pg9", 5)
 	state.set(st)
 	raft.signal()
@@ -257,7 +291,7 @@ func TestUnknownPrimaryIsNotRouted(t *testing.T) {
 
 func TestConfirmedRouteWaitsForAFreshConfirmation(t *testing.T) {
 	r, raft, state, changes := startRouter(t)
-	raft.lease.Store(true)
+	raft.grant()
 	state.set(bootstrapped("pg1", 1))
 	raft.signal()
 	waitView(t, changes, func(v View) bool { return v.Routing })
@@ -288,4 +322,37 @@ func TestConfirmedRouteWaitsForAFreshConfirmation(t *testing.T) {
 	if _, err := r.ConfirmedRoute(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("ConfirmedRoute without a renewal: %v", err)
 	}
+}
+
+// The router needs no poll: it stops routing when the lease runs out (a timer
+// at its expiry, moved on by renewals) and routes again when it is regained.
+func TestRoutingFollowsTheLeaseWithoutPolling(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		raft, state := newFakeRaft(), &fakeState{}
+		r := &ConsensusRouter{Raft: raft, State: state, Addresses: map[string]string{"pg1": "127.0.0.1:5432"}}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { r.Run(ctx); close(done) }()
+		defer func() { cancel(); <-done }()
+		routing := func(want bool, when string) {
+			t.Helper()
+			synctest.Wait()
+			if v := r.Current(); v.Routing != want || v.LeaseExpired == want {
+				t.Fatalf("%s: view %+v, want routing %v", when, v, want)
+			}
+		}
+
+		state.set(bootstrapped("pg1", 1))
+		raft.setLease(time.Now().Add(3 * time.Second))
+		raft.signal()
+		routing(true, "lease gained")
+		time.Sleep(2 * time.Second)
+		raft.setLease(time.Now().Add(3 * time.Second)) // a renewal: nothing is signalled
+		time.Sleep(2 * time.Second)                    // past the first expiry
+		routing(true, "after the first expiry, renewed meanwhile")
+		time.Sleep(time.Second) // past the renewed expiry, with no event at all
+		routing(false, "the lease ran out")
+		raft.setLease(time.Now().Add(3 * time.Second))
+		routing(true, "lease regained")
+	})
 }
