@@ -61,7 +61,9 @@ func openDiskStorage(dir, clusterName string, nodeID uint64) (*diskStorage, erro
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
 	path := filepath.Join(dir, storageFileName)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	// As etcd does: the free page list is not written at every commit (it
+	// is rebuilt when the file is opened), and kept as a map.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
