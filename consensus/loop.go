@@ -138,7 +138,9 @@ func (n *Node) tick(now time.Time) {
 			delete(n.waiters, seq)
 		}
 	}
-	n.membersDirty = true
+	if n.ticks%membersRefreshTicks == 0 {
+		n.membersDirty = true // Member.Reachable ages with time
+	}
 }
 
 // step hands a peer's message to raft, if its sender may send it (see

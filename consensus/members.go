@@ -12,7 +12,8 @@ type Member struct {
 	Addr  string
 	Voter bool // false = learner
 	// Reachable: this node received a Raft message from the member within the
-	// last election timeout (always true for itself). The leader hears from
+	// last election timeout (always true for itself), as of the last refresh
+	// of Members (at most membersRefreshTicks old). The leader hears from
 	// every member; a follower usually hears only from the leader.
 	Reachable bool
 }

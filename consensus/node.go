@@ -119,12 +119,15 @@ type Node struct {
 
 // Tuning of the loop, in ticks unless noted.
 const (
-	leaseRenewTicks = 2  // a ReadIndex for the lease every 2 ticks
-	joinEveryTicks  = 5  // a fresh learner repeats its Join this often
-	maxStepBatch    = 64 // queued peer messages stepped before handling a Ready
-	incomingQueue   = 4096
-	reportQueue     = 1024
-	joinQueue       = 64
+	leaseRenewTicks = 2 // a ReadIndex for the lease every 2 ticks
+	joinEveryTicks  = 5 // a fresh learner repeats its Join this often
+	// membersRefreshTicks: Members (their Reachable flags) is rebuilt this
+	// often even when nothing else changed.
+	membersRefreshTicks = 5
+	maxStepBatch        = 64 // queued peer messages stepped before handling a Ready
+	incomingQueue       = 4096
+	reportQueue         = 1024
+	joinQueue           = 64
 	// closeTransferTimeout bounds the leadership transfer inside Close.
 	closeTransferTimeout = 2 * time.Second
 )
