@@ -80,6 +80,8 @@ type Options struct {
 	WithoutToken []uint64
 	// Binary is the pgquorum program to run; default Binary.
 	Binary string
+	// LogLevel is log.level of every proxy; default debug.
+	LogLevel string
 	// Env is added to each process's environment.
 	Env []string
 	// SysProcAttr, when set, gives the process attributes of proxy id (for
@@ -132,6 +134,9 @@ func Start(t testing.TB, pg *localcluster.Cluster, opts Options) *Cluster {
 	}
 	if opts.Binary == "" {
 		opts.Binary = Binary(t)
+	}
+	if opts.LogLevel == "" {
+		opts.LogLevel = "debug"
 	}
 	pc := &Cluster{binary: opts.Binary, dir: t.TempDir(), opts: opts}
 	pc.pwFile = filepath.Join(pc.dir, "query-password")
@@ -208,9 +213,9 @@ peers:
 %sbackends:
 %sauth: {method: %s, query_user: %s, query_password_file: %q}
 hold: {timeout: %s}
-log: {level: debug}
+log: {level: %s}
 %s%s`, p.ID, p.DataDir, voter, p.Postgres, p.Admin, p.Raft,
-		pc.peers, pc.backend, pc.opts.AuthMethod, localcluster.QueryUser, pc.pwFile, pc.opts.HoldTimeout,
+		pc.peers, pc.backend, pc.opts.AuthMethod, localcluster.QueryUser, pc.pwFile, pc.opts.HoldTimeout, pc.opts.LogLevel,
 		pc.securityYAML(t, p, pc.opts), pc.opts.Extra)
 	return os.WriteFile(p.ConfigPath, []byte(yaml), 0o600)
 }
