@@ -66,6 +66,7 @@ func BenchmarkLearners(b *testing.B) {
 			b.ReportMetric(ms(r.visible[len(r.visible)/2]), "visible-median-ms")
 			b.ReportMetric(ms(r.visible[len(r.visible)-1]), "visible-max-ms")
 			b.ReportMetric(float64(r.pgConns), "pg-conns")
+			b.Log(learnerTable([]learnerRun{r}))
 		})
 	}
 	b.Log(learnerTable(rows))
@@ -93,17 +94,19 @@ func benchLearners(b *testing.B, count int) learnerRun {
 	defer cancel()
 	pg := StartCluster(b, localcluster.Options{})
 	proxies := startFailoverProxies(b, pg, ProxyOptions{})
-	defer teardown(pg, proxies)
+	defer (&failoverBench{pg: pg, proxies: proxies}).teardown() // stop this size's cluster before the next one starts
 	pgDir := filepath.Dir(filepath.Dir(pg.Nodes[0].DataDir))
 	run := learnerRun{learners: count, loadBefore: loadAverage()}
 
 	start := time.Now()
 	fleet := startLearners(ctx, b, pg, proxies, 1000, count)
+	started := time.Since(start)
 	if err := fleet.waitRouting(ctx, 1); err != nil {
 		b.Fatal(err)
 	}
 	run.join = time.Since(start)
-	b.Logf("%d learners joined and route %v after the first one started", count, run.join.Round(time.Millisecond))
+	b.Logf("%d learners joined and route %v after the first one started (starting them took %v)", count,
+		run.join.Round(time.Millisecond), started.Round(time.Millisecond))
 
 	// Idle: no client anywhere.
 	leader := raftLeader(ctx, b, proxies)
@@ -135,16 +138,23 @@ func benchLearners(b *testing.B, count int) learnerRun {
 		if h.Outcome != clusterstate.OutcomeCompleted || h.NewPrimary != to {
 			b.Fatalf("switchover %s -> %s: %+v", from, to, h)
 		}
-		seen := watch()
+		applied, routed := watch()
 		switching.pause()
 		run.switchover = append(run.switchover, time.Since(requested))
-		for i, at := range seen {
+		var applyLag, routeLag []time.Duration
+		for i, at := range routed {
 			if at.IsZero() {
 				b.Fatalf("learner %d never routed to %s", fleet.Nodes[i].Raft().Status().ID, to)
 			}
 			run.visible = append(run.visible, max(at.Sub(h.At), 0))
+			applyLag = append(applyLag, max(applied[i].Sub(h.At), 0))
+			routeLag = append(routeLag, at.Sub(applied[i]))
 		}
-		b.Logf("switchover %s -> %s answered in %v", from, to, time.Since(requested).Round(time.Millisecond))
+		slices.Sort(applyLag)
+		slices.Sort(routeLag)
+		b.Logf("switchover %s -> %s answered in %v; learners applied it %v (median) / %v (max) after the completion was recorded, and routed %v / %v after applying",
+			from, to, time.Since(requested).Round(time.Millisecond), applyLag[len(applyLag)/2].Round(time.Millisecond), applyLag[len(applyLag)-1].Round(time.Millisecond),
+			routeLag[len(routeLag)/2].Round(time.Millisecond), routeLag[len(routeLag)-1].Round(time.Millisecond))
 		if _, err := rejoin.Run(ctx, benchRejoinOptions(b, leader, pg.Node(from))); err != nil {
 			b.Fatalf("rejoin %s: %v", from, err)
 		}

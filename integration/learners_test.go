@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -37,14 +38,17 @@ func startLearners(ctx context.Context, t testing.TB, pg *localcluster.Cluster, 
 		peers = append(peers, config.Peer{ID: p.ID, Raft: p.Raft})
 	}
 	dir := t.TempDir()
-	fleet := &learnerFleet{}
+	fleet := &learnerFleet{Nodes: make([]*node.Node, count)}
 	t.Cleanup(fleet.close)
 	no := false
+	// All at once, as a fleet rolls out.
+	errs := make([]error, count)
+	var wg sync.WaitGroup
 	for id := first; id <= last; id++ {
 		cfg := &config.Config{
 			ClusterName: "itest",
 			Node:        config.Node{ID: id, DataDir: filepath.Join(dir, strconv.FormatUint(id, 10)), Voter: &no},
-			Listen:      config.Listen{Postgres: "127.0.0.1:0", Admin: "127.0.0.1:0", Raft: FreeAddr(t)},
+			Listen:      config.Listen{Postgres: "127.0.0.1:0", Admin: "127.0.0.1:0", Raft: "127.0.0.1:0"},
 			Peers:       peers,
 			Auth:        config.Auth{Method: "scram-sha-256", QueryUser: localcluster.QueryUser, QueryPassword: localcluster.QueryPassword, QueryDatabase: "postgres"},
 			Hold: config.Hold{Timeout: config.Duration{Duration: 5 * time.Second}, MaxHeld: config.DefaultMaxHeld,
@@ -57,11 +61,13 @@ func startLearners(ctx context.Context, t testing.TB, pg *localcluster.Cluster, 
 		for _, n := range pg.Nodes {
 			cfg.Backends = append(cfg.Backends, config.Backend{Name: n.Name, Address: n.Address()})
 		}
-		n, err := node.Start(ctx, cfg, nil, node.Options{NoRuntimeMetrics: true})
-		if err != nil {
-			t.Fatalf("learner %d: %v", id, err)
-		}
-		fleet.Nodes = append(fleet.Nodes, n)
+		wg.Go(func() {
+			fleet.Nodes[id-first], errs[id-first] = node.Start(ctx, cfg, nil, node.Options{NoRuntimeMetrics: true})
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("start learners: %v", err)
 	}
 	return fleet
 }
@@ -70,6 +76,9 @@ func startLearners(ctx context.Context, t testing.TB, pg *localcluster.Cluster, 
 func (f *learnerFleet) close() {
 	var wg sync.WaitGroup
 	for _, n := range f.Nodes {
+		if n == nil {
+			continue // did not start
+		}
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -100,29 +109,35 @@ func (f *learnerFleet) waitRouting(ctx context.Context, epoch uint64) error {
 }
 
 // watchPrimary starts watching every learner until it routes to primary;
-// the returned function waits (bounded by ctx) and returns when each one did,
-// in the fleet's order (zero for a learner that never did).
-func (f *learnerFleet) watchPrimary(ctx context.Context, primary string) func() []time.Time {
-	seen := make([]time.Time, len(f.Nodes))
+// the returned function waits (bounded by ctx) and returns, in the fleet's
+// order, when each one applied the state that names primary and when it
+// routed to it (zero for a learner that never did).
+func (f *learnerFleet) watchPrimary(ctx context.Context, primary string) func() (applied, routed []time.Time) {
+	applied := make([]time.Time, len(f.Nodes))
+	routed := make([]time.Time, len(f.Nodes))
 	var wg sync.WaitGroup
 	for i, n := range f.Nodes {
 		wg.Go(func() {
 			for {
-				changed := n.RoutingChanged()
+				changed, entries := n.RoutingChanged(), n.Raft().Applied()
+				if applied[i].IsZero() && n.State().Primary == primary {
+					applied[i] = time.Now()
+				}
 				if v := n.Routing(); v.Routing && v.Target.Name == primary {
-					seen[i] = time.Now()
+					routed[i] = time.Now()
 					return
 				}
 				select {
 				case <-ctx.Done():
 					return
 				case <-changed:
+				case <-entries:
 				}
 			}
 		})
 	}
-	return func() []time.Time {
+	return func() ([]time.Time, []time.Time) {
 		wg.Wait()
-		return seen
+		return applied, routed
 	}
 }
