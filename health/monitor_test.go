@@ -2,6 +2,8 @@ package health
 
 import (
 	"context"
+	"math"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,12 +58,13 @@ func (s *scriptedProber) Close() { s.closed.Store(true) }
 // startScriptedMonitor runs a Monitor over scripted probers for pg1..pg3 and
 // stops it when the test ends, checking that every goroutine is gone.
 func startScriptedMonitor(t *testing.T) (*Monitor, map[string]*scriptedProber) {
-	return startScriptedMonitorOn(t, time.Now)
+	return startScriptedMonitorOn(t, time.Now, true)
 }
 
 // startScriptedMonitorOn is startScriptedMonitor with the clock now for the
-// monitor, its detector and the probers.
-func startScriptedMonitorOn(t *testing.T, now func() time.Time) (*Monitor, map[string]*scriptedProber) {
+// monitor, its detector and the probers; stallRule false turns off the
+// detection of stalls of this process (noticeStall), for negative controls.
+func startScriptedMonitorOn(t *testing.T, now func() time.Time, stallRule bool) (*Monitor, map[string]*scriptedProber) {
 	t.Helper()
 	probers := map[string]*scriptedProber{}
 	asProbers := map[string]nodeProber{}
@@ -78,6 +81,9 @@ func startScriptedMonitorOn(t *testing.T, now func() time.Time) (*Monitor, map[s
 	}, asProbers)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !stallRule {
+		m.stallAfter = time.Duration(math.MaxInt64 / 2) // no wake-up is ever that late
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -224,8 +230,35 @@ func probeCounts(ps map[string]*scriptedProber) map[string]int64 {
 // not run, the nodes did not fail to answer. The root cause of proxies that
 // reported the primary down when they were resumed after a SIGSTOP.
 func TestMonitorAProcessThatDidNotRunReportsNobodyDown(t *testing.T) {
+	m, seen := stallScenario(t, true)
+	for _, c := range seen {
+		t.Errorf("change after the stall: %s %v -> %v (%s)", c.Node, c.From, c.To, c.Reason)
+	}
+	for _, node := range []string{"pg1", "pg2", "pg3"} {
+		if h := healthOf(m, node); h != HealthUp {
+			t.Errorf("%s is %v after the stall", node, h)
+		}
+	}
+}
+
+// The negative control of the test above: without the stall rule the same
+// scenario reports nodes down, so that test can fail.
+func TestMonitorWithoutTheStallRuleAStallReportsNodesDown(t *testing.T) {
+	_, seen := stallScenario(t, false)
+	for _, c := range seen {
+		if c.To.Health == HealthDown {
+			return
+		}
+	}
+	t.Fatalf("no node reported down after a 10 s stall without the stall rule; changes: %+v", seen)
+}
+
+// stallScenario makes every probe hang then fail, moves the clock 10 s
+// forward while those probes are in flight (what a process sees after it was
+// stopped), then lets probes succeed. It returns the monitor and every change it reported after start.
+func stallScenario(t *testing.T, stallRule bool) (*Monitor, []Change) {
 	clock := &jumpClock{}
-	m, probers := startScriptedMonitorOn(t, clock.Now)
+	m, probers := startScriptedMonitorOn(t, clock.Now, stallRule)
 	for range 3 {
 		nextChange(t, m) // the three Unknown -> Up
 	}
@@ -267,15 +300,8 @@ func TestMonitorAProcessThatDidNotRunReportsNobodyDown(t *testing.T) {
 		return true
 	})
 	mu.Lock()
-	for _, c := range seen {
-		t.Errorf("change after the stall: %s %v -> %v (%s)", c.Node, c.From, c.To, c.Reason)
-	}
-	mu.Unlock()
-	for _, node := range []string{"pg1", "pg2", "pg3"} {
-		if h := healthOf(m, node); h != HealthUp {
-			t.Errorf("%s is %v after the stall", node, h)
-		}
-	}
+	defer mu.Unlock()
+	return m, slices.Clone(seen)
 }
 
 func TestMonitorRunsOnce(t *testing.T) {
