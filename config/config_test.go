@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,13 +66,18 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		replace [2]string // in validYAML: old -> new
 		wantErr string
 	}{
-		{"unknown top-level key", [2]string{"cluster_name: demo", "cluster_name: demo\nclustr: x"}, `unknown key "clustr" (line 3)`},
-		{"unknown nested key", [2]string{"  id: 1\n", "  id: 1\n  voterr: true\n"}, `unknown key "node.voterr"`},
-		{"unknown key in list item", [2]string{"{name: pg1, address: 127.0.0.1:5432}", "{name: pg1, adress: 127.0.0.1:5432}"}, `unknown key "backends[0].adress"`},
+		{"unknown top-level key", [2]string{"cluster_name: demo", "cluster_name: demo\nclustr: x"}, "clustr: unknown key (line 3)"},
+		{"unknown nested key", [2]string{"  id: 1\n", "  id: 1\n  voterr: true\n"}, "node.voterr: unknown key (line 5); known keys here: id, data_dir, voter"},
+		{"unknown key in list item", [2]string{"{name: pg1, address: 127.0.0.1:5432}", "{name: pg1, adress: 127.0.0.1:5432}"}, "backends[0].adress: unknown key"},
 		{"missing cluster name", [2]string{"cluster_name: demo", ""}, "cluster_name: required"},
 		{"bad cluster name", [2]string{"cluster_name: demo", "cluster_name: 'a b'"}, "cluster_name:"},
 		{"zero node id", [2]string{"  id: 1\n", "  id: 0\n"}, "node.id: required"},
-		{"node id not a number", [2]string{"  id: 1\n", "  id: one\n"}, "bad value"},
+		{"node id not a number", [2]string{"  id: 1\n", "  id: one\n"}, `node.id: "one" is not a whole number, 0 or more (line 4)`},
+		{"a list for a mapping", [2]string{"hold:\n", "backend: [disable]\nhold:\n"}, "backend: want a mapping of keys (sslmode), got a list"},
+		{"a mapping for a list", [2]string{"peers:\n", "peers: {id: 1}\nx:\n"}, "peers: want a list, got a mapping"},
+		{"a mapping for a string", [2]string{"cluster_name: demo", "cluster_name: {a: b}"}, "cluster_name: want a string, got a mapping (line 2)"},
+		{"not a bool", [2]string{"  id: 1\n", "  id: 1\n  voter: maybe\n"}, `node.voter: "maybe" is not true or false`},
+		{"listen.raft not the peers entry", [2]string{"raft: 127.0.0.1:7001\n", "raft: 127.0.0.1:7011\n"}, `listen.raft: "127.0.0.1:7011" is not this node's entry in peers (peers[0].raft: "127.0.0.1:7001")`},
 		{"missing data dir", [2]string{"  data_dir: ./data/proxy-1", ""}, "node.data_dir: required"},
 		{"bad listen address", [2]string{"postgres: 127.0.0.1:6432", "postgres: 127.0.0.1"}, "listen.postgres"},
 		{"bad port", [2]string{"admin: 127.0.0.1:8008", "admin: 127.0.0.1:99999"}, "listen.admin"},
@@ -310,6 +316,81 @@ func TestEveryKeyIsDocumented(t *testing.T) {
 	for _, key := range allKeys(typeOfConfig, "") {
 		if !strings.Contains(string(doc), "`"+key+"`") && !strings.Contains(string(doc), key+"`") {
 			t.Errorf("configs/README.md does not document %s", key)
+		}
+	}
+}
+
+// TestLoadReportsEveryProblemAtOnce: one run of `pgquorum check` names every
+// problem with its key and line, in words, never in Go types (issue 13: no
+// "!!seq into config.BackendTLS").
+func TestLoadReportsEveryProblemAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	doc := `cluster_name: demo
+node: {id: 1, data_dir: data, voterr: true}
+listen: {postgres: "127.0.0.1:6432", admin: "127.0.0.1:8008", raft: "127.0.0.1:7011"}
+peers: [{id: 1, raft: "127.0.0.1:7001"}, {id: 2, raft: "127.0.0.1:7002"}]
+backends: [{name: pg1, address: "127.0.0.1:5432", priority: high}]
+backend: [disable]
+auth: {method: password, query_user: pgquorum}
+hold: {timeout: soon, max_held: -1}
+health: {interval: [1s]}
+security: {insecure: true}
+log: {level: loud}
+`
+	path := filepath.Join(dir, "broken.yaml")
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path)
+	var p *Problems
+	if !errors.As(err, &p) {
+		t.Fatalf("Load: %v, want *Problems", err)
+	}
+	for _, want := range []string{
+		"node.voterr: unknown key (line 2)",
+		`backends[0].priority: "high" is not a whole number (line 5)`,
+		"backend: want a mapping of keys (sslmode), got a list (line 6)",
+		`auth.method: "password" is not one of`,
+		`hold.timeout: "soon" is not a duration`,
+		"hold.max_held: -1 must be at least 1",
+		"health.interval: want a duration such as 500ms or 30s, got a list (line 9)",
+		`listen.raft: "127.0.0.1:7011" is not this node's entry in peers`,
+		`log.level: "loud"`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Load's problems lack %q:\n%v", want, err)
+		}
+	}
+	if len(p.List) != 9 {
+		t.Errorf("%d problems, want 9 (one per bad key, none repeated as missing):\n%v", len(p.List), err)
+	}
+	for _, goism := range []string{"!!", "config.", "unmarshal", "uint64", "time.Duration"} {
+		if strings.Contains(err.Error(), goism) {
+			t.Errorf("the problems speak Go (%q):\n%v", goism, err)
+		}
+	}
+}
+
+func TestRaftAddrMismatch(t *testing.T) {
+	tests := []struct {
+		listen, advertised string
+		mismatch           bool
+	}{
+		{"127.0.0.1:7001", "127.0.0.1:7001", false},
+		{"0.0.0.0:7001", "10.0.0.1:7001", false},
+		{":7001", "pgquorum-1.pgquorum-peers.pgquorum.svc:7001", false},
+		{"10.0.0.1:7001", "pgquorum-1.example:7001", false}, // names are not resolved
+		{"localhost:7001", "127.0.0.1:7001", false},
+		{"127.0.0.1:7011", "127.0.0.1:7001", true},
+		{"10.0.0.1:7001", "10.0.0.2:7001", true},
+		{"127.0.0.1:7001", "10.0.0.1:7001", true},
+		{"localhost:7001", "10.0.0.1:7001", true},
+		{"10.0.0.1:7001", "localhost:7001", true},
+		{"[::]:7001", "[2001:db8::1]:7001", false},
+	}
+	for _, tt := range tests {
+		if got := raftAddrMismatch(tt.listen, tt.advertised); (got != "") != tt.mismatch {
+			t.Errorf("raftAddrMismatch(%q, %q) = %q, want mismatch %v", tt.listen, tt.advertised, got, tt.mismatch)
 		}
 	}
 }

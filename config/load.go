@@ -1,11 +1,11 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 
@@ -25,27 +25,31 @@ const (
 
 // Load reads, checks and validates the configuration file at path, applies
 // environment overrides (ApplyEnv), reads the secret files it names and checks
-// the certificates. A file that is not valid YAML or has unknown keys fails
-// at once; otherwise the error is a *Problems with every problem found.
+// the certificates. The error is a *Problems with every problem found, each
+// naming its key (only a file that is not YAML at all fails with one error).
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	cfg, err := Parse(data)
+	cfg, p, err := parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
+	p.File = path
 	if err := ApplyEnv(cfg, os.LookupEnv); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	cfg.resolvePaths(filepath.Dir(path))
-	p := Problems{File: path}
-	cfg.validate(&p)
-	cfg.readSecrets(&p)
+	// A key whose value could not be read is reported once, not again as
+	// missing or invalid.
+	var checks Problems
+	cfg.validate(&checks)
+	cfg.readSecrets(&checks)
+	p.addUnlessReported(checks.List)
 	if len(p.List) == 0 {
 		// Only a valid configuration says which certificate to expect.
-		cfg.checkCredentials(&p)
+		cfg.checkCredentials(p)
 	}
 	if err := p.Err(); err != nil {
 		return nil, err
@@ -62,27 +66,35 @@ func (c *Config) checkCredentials(p *Problems) {
 	c.checkBackendFiles(p)
 }
 
-// Parse decodes YAML into a Config with defaults filled in. Unknown keys are an
-// error naming the key and its line. Parse does not validate; call Validate.
+// Parse decodes YAML into a Config with defaults filled in. Unknown keys and
+// values of the wrong kind are an error (a *Problems naming every one with its
+// key and line). Parse does not validate; call Validate.
 func Parse(data []byte) (*Config, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, fmt.Errorf("not valid YAML: %w", err)
-	}
-	if len(root.Content) == 0 {
-		return nil, errors.New("empty configuration")
-	}
-	if err := checkKeys(root.Content[0], typeOfConfig, ""); err != nil {
+	cfg, p, err := parse(data)
+	if err != nil {
 		return nil, err
 	}
-	cfg := &Config{}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil {
-		return nil, fmt.Errorf("bad value: %w", err)
+	if err := p.Err(); err != nil {
+		return nil, err
 	}
-	cfg.applyDefaults()
 	return cfg, nil
+}
+
+// parse decodes what it can and returns the problems of the rest; err is set
+// only when data is not YAML at all.
+func parse(data []byte) (*Config, *Problems, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, nil, fmt.Errorf("not valid YAML: %w", err)
+	}
+	if len(root.Content) == 0 {
+		return nil, nil, errors.New("empty configuration")
+	}
+	cfg := &Config{}
+	p := &Problems{}
+	decoder{p: p}.decode(root.Content[0], reflect.ValueOf(cfg).Elem(), "")
+	cfg.applyDefaults()
+	return cfg, p, nil
 }
 
 func (c *Config) applyDefaults() {

@@ -15,9 +15,46 @@ type Problems struct {
 	List []error
 }
 
+// KeyError is one problem with one key.
+type KeyError struct {
+	Key     string // dotted, e.g. "backends[1].name"
+	Problem string
+}
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Problem }
+
 // Add records a problem with key.
 func (p *Problems) Add(key, format string, args ...any) {
-	p.List = append(p.List, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	p.List = append(p.List, &KeyError{Key: key, Problem: fmt.Sprintf(format, args...)})
+}
+
+// addUnlessReported adds the problems whose key (or a parent or child key)
+// has none yet: a value that could not be read is not reported again as
+// missing or invalid.
+func (p *Problems) addUnlessReported(more []error) {
+	reported := map[string]bool{}
+	for _, err := range p.List {
+		var ke *KeyError
+		if errors.As(err, &ke) {
+			reported[ke.Key] = true
+		}
+	}
+	related := func(key string) bool {
+		for r := range reported {
+			if key == r || strings.HasPrefix(key, r+".") || strings.HasPrefix(key, r+"[") ||
+				strings.HasPrefix(r, key+".") || strings.HasPrefix(r, key+"[") {
+				return true
+			}
+		}
+		return false
+	}
+	for _, err := range more {
+		var ke *KeyError
+		if errors.As(err, &ke) && related(ke.Key) {
+			continue
+		}
+		p.List = append(p.List, err)
+	}
 }
 
 // AddErr records err as is (it names its key already); nil is ignored.

@@ -101,6 +101,7 @@ func (c *Config) validatePeers(p *Problems) {
 	}
 	seen := map[uint64]bool{}
 	self := false
+	selfIndex := -1
 	for i, peer := range c.Peers {
 		key := fmt.Sprintf("peers[%d]", i)
 		if peer.ID == 0 {
@@ -112,8 +113,8 @@ func (c *Config) validatePeers(p *Problems) {
 		if err := checkHostPort(peer.Raft); err != nil {
 			p.Add(key+".raft", "%v", err)
 		}
-		if peer.ID == c.Node.ID {
-			self = true
+		if peer.ID == c.Node.ID && !self {
+			self, selfIndex = true, i
 		}
 	}
 	if c.Node.ID == 0 {
@@ -125,6 +126,43 @@ func (c *Config) validatePeers(p *Problems) {
 	if !c.Node.IsVoter() && self {
 		p.Add("node.voter", "node %d is listed in peers, so it cannot be a learner", c.Node.ID)
 	}
+	if c.Node.IsVoter() && self {
+		own := c.Peers[selfIndex].Raft
+		if why := raftAddrMismatch(c.Listen.Raft, own); why != "" {
+			p.Add("listen.raft", "%q is not this node's entry in peers (peers[%d].raft: %q): %s; the other voters dial the peers entry",
+				c.Listen.Raft, selfIndex, own, why)
+		}
+	}
+}
+
+// raftAddrMismatch says why a voter listening on listen cannot be the peer the
+// others reach at advertised, or "" when it can be (or cannot be told without
+// resolving names). A listen host of 0.0.0.0, :: or "" serves every address;
+// host names are not resolved. Pure.
+func raftAddrMismatch(listen, advertised string) string {
+	if listen == advertised {
+		return ""
+	}
+	lh, lp, err1 := net.SplitHostPort(listen)
+	ah, ap, err2 := net.SplitHostPort(advertised)
+	if err1 != nil || err2 != nil {
+		return "" // reported as bad host:port already
+	}
+	if lp != ap {
+		return fmt.Sprintf("the ports differ (%s, %s)", lp, ap)
+	}
+	lip, aip := net.ParseIP(lh), net.ParseIP(ah)
+	switch {
+	case lh == "" || (lip != nil && lip.IsUnspecified()):
+		return "" // every interface
+	case lip != nil && aip != nil && !lip.Equal(aip):
+		return fmt.Sprintf("the addresses differ (%s, %s)", lh, ah)
+	case isLoopback(listen) && aip != nil && !aip.IsLoopback():
+		return fmt.Sprintf("it listens on loopback only, where %s cannot reach it", ah)
+	case isLoopback(advertised) && lip != nil && !lip.IsLoopback():
+		return "it does not listen on loopback, where the peers entry points"
+	}
+	return ""
 }
 
 func (c *Config) validateBackends(p *Problems) {
