@@ -35,6 +35,10 @@ type ClusterView struct {
 	// standby ..."), as this proxy's latest probe of the primary sees it:
 	// clients' writes hang, reads work (health.CommitsWait).
 	WritesWait string `json:"writes_wait,omitempty"`
+	// PrimaryProbe is the answering proxy's latest probe of the agreed
+	// primary, which the nodes' WalSender fields come from; nil when it has
+	// none (no primary agreed, or this proxy does not probe).
+	PrimaryProbe *PrimaryProbeView `json:"primary_probe,omitempty"`
 }
 
 // RaftView is this proxy's view of the Raft cluster.
@@ -76,6 +80,10 @@ type NodeView struct {
 	Role         string                     `json:"role"` // primary | standby | fenced
 	Priority     int                        `json:"priority,omitempty"`
 	Observations []clusterstate.Observation `json:"observations,omitempty"`
+	// WalSender is this node's walsender on the agreed primary, from
+	// PrimaryProbe; nil when the primary's probe lists none for it (it does
+	// not stream) or there is no probe.
+	WalSender *WalSenderView `json:"wal_sender,omitempty"`
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
@@ -133,13 +141,17 @@ func (s *Server) clusterView() ClusterView {
 	if s.Operator != nil {
 		view.FailoverSafety = s.Operator.Safety()
 	}
-	if s.Health != nil && st.Primary != "" {
-		if probe, ok := s.Health.Latest()[st.Primary]; ok {
-			_, view.WritesWait = health.CommitsWait(probe)
-		}
+	senders := map[string]WalSenderView{}
+	if probe, ok := s.primaryProbe(st.Primary); ok {
+		view.PrimaryProbe = &PrimaryProbeView{At: probe.At, Reachable: probe.Reachable, Err: probe.Err}
+		senders = walSenders(probe)
+		_, view.WritesWait = health.CommitsWait(probe)
 	}
 	for _, b := range s.Backends {
 		n := NodeView{Name: b.Name, Address: b.Address, Role: "standby"}
+		if ws, ok := senders[b.Name]; ok {
+			n.WalSender = &ws
+		}
 		switch {
 		case b.Name == st.Primary:
 			n.Role = "primary"

@@ -17,7 +17,15 @@ type AddMemberRequest struct {
 	ID      uint64 `json:"id"`
 	Addr    string `json:"addr"`    // the new member's Raft address
 	Learner bool   `json:"learner"` // true: a non-voting sidecar
+	// Force adds a voter that cannot be reached now. Without it, a voter is
+	// added only if this node can open a TCP connection to Addr: an
+	// unreachable voter raises the quorum without adding a member that can
+	// acknowledge, and two of them can stop the cluster.
+	Force bool `json:"force,omitempty"`
 }
+
+// reachTimeout bounds the connection attempt to a voter about to be added.
+const reachTimeout = 3 * time.Second
 
 // membershipTimeout bounds a membership change: it needs a Raft leader and a commit.
 const membershipTimeout = 10 * time.Second
@@ -60,12 +68,50 @@ func (s *Server) addMember(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), membershipTimeout)
 	defer cancel()
+	if !req.Learner && !req.Force && !s.isVoter(req.ID) {
+		if err := s.checkReachable(ctx, req.ID, req.Addr); err != nil {
+			writeError(w, http.StatusConflict, "add member: "+err.Error())
+			return
+		}
+	}
 	if err := s.Raft.AddMember(ctx, req.ID, req.Addr, req.Learner); err != nil {
 		writeError(w, membershipErrorStatus(err), "add member: "+err.Error())
 		return
 	}
 	s.logger().Info("member added", "id", req.ID, "addr", req.Addr, "learner", req.Learner)
 	writeJSON(w, http.StatusOK, s.memberViews())
+}
+
+func (s *Server) isVoter(id uint64) bool {
+	for _, m := range s.Raft.Members() {
+		if m.ID == id {
+			return m.Voter
+		}
+	}
+	return false
+}
+
+// checkReachable refuses a voter this node cannot reach: a learner member
+// this node, the leader, has not heard from lately, or an address that does
+// not accept a TCP connection.
+func (s *Server) checkReachable(ctx context.Context, id uint64, addr string) error {
+	leader := s.Raft.Status().IsLeader
+	for _, m := range s.Raft.Members() {
+		if m.ID == id && leader && !m.Reachable {
+			return fmt.Errorf("learner %d has not been heard from by the leader lately: a voter that cannot acknowledge "+
+				"raises the quorum without adding a member; start it (and let it catch up) first, or add it with --force (\"force\": true)", id)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, reachTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("member %d at %s is unreachable from proxy %d (%v): a voter that cannot acknowledge "+
+			"raises the quorum without adding a member; start it first (best as a learner that catches up), or add it with --force (\"force\": true)", id, addr, s.NodeID, err)
+	}
+	_ = conn.Close()
+	return nil
 }
 
 func (s *Server) removeMember(w http.ResponseWriter, r *http.Request) {

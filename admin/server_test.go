@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -279,7 +280,7 @@ func TestMembersAddAndRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 	raft.err = context.DeadlineExceeded
-	_, err = c.AddMember(ctx, AddMemberRequest{ID: 5, Addr: "127.0.0.1:7005"})
+	_, err = c.AddMember(ctx, AddMemberRequest{ID: 5, Addr: "127.0.0.1:7005", Force: true})
 	var apiErr *APIError
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusServiceUnavailable {
 		t.Fatalf("membership change without quorum: %v", err)
@@ -291,5 +292,47 @@ func TestClientReportsUnreachableAdmin(t *testing.T) {
 	_, err := c.Cluster(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "cannot reach the admin API") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestAddingAnUnreachableVoterNeedsForce: a voter that cannot be reached
+// raises the quorum without adding a member that acknowledges.
+func TestAddingAnUnreachableVoterNeedsForce(t *testing.T) {
+	ts, raft, _ := newTestServer(t, "", true)
+	c := NewClient(ts.URL, "")
+	ctx := t.Context()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := closed.Addr().String()
+	closed.Close()
+	_, err = c.AddMember(ctx, AddMemberRequest{ID: 4, Addr: deadAddr})
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict || !strings.Contains(err.Error(), "unreachable from proxy 1") ||
+		!strings.Contains(err.Error(), "--force") {
+		t.Fatalf("adding an unreachable voter: %v", err)
+	}
+	if len(raft.Members()) != 1 {
+		t.Fatal("the unreachable voter was added")
+	}
+	// A learner is not checked (it does not count in the quorum) ...
+	if _, err := c.AddMember(ctx, AddMemberRequest{ID: 4, Addr: deadAddr, Learner: true}); err != nil {
+		t.Fatalf("adding a learner: %v", err)
+	}
+	// ... but promoting one this node, the leader, has not heard from is refused.
+	if _, err := c.AddMember(ctx, AddMemberRequest{ID: 4, Addr: deadAddr}); err == nil || !strings.Contains(err.Error(), "has not been heard from") {
+		t.Fatalf("promoting an unreachable learner: %v", err)
+	}
+	if _, err := c.AddMember(ctx, AddMemberRequest{ID: 5, Addr: deadAddr, Force: true}); err != nil {
+		t.Fatalf("--force: %v", err)
+	}
+	live, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	if _, err := c.AddMember(ctx, AddMemberRequest{ID: 6, Addr: live.Addr().String()}); err != nil {
+		t.Fatalf("adding a reachable voter: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -15,6 +16,10 @@ import (
 // CA and its certificates, as PEM files in --dir.
 func certCommand(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	const usage = "cert ca --dir DIR --cluster NAME | cert node --dir DIR --id N[,N...] [--learner] [--hosts H1,H2] | cert client --dir DIR --name NAME"
+	if len(args) > 0 && isHelpFlag(args[0]) {
+		fmt.Fprintf(stderr, "Usage: pgquorum %s\n", usage) // stderr is stdout when help was asked for
+		return flag.ErrHelp
+	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		return fmt.Errorf("%w: %s", errUsage, usage)
 	}

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -48,7 +47,12 @@ func unauthorizedHint(err error) error {
 func listCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("list", stderr)
 	client := adminFlags(fs)
+	output := outputFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	format, err := output()
+	if err != nil {
 		return err
 	}
 	c, err := client()
@@ -61,7 +65,19 @@ func listCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	printCluster(stdout, v)
+	if format == outputJSON {
+		err = writeJSON(stdout, v)
+	} else {
+		printCluster(stdout, v)
+	}
+	if err != nil {
+		return err
+	}
+	// Scripts and health checks may rely on the exit code: the proxy that
+	// answered does not forward traffic.
+	if !v.Routing.Routing {
+		return fmt.Errorf("proxy %d is not routing: %s", v.NodeID, v.Routing.Reason)
+	}
 	return nil
 }
 
@@ -156,16 +172,27 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
+const membersUsage = "members list [-o json] | members add ID ADDR [--learner] [--force] | members remove ID"
+
 func membersCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && isHelpFlag(args[0]) {
+		fmt.Fprintf(stderr, "Usage: pgquorum %s\n  add a voter only once it runs (best: as a learner that caught up); keep an odd number of voters\n", membersUsage)
+		return flag.ErrHelp
+	}
 	if len(args) == 0 {
-		return fmt.Errorf("%w: members list | add ID ADDR [--learner] | remove ID", errUsage)
+		return fmt.Errorf("%w: %s", errUsage, membersUsage)
 	}
 	sub, args := args[0], args[1:]
 	fs := newFlagSet("members "+sub, stderr)
 	client := adminFlags(fs)
-	learner := false
-	if sub == "add" {
+	learner, force := false, false
+	output := func() (string, error) { return outputTable, nil }
+	switch sub {
+	case "add":
 		fs.BoolVar(&learner, "learner", false, "add as a non-voting learner (sidecar)")
+		fs.BoolVar(&force, "force", false, "add a voter even if it cannot be reached now (never read from the environment)")
+	case "list":
+		output = outputFlag(fs)
 	}
 	// Positional arguments come first (members add 4 host:7004 --learner); the
 	// flag package stops at the first non-flag, so split them off.
@@ -177,6 +204,10 @@ func membersCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	pos = append(pos, fs.Args()...)
+	format, err := output()
+	if err != nil {
+		return err
+	}
 	c, err := client()
 	if err != nil {
 		return err
@@ -193,13 +224,16 @@ func membersCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		members, err = c.Members(ctx)
 	case "add":
 		if len(pos) != 2 {
-			return fmt.Errorf("%w: members add ID ADDR [--learner]", errUsage)
+			return fmt.Errorf("%w: members add ID ADDR [--learner] [--force]", errUsage)
 		}
 		id, perr := strconv.ParseUint(pos[0], 10, 64)
 		if perr != nil || id == 0 {
 			return fmt.Errorf("%w: ID %q is not a positive integer", errUsage, pos[0])
 		}
-		members, err = c.AddMember(ctx, admin.AddMemberRequest{ID: id, Addr: pos[1], Learner: learner})
+		if !learner {
+			warnQuorum(ctx, c, stderr, id, +1)
+		}
+		members, err = c.AddMember(ctx, admin.AddMemberRequest{ID: id, Addr: pos[1], Learner: learner, Force: force})
 	case "remove":
 		if len(pos) != 1 {
 			return fmt.Errorf("%w: members remove ID", errUsage)
@@ -208,6 +242,7 @@ func membersCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		if perr != nil || id == 0 {
 			return fmt.Errorf("%w: ID %q is not a positive integer", errUsage, pos[0])
 		}
+		warnQuorum(ctx, c, stderr, id, -1)
 		members, err = c.RemoveMember(ctx, id)
 	default:
 		return fmt.Errorf("%w: unknown members command %q (list, add, remove)", errUsage, sub)
@@ -215,7 +250,66 @@ func membersCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return unauthorizedHint(err)
 	}
+	if format == outputJSON {
+		return writeJSON(stdout, members)
+	}
 	return printMembers(stdout, members)
+}
+
+// warnQuorum prints what a membership change does to the voters' quorum
+// (quorumWarnings), from the current membership. change is +1 to add id as a
+// voter, -1 to remove it. Nothing is printed if the membership cannot be read:
+// the change itself will say why.
+func warnQuorum(ctx context.Context, c *admin.Client, w io.Writer, id uint64, change int) {
+	members, err := c.Members(ctx)
+	if err != nil {
+		return
+	}
+	voters, isVoter, isLearner := 0, false, false
+	for _, m := range members {
+		if m.Voter {
+			voters++
+			isVoter = isVoter || m.ID == id
+		} else if m.ID == id {
+			isLearner = true
+		}
+	}
+	after := voters
+	switch {
+	case change > 0 && !isVoter:
+		after++
+	case change < 0 && isVoter:
+		after--
+	}
+	for _, warning := range quorumWarnings(voters, after, isLearner) {
+		fmt.Fprintln(w, "warning:", warning)
+	}
+}
+
+// quorumWarnings says what going from before to after voters means for the
+// failures the cluster tolerates; fromLearner says the new voter is a learner
+// being promoted (it has its log already). Pure.
+func quorumWarnings(before, after int, fromLearner bool) []string {
+	if after == before || after < 1 {
+		return nil
+	}
+	tolerated := func(n int) int { return (n - 1) / 2 }
+	var out []string
+	switch {
+	case after == 1:
+		out = append(out, "with 1 voter the cluster tolerates no failure of a proxy voter")
+	case after%2 == 0:
+		out = append(out, fmt.Sprintf("%d voters need %d for a quorum and tolerate %d failure(s), no more than %d voters: "+
+			"keep an odd number of voters (add or remove one more)", after, after/2+1, tolerated(after), after-1))
+	}
+	if after > before && !fromLearner {
+		out = append(out, fmt.Sprintf("the new voter is not a learner that caught up: until it has the log, the quorum of %d "+
+			"counts a member that cannot acknowledge (safer: members add ID ADDR --learner, wait, then add it again without --learner)", after/2+1))
+	}
+	if after < before && tolerated(after) < tolerated(before) {
+		out = append(out, fmt.Sprintf("the cluster will tolerate %d voter failure(s) instead of %d", tolerated(after), tolerated(before)))
+	}
+	return out
 }
 
 func printMembers(w io.Writer, members []admin.MemberView) error {

@@ -19,21 +19,32 @@ import (
 
 // fakeAdmin serves canned admin API answers and records mutating calls.
 func fakeAdmin(t *testing.T, token string) (*httptest.Server, *[]string) {
+	return fakeAdminWith(t, token, func(*admin.ClusterView) {})
+}
+
+// fakeAdminWith is fakeAdmin with the cluster view changed by edit.
+func fakeAdminWith(t *testing.T, token string, edit func(*admin.ClusterView)) (*httptest.Server, *[]string) {
 	t.Helper()
 	var calls []string
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	view := admin.ClusterView{ClusterName: "demo", NodeID: 2, Epoch: 3, Primary: "pg2",
-		Raft:    admin.RaftView{Leader: 1, Term: 4, Commit: 40, Applied: 40},
-		Members: []admin.MemberView{{ID: 1, Addr: "127.0.0.1:7001", Voter: true, Leader: true, Reachable: true}, {ID: 2, Addr: "127.0.0.1:7002", Voter: true, Reachable: true}},
-		Routing: admin.RoutingInfo{Routing: true, Primary: "pg2", Epoch: 3},
+		PrimaryProbe: &admin.PrimaryProbeView{At: now, Reachable: true},
+		Raft:         admin.RaftView{Leader: 1, Term: 4, Commit: 40, Applied: 40},
+		Members:      []admin.MemberView{{ID: 1, Addr: "127.0.0.1:7001", Voter: true, Leader: true, Reachable: true}, {ID: 2, Addr: "127.0.0.1:7002", Voter: true, Reachable: true}},
+		Routing:      admin.RoutingInfo{Routing: true, Primary: "pg2", Epoch: 3},
 		Nodes: []admin.NodeView{
 			{Name: "pg1", Address: "127.0.0.1:5432", Role: "fenced", Observations: []clusterstate.Observation{{Proxy: 1, At: now}}},
 			{Name: "pg2", Address: "127.0.0.1:5433", Role: "primary", Observations: []clusterstate.Observation{{Proxy: 1, Up: true, Timeline: 2, ReceiveLSN: 0x3000000 + 2048, At: now}}},
-			{Name: "pg3", Address: "127.0.0.1:5434", Role: "standby", Observations: []clusterstate.Observation{{Proxy: 1, Up: true, InRecovery: true, Timeline: 2, ReceiveLSN: 0x3000000, At: now}}},
+			{Name: "pg3", Address: "127.0.0.1:5434", Role: "standby", Observations: []clusterstate.Observation{{Proxy: 1, Up: true, InRecovery: true, Timeline: 2, ReceiveLSN: 0x3000000, At: now}},
+				WalSender: &admin.WalSenderView{State: "streaming", SyncState: "quorum"}},
 		}}
+	edit(&view)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /cluster", func(w http.ResponseWriter, r *http.Request) { json.NewEncoder(w).Encode(view) })
 	mux.HandleFunc("GET /members", func(w http.ResponseWriter, r *http.Request) { json.NewEncoder(w).Encode(view.Members) })
+	mux.HandleFunc("GET /history", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode([]clusterstate.HistoryEntry{{Kind: clusterstate.KindAutomatic, OldPrimary: "pg1", NewPrimary: "pg2", Outcome: "completed", Epoch: 3}})
+	})
 	mutating := func(w http.ResponseWriter, r *http.Request) {
 		if token != "" && r.Header.Get("Authorization") != "Bearer "+token {
 			w.WriteHeader(http.StatusUnauthorized)
@@ -226,11 +237,11 @@ func TestCertAndCheckInTwoCommands(t *testing.T) {
 		path := filepath.Join(dir, fmt.Sprintf("proxy-%d.yaml", id))
 		doc := fmt.Sprintf(`cluster_name: demo
 node: {id: %d, data_dir: data}
-listen: {postgres: "127.0.0.1:6432", admin: "127.0.0.1:8008", raft: "127.0.0.1:7001"}
+listen: {postgres: "127.0.0.1:6432", admin: "127.0.0.1:8008", raft: "127.0.0.1:700%d"}
 peers: [{id: 1, raft: "127.0.0.1:7001"}, {id: 2, raft: "127.0.0.1:7002"}, {id: 3, raft: "127.0.0.1:7003"}]
 backends: [{name: pg1, address: "127.0.0.1:5432"}]
 auth: {method: scram-sha-256, query_user: pgquorum}
-%s`, id, extra)
+%s`, id, id, extra)
 		if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -240,12 +251,12 @@ auth: {method: scram-sha-256, query_user: pgquorum}
 	if code, out, errOut := runCLI("check", "--config", good); code != exitOK || !strings.Contains(out, "OK") {
 		t.Fatalf("check of a good config: exit %d %s %s", code, out, errOut)
 	}
-	bad := config(2, "peer_tls: {ca: certs/ca.pem, cert: certs/node-1.pem, key: certs/node-1-key.pem}\nlog: {level: loud}\n")
+	bad := config(2, "peer_tls: {ca: certs/ca.pem, cert: certs/node-1.pem, key: certs/node-1-key.pem}\nlog: {level: loud}\nbackend: [disable]\n")
 	code, _, errOut := runCLI("check", "--config", bad)
 	if code != exitFailed {
 		t.Fatalf("check of a bad config: exit %d", code)
 	}
-	for _, want := range []string{"admin.token_file: required", "log.level", "2 problems"} {
+	for _, want := range []string{"admin.token_file: required", "log.level", "backend: want a mapping of keys (sslmode), got a list (line 9)", "3 problems"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("check output lacks %q:\n%s", want, errOut)
 		}
@@ -307,5 +318,135 @@ security: {insecure: true}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "data", "raft.db")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("recover created a Raft log: %v", err)
+	}
+}
+
+// TestHelpGoesToStdout: help that was asked for is on stdout with exit 0;
+// usage errors on stderr with exit 2 (SPEC §3.1).
+func TestHelpGoesToStdout(t *testing.T) {
+	for _, args := range [][]string{
+		{"--help"}, {"-h"}, {"help"},
+		{"list", "--help"}, {"help", "list"}, {"switchover", "-h"}, {"run", "--help"}, {"check", "--help"},
+		{"members", "--help"}, {"members", "add", "--help"}, {"cert", "--help"}, {"cert", "node", "--help"},
+	} {
+		code, out, errOut := runCLI(args...)
+		if code != exitOK || out == "" || errOut != "" {
+			t.Errorf("pgquorum %v: exit %d, stdout %q, stderr %q; want exit 0 and help on stdout only", args, code, out, errOut)
+		}
+		if !strings.Contains(out, "Usage: pgquorum") {
+			t.Errorf("pgquorum %v: stdout lacks the usage line:\n%s", args, out)
+		}
+	}
+	if _, out, _ := runCLI("list", "--help"); !strings.Contains(out, "-admin") || !strings.Contains(out, "show the cluster") {
+		t.Errorf("list --help lacks its flags or summary:\n%s", out)
+	}
+	for _, args := range [][]string{nil, {"list", "--bogus"}, {"frob"}} {
+		code, out, errOut := runCLI(args...)
+		if code != exitUsage || out != "" || errOut == "" {
+			t.Errorf("pgquorum %v: exit %d, stdout %q, stderr %q; want exit 2 and the complaint on stderr", args, code, out, errOut)
+		}
+	}
+	for _, args := range [][]string{{"--version"}, {"version"}} {
+		if code, out, _ := runCLI(args...); code != exitOK || !strings.HasPrefix(out, "pgquorum ") {
+			t.Errorf("pgquorum %v: exit %d %q", args, code, out)
+		}
+	}
+}
+
+func TestJSONOutput(t *testing.T) {
+	ts, _ := fakeAdmin(t, "")
+	code, out, errOut := runCLI("list", "-o", "json", "--admin", ts.URL)
+	var view admin.ClusterView
+	if code != exitOK || json.Unmarshal([]byte(out), &view) != nil || view.Primary != "pg2" || len(view.Nodes) != 3 {
+		t.Fatalf("list -o json: exit %d, %v %s %s", code, view, out, errOut)
+	}
+	code, out, errOut = runCLI("members", "list", "-o", "json", "--admin", ts.URL)
+	var members []admin.MemberView
+	if code != exitOK || json.Unmarshal([]byte(out), &members) != nil || len(members) != 2 || !members[0].Leader {
+		t.Fatalf("members list -o json: exit %d %s %s", code, out, errOut)
+	}
+	code, out, errOut = runCLI("history", "--output", "json", "--admin", ts.URL)
+	var history []clusterstate.HistoryEntry
+	if code != exitOK || json.Unmarshal([]byte(out), &history) != nil || len(history) != 1 || history[0].NewPrimary != "pg2" {
+		t.Fatalf("history -o json: exit %d %s %s", code, out, errOut)
+	}
+	if code, _, errOut := runCLI("list", "-o", "yaml", "--admin", ts.URL); code != exitUsage || !strings.Contains(errOut, "want table or json") {
+		t.Fatalf("list -o yaml: exit %d %s", code, errOut)
+	}
+}
+
+// TestListFailsWhenNotRouting: a script can tell from list's exit code that
+// the proxy it asked does not forward traffic; the table is printed anyway.
+func TestListFailsWhenNotRouting(t *testing.T) {
+	ts, _ := fakeAdminWith(t, "", func(v *admin.ClusterView) {
+		v.Routing = admin.RoutingInfo{Routing: false, Epoch: 3, Reason: "routing lease expired"}
+	})
+	for _, format := range []string{"table", "json"} {
+		code, out, errOut := runCLI("list", "-o", format, "--admin", ts.URL)
+		if code != exitFailed || !strings.Contains(out, "pg2") || !strings.Contains(errOut, "proxy 2 is not routing: routing lease expired") {
+			t.Errorf("list -o %s of a proxy that does not route: exit %d, stdout %q, stderr %q", format, code, out, errOut)
+		}
+	}
+}
+
+func TestSwitchoverChecksTheTargetBeforeAsking(t *testing.T) {
+	ts, calls := fakeAdminWith(t, "", func(v *admin.ClusterView) {
+		v.Nodes = append(v.Nodes, admin.NodeView{Name: "pg4", Role: "standby",
+			Observations: []clusterstate.Observation{{Proxy: 1, Up: true, InRecovery: true, At: time.Now()}},
+			WalSender:    &admin.WalSenderView{State: "catchup"}})
+		v.Nodes = append(v.Nodes, admin.NodeView{Name: "pg5", Role: "standby",
+			Observations: []clusterstate.Observation{{Proxy: 1, Up: false, At: time.Now()}}})
+	})
+	for to, want := range map[string]string{
+		"pg9": "no such node (the nodes are pg1, pg2, pg3, pg4, pg5)",
+		"pg2": "pg2 is the primary already",
+		"pg1": "pg1 is fenced",
+		"pg4": "pg4 does not stream from the primary pg2 yet (walsender state catchup)",
+		"pg5": "pg5 is down",
+	} {
+		code, _, errOut := runCLI("switchover", "--to", to, "--admin", ts.URL)
+		if code != exitUsage || !strings.Contains(errOut, want) || strings.Contains(errOut, "[y/N]") {
+			t.Errorf("switchover --to %s: exit %d %q; want exit 2 with %q before any question", to, code, errOut, want)
+		}
+	}
+	code, _, errOut := runCLI("failover", "--to", "pg1", "--admin", ts.URL)
+	if code != exitUsage || !strings.Contains(errOut, "pg1 is fenced") {
+		t.Errorf("failover --to a fenced node: exit %d %s", code, errOut)
+	}
+	// A healthy, streaming standby gets as far as the question.
+	code, _, errOut = runCLI("switchover", "--to", "pg3", "--admin", ts.URL)
+	if code != exitUsage || !strings.Contains(errOut, "[y/N]") || !strings.Contains(errOut, "not confirmed") {
+		t.Errorf("switchover --to pg3: exit %d %s", code, errOut)
+	}
+	if len(*calls) != 0 {
+		t.Errorf("calls were made: %v", *calls)
+	}
+}
+
+func TestQuorumWarnings(t *testing.T) {
+	tests := []struct {
+		before, after int
+		fromLearner   bool
+		want          []string // substrings, in order; none = no warning
+	}{
+		{3, 4, true, []string{"keep an odd number"}},
+		{3, 4, false, []string{"keep an odd number", "not a learner that caught up"}},
+		{4, 5, true, nil},
+		{3, 2, false, []string{"keep an odd number", "tolerate 0 voter failure(s) instead of 1"}},
+		{2, 1, false, []string{"tolerates no failure"}},
+		{5, 4, false, []string{"keep an odd number", "tolerate 1 voter failure(s) instead of 2"}},
+		{3, 3, false, nil},
+	}
+	for _, tt := range tests {
+		got := quorumWarnings(tt.before, tt.after, tt.fromLearner)
+		if len(got) != len(tt.want) {
+			t.Errorf("quorumWarnings(%d, %d, %v) = %q, want %d warnings", tt.before, tt.after, tt.fromLearner, got, len(tt.want))
+			continue
+		}
+		for i := range got {
+			if !strings.Contains(got[i], tt.want[i]) {
+				t.Errorf("quorumWarnings(%d, %d, %v)[%d] = %q, want %q", tt.before, tt.after, tt.fromLearner, i, got[i], tt.want[i])
+			}
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -58,12 +59,23 @@ func main() {
 	os.Exit(runMain(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// runMain runs one command line. Help that was asked for goes to stdout
+// (exit 0); usage errors go to stderr (exit 2).
 func runMain(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	switch {
+	case len(args) == 0:
 		usage(stderr)
-		if len(args) == 0 {
-			return exitUsage
-		}
+		return exitUsage
+	case isHelpFlag(args[0]):
+		usage(stdout)
+		return exitOK
+	case args[0] == "--version" || args[0] == "-version":
+		args = []string{"version"}
+	case args[0] == "help" && len(args) > 1:
+		// pgquorum help list == pgquorum list --help
+		args = []string{args[1], "--help"}
+	case args[0] == "help":
+		usage(stdout)
 		return exitOK
 	}
 	for _, c := range commands() {
@@ -72,7 +84,13 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		err := c.run(ctx, args[1:], stdout, stderr)
+		// A command prints its flags' usage to what it was given as stderr:
+		// when help was asked for, that is stdout.
+		flagOut := stderr
+		if asksForHelp(args[1:]) {
+			flagOut = stdout
+		}
+		err := c.run(ctx, args[1:], stdout, flagOut)
 		switch {
 		case err == nil:
 			return exitOK
@@ -94,17 +112,66 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "pgquorum — a highly available PostgreSQL entry point")
 	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Usage: pgquorum COMMAND [flags]   (pgquorum COMMAND --help for its flags)")
+	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Commands:")
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Exit codes: 0 ok, 1 failed, 2 usage error. Every flag can also be set in the")
+	fmt.Fprintln(w, "environment: --admin as PGQUORUM_ADMIN, --token-file as PGQUORUM_TOKEN_FILE, ...")
+	fmt.Fprintln(w, "(never --yes, --force, --allow-data-loss).")
 }
 
-// newFlagSet returns a flag set that reports errors instead of exiting.
-func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+func isHelpFlag(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--help", "--h":
+		return true
+	}
+	return false
+}
+
+// asksForHelp reports whether args hold a help flag before any "--".
+func asksForHelp(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		if isHelpFlag(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// newFlagSet returns a flag set that reports errors instead of exiting and
+// prints its usage (the command's summary and flags) to out: stderr after a
+// bad flag, stdout when help was asked for (runMain).
+func newFlagSet(name string, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("pgquorum "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: pgquorum %s [flags]\n", name)
+		if summary := commandSummary(name); summary != "" {
+			fmt.Fprintf(fs.Output(), "  %s\n", summary)
+		}
+		fmt.Fprintln(fs.Output(), "\nFlags:")
+		fs.PrintDefaults()
+	}
 	return fs
+}
+
+// commandSummary is the one-line summary of the command (or of the command of
+// "members add", "cert node", ...).
+func commandSummary(name string) string {
+	first, _, _ := strings.Cut(name, " ")
+	for _, c := range commands() {
+		if c.name == first {
+			return c.summary
+		}
+	}
+	return ""
 }
 
 // confirmationFlags confirm something that cannot be undone: they must be

@@ -40,15 +40,18 @@ func switchoverCommand(ctx context.Context, args []string, stdout, stderr io.Wri
 	if *to == "" {
 		return fmt.Errorf("%w: --to NAME is required", errUsage)
 	}
-	if err := confirm(stderr, *yes, fmt.Sprintf("Switch the primary over to %s? New transactions are held until it is done.", *to)); err != nil {
-		return err
-	}
 	c, err := client()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
+	if err := checkTargetFirst(ctx, c, *to, true, false); err != nil {
+		return err
+	}
+	if err := confirm(stderr, *yes, fmt.Sprintf("Switch the primary over to %s? New transactions are held until it is done.", *to)); err != nil {
+		return err
+	}
 	entry, err := c.Switchover(ctx, *to)
 	if err != nil {
 		return unauthorizedHint(err)
@@ -70,6 +73,17 @@ func failoverCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	if *force != *allowLoss {
 		return fmt.Errorf("%w: --force and --allow-data-loss go together", errUsage)
 	}
+	c, err := client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if *to != "" {
+		if err := checkTargetFirst(ctx, c, *to, false, *force); err != nil {
+			return err
+		}
+	}
 	question := "Fail over now? Traffic is held until a new primary is agreed."
 	if *force {
 		question = "FORCE a failover that may LOSE ACKNOWLEDGED COMMITS? This is recorded in the history."
@@ -77,17 +91,75 @@ func failoverCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	if err := confirm(stderr, *yes, question); err != nil {
 		return err
 	}
-	c, err := client()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
 	entry, err := c.Failover(ctx, admin.FailoverRequestBody{To: *to, Force: *force, AllowDataLoss: *allowLoss})
 	if err != nil {
 		return unauthorizedHint(err)
 	}
 	printOutcome(stdout, entry)
+	return nil
+}
+
+// checkTargetFirst reads the cluster and refuses a target that cannot be
+// promoted (checkTarget) before anything is asked or changed.
+func checkTargetFirst(ctx context.Context, c *admin.Client, to string, switchover, forced bool) error {
+	v, err := c.Cluster(ctx)
+	if err != nil {
+		return err
+	}
+	if err := checkTarget(v, to, switchover, forced); err != nil {
+		return fmt.Errorf("%w: --to %s: %v", errUsage, to, err)
+	}
+	return nil
+}
+
+// checkTarget says why the node named to cannot be promoted, from the
+// cluster as the admin API shows it; nil when it can. A switchover needs a
+// standby that is up and streams from the agreed primary; a failover a
+// standby that is up (its primary may be gone). forced (failover --force)
+// lifts the fencing and recovery checks: the operator takes responsibility.
+// The coordinator checks again: this is for a clear answer before the
+// confirmation question. Pure.
+func checkTarget(v admin.ClusterView, to string, switchover, forced bool) error {
+	var names []string
+	var target *admin.NodeView
+	for i := range v.Nodes {
+		names = append(names, v.Nodes[i].Name)
+		if v.Nodes[i].Name == to {
+			target = &v.Nodes[i]
+		}
+	}
+	switch {
+	case target == nil:
+		return fmt.Errorf("no such node (the nodes are %s)", strings.Join(names, ", "))
+	case to == v.Primary:
+		return fmt.Errorf("%s is the primary already", to)
+	case switchover && v.Primary == "":
+		return fmt.Errorf("no primary is agreed: a switchover needs one (a failover is in progress or blocked; see pgquorum list)")
+	case switchover && v.Failover != nil:
+		return fmt.Errorf("a %s from %s is in progress", v.Failover.Kind, v.Failover.OldPrimary)
+	case target.Role == "fenced" && !forced:
+		return fmt.Errorf("%s is fenced (a former primary that has not rejoined): let its agent rejoin it, or run pgquorum rejoin on its host", to)
+	}
+	o, seen := latestObservation(target.Observations)
+	switch {
+	case !seen:
+		return fmt.Errorf("no proxy has observed %s yet", to)
+	case !o.Up:
+		return fmt.Errorf("%s is down (last observed by proxy %d at %s)", to, o.Proxy, o.At.Format(time.RFC3339))
+	case !o.InRecovery && !forced:
+		return fmt.Errorf("%s is not a standby (it runs as a primary)", to)
+	}
+	if !switchover || v.PrimaryProbe == nil || !v.PrimaryProbe.Reachable {
+		// Streaming is told by the agreed primary's walsenders; without a
+		// probe of it, the coordinator's own checks decide.
+		return nil
+	}
+	switch ws := target.WalSender; {
+	case ws == nil:
+		return fmt.Errorf("%s does not stream from the primary %s (no walsender for it there)", to, v.Primary)
+	case ws.State != "streaming":
+		return fmt.Errorf("%s does not stream from the primary %s yet (walsender state %s)", to, v.Primary, ws.State)
+	}
 	return nil
 }
 
@@ -125,7 +197,12 @@ func setPausedCommand(ctx context.Context, name string, paused bool, args []stri
 func historyCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("history", stderr)
 	client := adminFlags(fs)
+	output := outputFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	format, err := output()
+	if err != nil {
 		return err
 	}
 	c, err := client()
@@ -137,6 +214,12 @@ func historyCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	entries, err := c.History(ctx)
 	if err != nil {
 		return err
+	}
+	if format == outputJSON {
+		if entries == nil {
+			entries = []clusterstate.HistoryEntry{}
+		}
+		return writeJSON(stdout, entries)
 	}
 	if len(entries) == 0 {
 		fmt.Fprintln(stdout, "No failover or switchover yet.")
