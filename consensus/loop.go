@@ -359,6 +359,7 @@ func (n *Node) buildMembers() []Member {
 			Addr:      n.book.addr(id),
 			Voter:     voter,
 			Reachable: id == n.cfg.NodeID || (ok && now.Sub(heard) < recent),
+			LastHeard: heard,
 		})
 	}
 	for _, id := range n.confState.GetVoters() {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // Member is one member of the cluster as this node sees it.
@@ -16,6 +17,10 @@ type Member struct {
 	// of Members (at most membersRefreshTicks old). The leader hears from
 	// every member; a follower usually hears only from the leader.
 	Reachable bool
+	// LastHeard is when this node last received a Raft message from the
+	// member; zero if never since this node started (and for itself). Only
+	// the leader hears from every member.
+	LastHeard time.Time
 }
 
 // addressBook maps member ids to raft addresses and remembers removed ids.

@@ -44,6 +44,9 @@ type diskStorage struct {
 
 const storageFileName = "raft.db"
 
+// StorageFile is the path of a node's log in its DataDir.
+func StorageFile(dataDir string) string { return filepath.Join(dataDir, storageFileName) }
+
 var (
 	bucketMeta     = []byte("meta")
 	bucketEntries  = []byte("entries")

@@ -48,10 +48,11 @@ type Options struct {
 // goroutine. A nil *Metrics is valid: event methods do nothing, AddSources
 // returns nil and Handler answers 404.
 type Metrics struct {
-	registry *prometheus.Registry
-	handler  http.Handler
-	events   events
-	admin    adminEvents
+	registry   *prometheus.Registry
+	handler    http.Handler
+	events     events
+	admin      adminEvents
+	membership membershipEvents
 	// asyncCommit: sessions that lowered synchronous_commit (asynccommit.go).
 	asyncCommit asyncCommitEvents
 }
@@ -70,6 +71,8 @@ func New(opts Options) *Metrics {
 	m.registry.MustRegister(m.admin.refused)
 	m.asyncCommit = newAsyncCommitEvents()
 	m.registry.MustRegister(m.asyncCommit.sessions, m.asyncCommit.refused)
+	m.membership = newMembershipEvents()
+	m.registry.MustRegister(m.membership.learnersRemoved)
 	m.registry.MustRegister(infoCollector(opts))
 	if !opts.NoRuntimeMetrics {
 		m.registry.MustRegister(
