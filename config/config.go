@@ -10,6 +10,8 @@ package config
 
 import (
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Config is one proxy node's configuration.
@@ -29,15 +31,34 @@ type Config struct {
 	Admin       Admin      `yaml:"admin"`
 	Security    Security   `yaml:"security"`
 	Limits      Limits     `yaml:"limits"`
+	Learners    Learners   `yaml:"learners"`
+	Shutdown    Shutdown   `yaml:"shutdown"`
 	Log         Log        `yaml:"log"`
 }
 
 // Node identifies this proxy in the Raft cluster.
 type Node struct {
-	ID      uint64 `yaml:"id"`       // non-zero, never reused
+	ID      uint64 `yaml:"id"`       // non-zero, never reused; see AutoID
 	DataDir string `yaml:"data_dir"` // Raft log and snapshots
 	Voter   *bool  `yaml:"voter"`    // default true; false = learner (sidecar)
+
+	// AutoID is `id: auto` (learners only): the node draws its id from the
+	// block of its learner certificate at its first start and keeps it in
+	// data_dir (package node). ID is 0 until then.
+	AutoID bool `yaml:"-"`
 }
+
+// decodeKey reads `id: auto`.
+func (n *Node) decodeKey(key string, v *yaml.Node) (bool, error) {
+	if key != "id" || v.Kind != yaml.ScalarNode || v.Value != AutoIDValue {
+		return false, nil
+	}
+	n.AutoID, n.ID = true, 0
+	return true, nil
+}
+
+// AutoIDValue is the value of node.id that makes a learner draw its own id.
+const AutoIDValue = "auto"
 
 // IsVoter reports whether the node votes (the default) or is a learner.
 func (n Node) IsVoter() bool { return n.Voter == nil || *n.Voter }
@@ -201,6 +222,27 @@ type Security struct {
 	// authentication (no admin.token_file or admin.tls), only when every
 	// address is on loopback.
 	Insecure bool `yaml:"insecure"`
+}
+
+// Learners configures what the Raft leader does about learners (sidecars).
+type Learners struct {
+	// RemoveAfter: a learner the leader has not heard from for this long is
+	// removed from the membership (package learners). Unset: the default
+	// (learners.DefaultRemoveAfter); 0s: never.
+	RemoveAfter *Duration `yaml:"remove_after"`
+}
+
+// Shutdown says how a stopping proxy lets its clients go (SIGTERM, SIGINT or
+// POST /drain).
+type Shutdown struct {
+	// DrainDelay: how long /readyz answers 503 ("draining") while the proxy
+	// still accepts connections, before it stops accepting; it lets load
+	// balancers and Kubernetes Services take the proxy out first. Default 0.
+	DrainDelay Duration `yaml:"drain_delay"`
+	// Grace: how long sessions may take to reach their next transaction
+	// boundary once the proxy stopped accepting; the rest are closed.
+	// Default node.DefaultShutdownGrace.
+	Grace Duration `yaml:"grace"`
 }
 
 // Log configures logging.

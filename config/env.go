@@ -14,11 +14,15 @@ var EnvOverrides = []struct {
 }{
 	{"PGQUORUM_CLUSTER_NAME", "cluster_name", func(c *Config, v string) error { c.ClusterName = v; return nil }},
 	{"PGQUORUM_NODE_ID", "node.id", func(c *Config, v string) error {
+		if v == AutoIDValue {
+			c.Node.AutoID, c.Node.ID = true, 0
+			return nil
+		}
 		id, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
 			return fmt.Errorf("%q is not a positive integer", v)
 		}
-		c.Node.ID = id
+		c.Node.ID, c.Node.AutoID = id, false
 		return nil
 	}},
 	{"PGQUORUM_NODE_DATA_DIR", "node.data_dir", func(c *Config, v string) error { c.Node.DataDir = v; return nil }},

@@ -93,11 +93,13 @@ func parse(data []byte) (*Config, *Problems, error) {
 	cfg := &Config{}
 	p := &Problems{}
 	decoder{p: p}.decode(root.Content[0], reflect.ValueOf(cfg).Elem(), "")
-	cfg.applyDefaults()
+	cfg.ApplyDefaults()
 	return cfg, p, nil
 }
 
-func (c *Config) applyDefaults() {
+// ApplyDefaults fills in the defaults of absent keys, as Parse does (for a
+// configuration built in code).
+func (c *Config) ApplyDefaults() {
 	if c.Hold.Timeout.Duration == 0 {
 		c.Hold.Timeout.Duration = DefaultHoldTimeout
 	}

@@ -134,6 +134,11 @@ func (c *Config) checkPeerCertificate(id pki.Identity, err error) error {
 	switch {
 	case id.Cluster != c.ClusterName:
 		return fmt.Errorf("the certificate is for cluster %q, this is %q", id.Cluster, c.ClusterName)
+	case c.Node.AutoID && c.Node.ID == 0:
+		if id.Role != pki.RoleLearner {
+			return fmt.Errorf("node.id: auto needs a learner certificate for a block of ids (pgquorum cert node --id FIRST-LAST --learner), not %s", id)
+		}
+		return nil
 	case !id.Covers(c.Node.ID):
 		return fmt.Errorf("the certificate is %s, not node %d's", id, c.Node.ID)
 	case c.Node.IsVoter() && id.Role != pki.RoleVoter:

@@ -31,8 +31,13 @@ func (c *Config) validate(p *Problems) {
 			p.Add("cluster_name", "%q must be 1-63 letters, digits, '_', '.' or '-'", c.ClusterName)
 		}
 	}
-	if c.Node.ID == 0 {
-		p.Add("node.id", "required and must be non-zero")
+	switch {
+	case c.Node.AutoID && c.Node.IsVoter():
+		p.Add("node.id", "auto is for learners (node.voter: false): a voter's id is in peers")
+	case c.Node.AutoID && c.PeerTLS == nil:
+		p.Add("node.id", "auto draws the id from the block of ids of the learner certificate (peer_tls.cert): configure peer_tls")
+	case c.Node.ID == 0 && !c.Node.AutoID:
+		p.Add("node.id", "required and must be non-zero (or auto, for a learner)")
 	}
 	if c.Node.DataDir == "" {
 		p.Add("node.data_dir", "required")
@@ -69,6 +74,15 @@ func (c *Config) validate(p *Problems) {
 	}
 	if c.Health.Timeout.Duration < 10*time.Millisecond {
 		p.Add("health.timeout", "%s is too short (minimum 10ms)", c.Health.Timeout)
+	}
+	if c.Shutdown.Grace.Duration > time.Hour {
+		p.Add("shutdown.grace", "%s is longer than an hour", c.Shutdown.Grace)
+	}
+	if c.Shutdown.DrainDelay.Duration > time.Hour {
+		p.Add("shutdown.drain_delay", "%s is longer than an hour", c.Shutdown.DrainDelay)
+	}
+	if r := c.Learners.RemoveAfter; r != nil && r.Duration > 0 && r.Duration < 5*time.Second {
+		p.Add("learners.remove_after", "%s is too short (minimum 5s, or 0s for never): a learner that restarts would be removed", r)
 	}
 	c.validateSecurity(p)
 	switch c.Log.Format {

@@ -44,10 +44,10 @@ func WriteKeyPair(certFile, keyFile string, certPEM, keyPEM []byte, force bool) 
 			}
 		}
 	}
-	if err := writeAtomic(keyFile, keyPEM, 0o600); err != nil {
+	if err := WriteFileAtomic(keyFile, keyPEM, 0o600); err != nil {
 		return err
 	}
-	return writeAtomic(certFile, certPEM, 0o644)
+	return WriteFileAtomic(certFile, certPEM, 0o644)
 }
 
 // WriteCA writes the CA's ca.pem and ca-key.pem into dir (created 0700).
@@ -87,10 +87,10 @@ func LoadCA(dir string) (*CA, error) {
 // CertPEM is the CA certificate, PEM-encoded.
 func (ca *CA) CertPEM() []byte { return encodeCert(ca.Cert) }
 
-// writeAtomic writes data to a temporary file in the same directory and
-// renames it over path, so a reader (a node reloading on SIGHUP) never sees a
-// half-written file.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
+// WriteFileAtomic writes data to a temporary file in the same directory,
+// syncs it and renames it over path, so a reader (a node reloading on SIGHUP,
+// a node restarting after a crash) never sees a half-written file.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
