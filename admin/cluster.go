@@ -90,13 +90,20 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
 }
 
-// readyz is 200 while this proxy routes to an agreed primary: the readiness
-// probe of a sidecar.
+// readyz is 200 while this proxy routes to an agreed primary and can serve
+// clients there (Readiness: not draining, logins to the primary work): the
+// readiness probe of Kubernetes. The body of a 503 says why.
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	v := s.Routing.Current()
 	if !v.Routing {
 		writeError(w, http.StatusServiceUnavailable, "not ready: "+v.Reason)
 		return
+	}
+	if s.Readiness != nil {
+		if ok, reason := s.Readiness.Ready(); !ok {
+			writeError(w, http.StatusServiceUnavailable, "not ready: "+reason)
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "primary": v.Target.Name, "epoch": v.Epoch})
 }

@@ -71,6 +71,10 @@ type Server struct {
 	Health HealthView
 	// Metrics serves GET /metrics (Prometheus); nil answers 404.
 	Metrics http.Handler
+	// Drainer, if set, serves POST /drain.
+	Drainer Drainer
+	// Readiness, if set, adds its conditions to GET /readyz.
+	Readiness Readiness
 	// Token, if not empty, is the operators' bearer token for mutating
 	// calls. SetToken replaces it while serving (configuration reload).
 	Token string
@@ -121,6 +125,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /failover", s.mutating(s.failover))
 	mux.HandleFunc("POST /pause", s.mutating(s.pause))
 	mux.HandleFunc("POST /resume", s.mutating(s.resume))
+	mux.HandleFunc("POST /drain", s.mutating(s.drain))
 	mux.HandleFunc("POST /rejoin/{node}", s.mutating(s.rejoin(s.Health, s.Raft)))
 	mux.HandleFunc("GET /members", s.listMembers)
 	mux.HandleFunc("POST /members", s.mutating(s.addMember))

@@ -336,3 +336,36 @@ func TestAddingAnUnreachableVoterNeedsForce(t *testing.T) {
 		t.Fatalf("adding a reachable voter: %v", err)
 	}
 }
+
+type fakeDrainer struct{ calls int }
+
+func (f *fakeDrainer) StartDrain() DrainInfo {
+	f.calls++
+	return DrainInfo{Draining: true, DrainDelay: "5s", Grace: "10s"}
+}
+
+type fakeReadiness struct{ reason string }
+
+func (f fakeReadiness) Ready() (bool, string) { return f.reason == "", f.reason }
+
+// TestDrainAndReadiness: POST /drain is an operator's call that starts the
+// drain; /readyz adds the node's own conditions to routing.
+func TestDrainAndReadiness(t *testing.T) {
+	drainer := &fakeDrainer{}
+	s := &Server{ClusterName: "test", NodeID: 1, Raft: &fakeRaft{}, State: fakeState{},
+		Routing:   fakeRouting{routing.View{Routing: true, Epoch: 4, Target: proxy.Target{Name: "pg2"}}},
+		Drainer:   drainer,
+		Readiness: fakeReadiness{reason: "draining since 12:00: this proxy takes no new clients"},
+		Token:     "s3cret"}
+	ts := httptest.NewServer(s.Handler())
+	defer ts.Close()
+	if code, _ := call(t, "POST", ts.URL+"/drain", "", ""); code != http.StatusUnauthorized || drainer.calls != 0 {
+		t.Fatalf("POST /drain without the token: %d, %d calls", code, drainer.calls)
+	}
+	if code, body := call(t, "POST", ts.URL+"/drain", "s3cret", ""); code != http.StatusAccepted || !strings.Contains(body, `"grace": "10s"`) || drainer.calls != 1 {
+		t.Fatalf("POST /drain: %d %s", code, body)
+	}
+	if code, body := call(t, "GET", ts.URL+"/readyz", "", ""); code != http.StatusServiceUnavailable || !strings.Contains(body, "draining since") {
+		t.Fatalf("/readyz while draining: %d %s", code, body)
+	}
+}
