@@ -22,6 +22,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgquorum/pgquorum/admin"
@@ -31,17 +32,33 @@ import (
 	"github.com/pgquorum/pgquorum/consensus/clusterstate"
 	"github.com/pgquorum/pgquorum/coordinator"
 	"github.com/pgquorum/pgquorum/health"
+	"github.com/pgquorum/pgquorum/learners"
 	"github.com/pgquorum/pgquorum/metrics"
 	"github.com/pgquorum/pgquorum/proxy"
 	"github.com/pgquorum/pgquorum/proxy/pgauth"
 	"github.com/pgquorum/pgquorum/routing"
 )
 
-// ShutdownGrace bounds how long a stopping node lets client sessions finish.
-const ShutdownGrace = 10 * time.Second
+// DefaultShutdownGrace is shutdown.grace when the configuration does not
+// say: how long a stopping node lets client sessions reach their next
+// transaction boundary before it closes them.
+const DefaultShutdownGrace = 10 * time.Second
 
-// Node is a running pgquorum node. Owner: the goroutine that called Start
-// calls Close; the components run in goroutines Start created.
+// ShutdownGrace is DefaultShutdownGrace (the name callers used before
+// shutdown.grace existed).
+const ShutdownGrace = DefaultShutdownGrace
+
+// Node is a running pgquorum node.
+//
+// Lifecycle (etcd's server style): Start starts every component in its own
+// goroutine; the components run until Close. If any of them stops on its own
+// (its listener died, the Raft member failed or was removed, ...) the node has
+// failed: Done is closed and Err says which component and why, and the owner
+// must Close it (pgquorum run exits 1). A node never keeps serving with a
+// part missing while /healthz says it is alive.
+//
+// Owner: the goroutine that called Start calls Drain and Close; the
+// components run in the goroutines Start created.
 type Node struct {
 	cfg     *config.Config
 	logger  *slog.Logger
@@ -56,10 +73,17 @@ type Node struct {
 	metrics     *metrics.Metrics
 	security    security
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	errMu  sync.Mutex
-	err    error
+	runCtx   context.Context // the components' context; cancelled by Close
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopping atomic.Bool // Close was called: components that return are not failures
+
+	done     chan struct{} // closed when the node failed, or Close finished
+	doneOnce sync.Once
+	errMu    sync.Mutex
+	err      error // the first failure
+
+	drain drainState
 }
 
 // Options are the parts of a node that do not come from its configuration file.
@@ -68,32 +92,48 @@ type Options struct {
 	// NoRuntimeMetrics leaves the Go runtime and process collectors out of
 	// /metrics (for tests that run many nodes in one process).
 	NoRuntimeMetrics bool
+	// AdminListen, if set, opens the admin API's listener instead of
+	// net.Listen("tcp", listen.admin): a listener handed over by systemd
+	// socket activation, or a test's.
+	AdminListen func(addr string) (net.Listener, error)
 }
 
 // Start starts every component of the node and returns once the listeners are
 // bound. cfg must be valid (config.Load; Start validates it again, so a
 // configuration built in code is held to the same rules, secure by default).
-func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Options) (*Node, error) {
+// A learner with node.id: auto gets its id here (resolveAutoID). If anything
+// fails, what was started is stopped again, in reverse order, before Start
+// returns the error.
+func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Options) (_ *Node, err error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{cfg: cfg, logger: logger, machine: clusterstate.NewMachine(), done: make(chan struct{})}
+	n.drain.finished = make(chan struct{})
+	// One unwind path: every part that started pushes how to stop it.
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+
+	if n.security, err = loadSecurity(cfg, logger); err != nil {
+		return nil, err
+	}
+	if err := resolveAutoID(cfg, n.security.peer, logger); err != nil {
+		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, logger: logger, machine: clusterstate.NewMachine()}
-	var err error
-	if n.security, err = loadSecurity(cfg, logger); err != nil {
+	tlsConfig, err := clientTLS(cfg)
+	if err != nil {
 		return nil, err
 	}
 
-	var tlsConfig *tls.Config
-	if cfg.TLS != nil {
-		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
-		if err != nil {
-			return nil, fmt.Errorf("tls: %w", err)
-		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
 	mockSecret, err := cfg.MockSecret()
 	if err != nil {
 		return nil, err
@@ -131,6 +171,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		return nil, fmt.Errorf("raft: %w", err)
 	}
 	n.raft = raft
+	undo = append(undo, func() { _ = raft.Close() })
 
 	addresses := map[string]string{}
 	var specs []clusterstate.NodeSpec
@@ -164,7 +205,6 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		Logger:   logger.With("component", "health"),
 	})
 	if err != nil {
-		raft.Close()
 		return nil, err
 	}
 	reporter := &coordinator.HealthReporter{
@@ -225,21 +265,18 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		Logger:                logger,
 	})
 	if err != nil {
-		raft.Close()
 		return nil, err
 	}
 	raft.HandleCalls(cancelService, n.serveForwardedCancel)
 	if err := n.proxy.Listen(); err != nil {
-		raft.Close()
 		return nil, err
 	}
 	if cfg.Node.IsVoter() {
 		// Learners (sidecars) read verifiers through the voters (package authlookup).
 		authlookup.Serve(raft, n.proxy.LookupVerifier, pgauth.NewMockKey(mockSecret), logger.With("component", "verifier-lookup"))
 	}
+	undo = append(undo, func() { _ = n.proxy.Shutdown(context.Background()) })
 	if err := n.metrics.AddSources(n.metricsSources(monitor)); err != nil {
-		n.proxy.Shutdown(context.Background())
-		raft.Close()
 		return nil, err
 	}
 	n.admin = &admin.Server{
@@ -252,68 +289,165 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		Routing:     n.router,
 		Operator:    n.coordinator,
 		Health:      monitor,
+		Drainer:     n,
+		Readiness:   n,
 		Refused:     n.metrics.AdminRefused,
 		Logger:      logger.With("component", "admin"),
 	}
 	n.security.adminServer(n.admin, cfg)
-	if err := n.admin.Listen(cfg.Listen.Admin); err != nil {
-		n.proxy.Shutdown(context.Background())
-		raft.Close()
-		return nil, err
+	listen := opts.AdminListen
+	if listen == nil {
+		listen = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
 	}
+	adminListener, err := listen(cfg.Listen.Admin)
+	if err != nil {
+		return nil, fmt.Errorf("admin listen %s: %w", cfg.Listen.Admin, err)
+	}
+	n.admin.UseListener(adminListener)
+	undo = append(undo, func() { _ = adminListener.Close() })
 
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	n.cancel = cancel
-	n.goRun("routing", func() error { n.router.Run(runCtx); return nil })
+	pruner := &learners.Pruner{
+		Raft:        raft,
+		RemoveAfter: learners.DefaultRemoveAfter,
+		Removed:     func(uint64) { n.metrics.LearnerRemoved() },
+		Logger:      logger.With("component", "learners"),
+	}
+	if r := cfg.Learners.RemoveAfter; r != nil {
+		pruner.RemoveAfter = r.Duration // 0: never
+	}
+	versions := &coordinator.VersionAgreement{Raft: raft, State: n.machine, Proxy: cfg.Node.ID, Logger: logger.With("component", "versions")}
+
+	// From here on nothing fails: the components run until Close, and the
+	// failure of any one is the node's (goRun).
+	n.runCtx, n.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	n.goRun("raft", n.watchRaft)
+	n.goRun("routing", func(ctx context.Context) error { n.router.Run(ctx); return nil })
 	if cfg.Auth.QueryUser != "" {
 		// Only voters probe PostgreSQL and report what they see (health.go);
 		// a learner starts when it is promoted. A sidecar without database
 		// credentials (auth.lookup: voters, no query user) probes nothing.
-		n.goRun("health", func() error {
-			if !waitVoter(runCtx, raft) {
+		// waitVoter is false when the node stops (or the Raft member did:
+		// that is the node's failure, see fail).
+		n.goRun("health", func(ctx context.Context) error {
+			if !waitVoter(ctx, raft) {
 				return nil
 			}
-			return monitor.Run(runCtx)
+			return monitor.Run(ctx)
 		})
-		n.goRun("health-reporter", func() error {
-			if !waitVoter(runCtx, raft) {
+		n.goRun("health-reporter", func(ctx context.Context) error {
+			if !waitVoter(ctx, raft) {
 				return nil
 			}
-			return reporter.Run(runCtx)
+			return reporter.Run(ctx)
 		})
 	}
-	n.goRun("coordinator", func() error { n.coordinator.Run(runCtx); return nil })
-	n.goRun("certificates", func() error {
-		return n.security.watch(runCtx, logger.With("component", "certificates"), certificateCheck)
+	n.goRun("coordinator", func(ctx context.Context) error { n.coordinator.Run(ctx); return nil })
+	n.goRun("certificates", func(ctx context.Context) error {
+		return n.security.watch(ctx, logger.With("component", "certificates"), certificateCheck)
 	})
-	versions := &coordinator.VersionAgreement{Raft: raft, State: n.machine, Proxy: cfg.Node.ID, Logger: logger.With("component", "versions")}
-	n.goRun("versions", func() error { return versions.Run(runCtx) })
-	n.goRun("admin", func() error { return n.admin.Serve(runCtx) })
-	n.goRun("proxy", func() error {
-		if err := n.proxy.Serve(runCtx); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
+	n.goRun("versions", versions.Run)
+	n.goRun("learners", pruner.Run)
+	n.goRun("admin", n.admin.Serve)
+	n.goRun("proxy", n.serveProxy)
 	logger.Info("pgquorum node started", "cluster", cfg.ClusterName, "node", cfg.Node.ID, "voter", cfg.Node.IsVoter(),
 		"postgres", n.proxy.Addr().String(), "admin", n.admin.URL(), "raft", raft.Addr(), "peer_tls", n.security.peer != nil)
 	return n, nil
 }
 
-// goRun runs f in a goroutine the node waits for; the first error is kept.
-func (n *Node) goRun(name string, f func() error) {
+// clientTLS is the proxy's TLS towards clients (tls.cert, tls.key); nil without.
+func clientTLS(cfg *config.Config) (*tls.Config, error) {
+	if cfg.TLS == nil {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// goRun runs one component in a goroutine the node waits for. A component
+// runs until ctx ends; one that returns before (with an error or not) has
+// failed, and so has the node.
+func (n *Node) goRun(name string, run func(ctx context.Context) error) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := f(); err != nil {
-			n.logger.Error("component stopped", "component", name, "err", err)
-			n.errMu.Lock()
-			if n.err == nil {
-				n.err = fmt.Errorf("%s: %w", name, err)
+		err := run(n.runCtx)
+		if n.stopping.Load() || n.runCtx.Err() != nil {
+			if err != nil && !errors.Is(err, context.Canceled) {
+				n.logger.Warn("component stopped with an error while the node stopped", "component", name, "err", err)
 			}
-			n.errMu.Unlock()
+			return
 		}
+		if err == nil {
+			err = errors.New("stopped unexpectedly")
+		}
+		n.fail(fmt.Errorf("%s: %w", name, err))
 	}()
+}
+
+// fail records the node's first failure and closes Done. When the Raft member
+// has stopped, its error is the failure: the components that depend on it
+// stop after it and would only say that they stopped.
+func (n *Node) fail(err error) {
+	select {
+	case <-n.raft.Done():
+		if raftErr := n.raft.Err(); raftErr != nil && !errors.Is(err, raftErr) {
+			err = fmt.Errorf("raft: %w", raftErr)
+		}
+	default:
+	}
+	n.errMu.Lock()
+	first := n.err == nil
+	if first {
+		n.err = err
+	}
+	n.errMu.Unlock()
+	if first {
+		n.logger.Error("a component of the node failed: the node stops", "err", err)
+	}
+	n.doneOnce.Do(func() { close(n.done) })
+}
+
+// watchRaft is the Raft member as a component: it fails when the member stops
+// on its own (a storage error, a broken invariant, an entry it cannot apply,
+// or its removal from the cluster). A learner with node.id: auto that was
+// removed forgets its id, so that its next start joins under a new one.
+func (n *Node) watchRaft(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-n.raft.Done():
+	}
+	err := n.raft.Err()
+	if errors.Is(err, consensus.ErrRemoved) && n.cfg.Node.AutoID && !n.stopping.Load() {
+		if ferr := forgetAutoID(n.cfg.Node.DataDir); ferr != nil {
+			n.logger.Error("removed from the cluster, and the old id could not be dropped", "err", ferr)
+		} else {
+			n.logger.Warn("removed from the cluster: the id is dropped, the next start joins under a new one (node.id: auto)",
+				"id", n.cfg.Node.ID)
+		}
+	}
+	if err == nil {
+		err = errors.New("the Raft member stopped")
+	}
+	return err
+}
+
+// serveProxy is the PostgreSQL listener as a component. Once the node drains
+// (POST /drain), the listener stops on purpose and the node goes on without
+// it (Raft member, admin API) until it is stopped.
+func (n *Node) serveProxy(ctx context.Context) error {
+	err := n.proxy.Serve(ctx)
+	if errors.Is(err, proxy.ErrServerClosed) && n.drain.started.Load() {
+		<-ctx.Done()
+		return nil
+	}
+	if err == nil || errors.Is(err, proxy.ErrServerClosed) {
+		return errors.New("the PostgreSQL listener stopped")
+	}
+	return err
 }
 
 // routingChanged runs on the router's goroutine when the routing view changes.
@@ -332,24 +466,35 @@ func (n *Node) AdminAddr() net.Addr { return n.admin.Addr() }
 // Raft is the node's Raft member.
 func (n *Node) Raft() *consensus.Node { return n.raft }
 
-// Done is closed when the Raft member stops (closed, removed or failed).
-func (n *Node) Done() <-chan struct{} { return n.raft.Done() }
+// Done is closed when the node has failed (see Err) or Close has finished.
+func (n *Node) Done() <-chan struct{} { return n.done }
 
-// Close stops the node: the proxy stops accepting and drains its sessions
-// (bounded by ctx), then the admin API, routing and coordinator stop, and the
-// Raft member hands over leadership and closes its log.
-func (n *Node) Close(ctx context.Context) error {
-	if err := n.proxy.Shutdown(ctx); err != nil {
-		n.logger.Warn("proxy shutdown", "err", err)
-	}
-	n.cancel()
-	n.wg.Wait()
-	if err := n.raft.Close(); err != nil && !errors.Is(err, consensus.ErrStopped) {
-		return err
-	}
+// Err is the node's failure: which component stopped on its own, and why;
+// nil while it runs, and after a Close without failure.
+func (n *Node) Err() error {
 	n.errMu.Lock()
 	defer n.errMu.Unlock()
 	return n.err
+}
+
+// Close stops the node: the proxy stops accepting and drains its sessions
+// (bounded by ctx; a Drain in progress is waited for), then the admin API,
+// routing and coordinator stop, and the Raft member hands over leadership and
+// closes its log. It returns the node's failure, if it failed.
+func (n *Node) Close(ctx context.Context) error {
+	n.stopping.Store(true)
+	n.stopProxy(ctx)
+	n.cancel()
+	n.wg.Wait()
+	closeErr := n.raft.Close()
+	n.doneOnce.Do(func() { close(n.done) })
+	if err := n.Err(); err != nil {
+		return err
+	}
+	if closeErr != nil && !errors.Is(closeErr, consensus.ErrStopped) {
+		return closeErr
+	}
+	return nil
 }
 
 // Routing is this node's current routing decision.
@@ -380,7 +525,8 @@ func (n *Node) Reload(cfg *config.Config) (needRestart []string, err error) {
 		}
 	}
 	check("cluster_name", old.ClusterName != cfg.ClusterName)
-	check("node", old.Node.ID != cfg.Node.ID || old.Node.DataDir != cfg.Node.DataDir || old.Node.IsVoter() != cfg.Node.IsVoter())
+	sameID := old.Node.ID == cfg.Node.ID || (old.Node.AutoID && cfg.Node.AutoID)
+	check("node", !sameID || old.Node.DataDir != cfg.Node.DataDir || old.Node.IsVoter() != cfg.Node.IsVoter())
 	check("listen", old.Listen != cfg.Listen)
 	check("peers", fmt.Sprint(old.Peers) != fmt.Sprint(cfg.Peers))
 	check("backends", fmt.Sprint(old.Backends) != fmt.Sprint(cfg.Backends))
@@ -394,5 +540,15 @@ func (n *Node) Reload(cfg *config.Config) (needRestart []string, err error) {
 	check("peer_tls", fmt.Sprint(old.PeerTLS) != fmt.Sprint(cfg.PeerTLS))
 	check("admin.tls", fmt.Sprint(old.Admin.TLS) != fmt.Sprint(cfg.Admin.TLS))
 	check("security", old.Security != cfg.Security)
+	check("learners", durationOrNil(old.Learners.RemoveAfter) != durationOrNil(cfg.Learners.RemoveAfter))
+	check("shutdown", old.Shutdown != cfg.Shutdown)
 	return needRestart, err
+}
+
+// durationOrNil prints an optional duration for comparison.
+func durationOrNil(d *config.Duration) string {
+	if d == nil {
+		return "unset"
+	}
+	return d.String()
 }

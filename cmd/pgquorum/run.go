@@ -2,16 +2,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/pgquorum/pgquorum/config"
-	"github.com/pgquorum/pgquorum/consensus"
 	"github.com/pgquorum/pgquorum/node"
 )
 
@@ -37,7 +36,7 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	level := new(slog.LevelVar)
 	logger := newLogger(stderr, cfg.Log, level)
-	return runNode(ctx, cfg, logger, func(n *node.Node) {
+	return runNode(ctx, cfg, logger, node.Options{Version: versionString()}, func(n *node.Node) {
 		// SIGHUP: reload what can change while running (log level, admin
 		// token, certificates) and say which changed keys need a restart.
 		next, err := config.Load(*configPath)
@@ -58,39 +57,50 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	})
 }
 
-// runNode runs one node until ctx ends (SIGINT/SIGTERM) or its Raft member
-// stops (for example because it was removed from the cluster). onHUP runs on
-// every SIGHUP.
-func runNode(ctx context.Context, cfg *config.Config, logger *slog.Logger, onHUP func(*node.Node)) error {
-	n, err := node.Start(ctx, cfg, logger, node.Options{Version: versionString()})
+// runNode runs one node until ctx ends (SIGINT/SIGTERM: the node drains its
+// client sessions, then stops) or the node fails (a component stopped on its
+// own, or the Raft member was removed from the cluster: the error says which,
+// and pgquorum run exits 1). onHUP runs on every SIGHUP. A second SIGINT or
+// SIGTERM during the drain cuts it short.
+func runNode(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts node.Options, onHUP func(*node.Node)) error {
+	n, err := node.Start(ctx, cfg, logger, opts)
 	if err != nil {
 		return err
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	delay, grace := n.DrainTimes()
 wait:
 	for {
 		select {
 		case <-ctx.Done():
-			logger.Info("shutting down: draining client sessions", "grace", node.ShutdownGrace)
+			logger.Info("shutting down: draining client sessions", "drain_delay", delay, "grace", grace)
+			drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), delay+grace+time.Second)
+			again := make(chan os.Signal, 1)
+			signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+			go func() {
+				select {
+				case <-again:
+					logger.Warn("second signal: closing the remaining sessions now")
+					cancel()
+				case <-drainCtx.Done():
+				}
+			}()
+			_ = n.Drain(drainCtx)
+			signal.Stop(again)
+			cancel()
 			break wait
 		case <-n.Done():
-			logger.Error("the Raft member stopped; shutting down", "err", n.Raft().Err())
+			logger.Error("the node failed; shutting down", "err", n.Err())
 			break wait
 		case <-hup:
 			onHUP(n)
 		}
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), node.ShutdownGrace)
+	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 	defer cancel()
-	if err := n.Close(shutdownCtx); err != nil {
-		return err
-	}
-	if err := n.Raft().Err(); err != nil && !errors.Is(err, consensus.ErrStopped) {
-		return err
-	}
-	return nil
+	return n.Close(closeCtx)
 }
 
 func newLogger(w io.Writer, c config.Log, level *slog.LevelVar) *slog.Logger {
