@@ -213,3 +213,10 @@ func (c *Client) SetPaused(ctx context.Context, paused bool) error {
 	}
 	return c.do(ctx, http.MethodPost, path, nil, nil)
 }
+
+// Drain asks the node to drain its proxy (POST /drain).
+func (c *Client) Drain(ctx context.Context) (DrainInfo, error) {
+	var info DrainInfo
+	err := c.do(ctx, http.MethodPost, "/drain", nil, &info)
+	return info, err
+}

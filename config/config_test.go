@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -391,6 +392,43 @@ func TestRaftAddrMismatch(t *testing.T) {
 	for _, tt := range tests {
 		if got := raftAddrMismatch(tt.listen, tt.advertised); (got != "") != tt.mismatch {
 			t.Errorf("raftAddrMismatch(%q, %q) = %q, want mismatch %v", tt.listen, tt.advertised, got, tt.mismatch)
+		}
+	}
+}
+
+// TestExampleRuntimeDataStaysOutOfGit: what trying the examples in configs/
+// writes (Raft logs in node.data_dir, the certificates and token the README
+// makes) is ignored by git, so it never lands in the source tree.
+func TestExampleRuntimeDataStaysOutOfGit(t *testing.T) {
+	git, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatalf("git is needed to check .gitignore: %v", err)
+	}
+	files, _ := filepath.Glob("../configs/*.yaml")
+	more, _ := filepath.Glob("../configs/loopback/*.yaml")
+	var paths []string
+	for _, f := range append(files, more...) {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := Parse(data)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		cfg.resolvePaths(filepath.Dir(f))
+		paths = append(paths, filepath.Join(cfg.Node.DataDir, "raft.db"), cfg.Admin.TokenFile)
+		if cfg.PeerTLS != nil {
+			paths = append(paths, cfg.PeerTLS.CA, cfg.PeerTLS.Cert, cfg.PeerTLS.Key)
+		}
+	}
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		out, err := exec.Command(git, "check-ignore", "--no-index", "-q", p).CombinedOutput()
+		if err != nil {
+			t.Errorf("%s is not ignored by .gitignore (git check-ignore: %v %s)", p, err, out)
 		}
 	}
 }

@@ -17,11 +17,17 @@ import (
 )
 
 // TestDemoStartsAndStopsCleanly runs `pgquorum demo` as a newcomer would, connects
-// through a printed connection string, then presses Ctrl-C (SIGINT) and checks that
-// the demo exits 0 and removes what it created.
+// through a printed connection string, then presses Ctrl-C (SIGINT), or closes the
+// terminal (SIGHUP), and checks that the demo exits 0 and removes what it created.
 func TestDemoStartsAndStopsCleanly(t *testing.T) {
 	testenv.RequirePostgres(t, "")
 	bin := PgquorumBinary(t)
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGHUP} {
+		t.Run(sig.String(), func(t *testing.T) { demoStartsAndStops(t, bin, sig) })
+	}
+}
+
+func demoStartsAndStops(t *testing.T, bin string, sig syscall.Signal) {
 	cmd := exec.Command(bin, "demo")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -91,7 +97,7 @@ func TestDemoStartsAndStopsCleanly(t *testing.T) {
 	}
 	conn.Close(ctx)
 
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+	if err := cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	go func() {
@@ -101,10 +107,10 @@ func TestDemoStartsAndStopsCleanly(t *testing.T) {
 	select {
 	case err := <-exited:
 		if err != nil {
-			t.Fatalf("demo exited with %v after Ctrl-C\nstderr:\n%s", err, stderr.String())
+			t.Fatalf("demo exited with %v after %v\nstderr:\n%s", err, sig, stderr.String())
 		}
 	case <-time.After(60 * time.Second):
-		t.Fatal("demo did not stop within 60 s of Ctrl-C")
+		t.Fatalf("demo did not stop within 60 s of %v", sig)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("demo left %s behind (stat: %v)", dir, err)

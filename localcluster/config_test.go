@@ -1,6 +1,7 @@
 package localcluster
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -194,5 +195,26 @@ func TestOptionsWithDefaults(t *testing.T) {
 				t.Errorf("error %v, want it to contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestFindBinDirHonoursTheEnvironment: PGQUORUM_PG_BINDIR names the bin dir
+// of any PostgreSQL version (16 and 17 live elsewhere than 15).
+func TestFindBinDirHonoursTheEnvironment(t *testing.T) {
+	binDir := t.TempDir()
+	for _, program := range []string{"initdb", "pg_ctl", "pg_basebackup", "postgres"} {
+		writeExecutable(t, binDir, program)
+	}
+	t.Setenv(BinDirEnv, binDir)
+	if got, err := FindBinDir(""); err != nil || got != binDir {
+		t.Fatalf("FindBinDir with %s=%s: %q %v", BinDirEnv, binDir, got, err)
+	}
+	explicit := t.TempDir()
+	if _, err := FindBinDir(explicit); err == nil || !strings.Contains(err.Error(), "lacks one of initdb") {
+		t.Fatalf("an explicit bin dir without the programs: %v", err)
+	}
+	t.Setenv(BinDirEnv, explicit)
+	if _, err := FindBinDir(""); !errors.Is(err, ErrPostgresNotFound) {
+		t.Fatalf("%s naming an empty dir: %v", BinDirEnv, err)
 	}
 }

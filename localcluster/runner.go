@@ -9,53 +9,103 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
-// DefaultBinDir is where Debian and Ubuntu install PostgreSQL 15.
-const DefaultBinDir = "/usr/lib/postgresql/15/bin"
+// BinDirEnv names the environment variable that says where the PostgreSQL
+// server programs are, when FindBinDir is not told.
+const BinDirEnv = "PGQUORUM_PG_BINDIR"
 
 // ErrPostgresNotFound is wrapped by the errors of FindBinDir and Start when the PostgreSQL server
 // programs are not installed; callers use it to tell "install PostgreSQL" from a real failure.
 var ErrPostgresNotFound = errors.New("PostgreSQL server programs not found")
 
-// FindBinDir returns the directory holding the PostgreSQL server programs. A non-empty binDir is
-// checked and returned as is; otherwise DefaultBinDir is tried, then the directory of pg_ctl on PATH.
-func FindBinDir(binDir string) (string, error) {
-	has := func(dir string) bool {
-		for _, program := range []string{"initdb", "pg_ctl", "pg_basebackup", "postgres"} {
-			info, err := os.Stat(filepath.Join(dir, program))
-			if err != nil || info.IsDir() || info.Mode()&0o111 == 0 {
-				return false
-			}
+// serverPrograms are what a bin dir must hold for localcluster.
+var serverPrograms = []string{"initdb", "pg_ctl", "pg_basebackup", "postgres"}
+
+// hasServerPrograms reports whether dir holds the server programs.
+func hasServerPrograms(dir string) bool {
+	for _, program := range serverPrograms {
+		info, err := os.Stat(filepath.Join(dir, program))
+		if err != nil || info.IsDir() || info.Mode()&0o111 == 0 {
+			return false
 		}
-		return true
+	}
+	return true
+}
+
+// FindBinDir returns the directory holding the PostgreSQL server programs
+// (any major version pgquorum supports: 15, 16, 17). A non-empty binDir is
+// checked and returned as is; otherwise, in order: $PGQUORUM_PG_BINDIR, the
+// --bindir of pg_config on PATH, the directory of pg_ctl on PATH, and the
+// newest version in the Debian (/usr/lib/postgresql/N/bin) and Red Hat
+// (/usr/pgsql-N/bin) layouts.
+func FindBinDir(binDir string) (string, error) {
+	if binDir == "" {
+		binDir = os.Getenv(BinDirEnv)
 	}
 	if binDir != "" {
-		if !has(binDir) {
-			return "", fmt.Errorf("%w: bin dir %s lacks initdb, pg_ctl, pg_basebackup or postgres", ErrPostgresNotFound, binDir)
+		if !hasServerPrograms(binDir) {
+			return "", fmt.Errorf("%w: bin dir %s lacks one of %s", ErrPostgresNotFound, binDir, strings.Join(serverPrograms, ", "))
 		}
 		return binDir, nil
 	}
-	if has(DefaultBinDir) {
-		return DefaultBinDir, nil
+	var tried []string
+	if path, err := exec.LookPath("pg_config"); err == nil {
+		if out, err := exec.Command(path, "--bindir").Output(); err == nil {
+			if dir := strings.TrimSpace(string(out)); hasServerPrograms(dir) {
+				return dir, nil
+			}
+		}
+		tried = append(tried, "pg_config --bindir")
 	}
-	path, err := exec.LookPath("pg_ctl")
-	if err != nil {
-		return "", fmt.Errorf("%w in %s nor on PATH (%w)", ErrPostgresNotFound, DefaultBinDir, err)
+	if path, err := exec.LookPath("pg_ctl"); err == nil {
+		// pg_ctl on PATH is often a symlink into the real bin dir, next to postgres and initdb.
+		if resolved, err := filepath.EvalSymlinks(path); err == nil {
+			path = resolved
+		}
+		if dir := filepath.Dir(path); hasServerPrograms(dir) {
+			return dir, nil
+		}
+		tried = append(tried, "pg_ctl on PATH")
 	}
-	// pg_ctl on PATH is often a symlink into the real bin dir, next to postgres and initdb.
-	if resolved, err := filepath.EvalSymlinks(path); err == nil {
-		path = resolved
+	if dirs := InstalledBinDirs(); len(dirs) > 0 {
+		return dirs[len(dirs)-1], nil
 	}
-	dir := filepath.Dir(path)
-	if !has(dir) {
-		return "", fmt.Errorf("%w: bin dir %s (of pg_ctl on PATH) lacks initdb, pg_basebackup or postgres", ErrPostgresNotFound, dir)
+	tried = append(tried, "/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin")
+	return "", fmt.Errorf("%w (looked at $%s, %s): install PostgreSQL 15, 16 or 17, or set %s",
+		ErrPostgresNotFound, BinDirEnv, strings.Join(tried, ", "), BinDirEnv)
+}
+
+// InstalledBinDirs lists the bin dirs of every PostgreSQL major version
+// installed in the Debian and Red Hat layouts, oldest version first.
+func InstalledBinDirs() []string {
+	type found struct {
+		version int
+		dir     string
 	}
-	return dir, nil
+	var all []found
+	for _, pattern := range []string{"/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin"} {
+		matches, _ := filepath.Glob(pattern)
+		for _, dir := range matches {
+			name := filepath.Base(filepath.Dir(dir))
+			version, err := strconv.Atoi(strings.TrimPrefix(name, "pgsql-"))
+			if err != nil || !hasServerPrograms(dir) {
+				continue
+			}
+			all = append(all, found{version, dir})
+		}
+	}
+	slices.SortFunc(all, func(a, b found) int { return a.version - b.version })
+	dirs := make([]string, len(all))
+	for i, f := range all {
+		dirs[i] = f.dir
+	}
+	return dirs
 }
 
 // runner runs PostgreSQL programs and creates files as the OS user that owns the cluster: the

@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/pgquorum/pgquorum/config"
@@ -34,6 +36,9 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	// Closing the terminal (SIGHUP) cleans up too, like Ctrl-C and SIGTERM.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP)
+	defer stop()
 
 	level := slog.LevelWarn
 	if *verbose {
@@ -66,7 +71,7 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	cancel()
 	if err != nil {
 		if errors.Is(err, localcluster.ErrPostgresNotFound) {
-			return fmt.Errorf("%w\n\nInstall PostgreSQL 15 first, e.g. `apt-get install postgresql`", err)
+			return fmt.Errorf("%w\n\nInstall PostgreSQL (15, 16 or 17) first, e.g. `apt-get install postgresql`, or set PGQUORUM_PG_BINDIR", err)
 		}
 		return fmt.Errorf("starting PostgreSQL: %w", err)
 	}
@@ -101,12 +106,22 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	printDemoHelp(stdout, cluster, nodes, secrets)
 
+	failed := make(chan *node.Node, len(nodes))
+	for _, n := range nodes {
+		go func() {
+			select {
+			case <-n.Done():
+				failed <- n
+			case <-ctx.Done():
+			}
+		}()
+	}
 	select {
 	case <-ctx.Done():
 		fmt.Fprintln(stdout, "\nStopping the demo ...")
 		return nil
-	case <-nodes[0].Done():
-		return errors.New("proxy 1 stopped unexpectedly")
+	case n := <-failed:
+		return fmt.Errorf("a proxy failed, stopping the demo: %w", n.Err())
 	}
 }
 

@@ -44,6 +44,7 @@ func commands() []command {
 		{"failover", "manual failover: failover [--to NAME] [--force --allow-data-loss] [--yes]", failoverCommand},
 		{"pause", "pause automatic failover (maintenance)", pauseCommand},
 		{"resume", "resume automatic failover", resumeCommand},
+		{"drain", "stop this proxy taking clients without dropping them (before a restart): drain --admin ADDR", drainCommand},
 		{"history", "past failovers and switchovers with the LSN table behind each decision", historyCommand},
 		{"rejoin", "on a database host: rewind a former primary (or --reclone it) and start it as a standby: rejoin --pgdata DIR", rejoinCommand},
 		{"agent", "beside each PostgreSQL node: keep it running and in the cluster: agent --pgdata DIR --admin ADDR[,ADDR...]", agentCommand},

@@ -194,6 +194,31 @@ func setPausedCommand(ctx context.Context, name string, paused bool, args []stri
 	return nil
 }
 
+// drainCommand is `pgquorum drain`: the node whose admin API is asked stops
+// taking clients without dropping them (POST /drain), before it is stopped or
+// restarted.
+func drainCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("drain", stderr)
+	client := adminFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	c, err := client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	info, err := c.Drain(ctx)
+	if err != nil {
+		return unauthorizedHint(err)
+	}
+	fmt.Fprintf(stdout, "Draining since %s: /readyz answers 503 now; the proxy stops accepting after %s, "+
+		"then each session ends at its next transaction boundary (at most %s). Restart the process to serve again.\n",
+		info.Since.Format(time.RFC3339), info.DrainDelay, info.Grace)
+	return nil
+}
+
 func historyCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("history", stderr)
 	client := adminFlags(fs)

@@ -91,6 +91,7 @@ type container struct {
 		ContainerPort int    `yaml:"containerPort"`
 	} `yaml:"ports"`
 	ReadinessProbe *probe `yaml:"readinessProbe"`
+	StartupProbe   *probe `yaml:"startupProbe"`
 	LivenessProbe  *probe `yaml:"livenessProbe"`
 	VolumeMounts   []struct {
 		Name      string `yaml:"name"`
@@ -116,6 +117,19 @@ type probe struct {
 		Path string `yaml:"path"`
 		Port string `yaml:"port"`
 	} `yaml:"httpGet"`
+	PeriodSeconds    int `yaml:"periodSeconds"`
+	FailureThreshold int `yaml:"failureThreshold"`
+}
+
+type deployment struct {
+	Spec struct {
+		Replicas int           `yaml:"replicas"`
+		Selector labelSelector `yaml:"selector"`
+		Template struct {
+			Metadata metadata `yaml:"metadata"`
+			Spec     podSpec  `yaml:"spec"`
+		} `yaml:"template"`
+	} `yaml:"spec"`
 }
 
 type volume struct {

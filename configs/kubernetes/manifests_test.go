@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -113,7 +114,7 @@ func TestManifestsAreWellFormed(t *testing.T) {
 	for _, f := range files {
 		// The sidecar belongs to applications, postgres.yaml to the database;
 		// the ClusterIssuer is cluster-scoped and applied on its own.
-		if f != "kustomization.yaml" && f != "sidecar.yaml" && f != "postgres.yaml" && f != "clusterissuer.yaml" {
+		if f != "kustomization.yaml" && f != "sidecar.yaml" && f != "sidecar-deployment.yaml" && f != "postgres.yaml" && f != "clusterissuer.yaml" {
 			want = append(want, f)
 		}
 	}
@@ -122,7 +123,7 @@ func TestManifestsAreWellFormed(t *testing.T) {
 		t.Errorf("kustomization.yaml resources %v, want %v", got, want)
 	}
 	for _, m := range all {
-		if m.file != "sidecar.yaml" && !clusterScoped[m.Kind] && m.Metadata.Namespace != kustomization.Namespace {
+		if m.file != "sidecar.yaml" && m.file != "sidecar-deployment.yaml" && !clusterScoped[m.Kind] && m.Metadata.Namespace != kustomization.Namespace {
 			t.Errorf("%s: %s in namespace %q, kustomization says %q", m.file, m.Kind, m.Metadata.Namespace, kustomization.Namespace)
 		}
 	}
@@ -211,7 +212,7 @@ func TestVoters(t *testing.T) {
 		checkListenPort(t, podName, c, "listen.postgres", cfg.Listen.Postgres, "postgres")
 		checkListenPort(t, podName, c, "listen.admin", cfg.Listen.Admin, "admin")
 		checkListenPort(t, podName, c, "listen.raft", cfg.Listen.Raft, "raft")
-		checkProbes(t, podName, c, "admin")
+		checkProbes(t, podName, c, "admin", false)
 		checkFiles(t, podName, pod, claimNames(sts), c, cfg, secrets)
 		checkPeerTLS(t, podName, all, "certificates.yaml", pod, c, cfg)
 		if first == nil {
@@ -321,7 +322,7 @@ func TestSidecar(t *testing.T) {
 			t.Errorf("%s: listen.raft %s, want %s (the leader dials the learner's advertised address)", podName, cfg.Listen.Raft, want)
 		}
 		checkListenPort(t, podName, sidecar, "listen.admin", cfg.Listen.Admin, "pgq-admin")
-		checkProbes(t, podName, sidecar, "pgq-admin")
+		checkProbes(t, podName, sidecar, "pgq-admin", true)
 		checkFiles(t, podName, pod, claimNames(sts), sidecar, cfg, secret{})
 		if cfg.Auth.Lookup != config.LookupVoters || cfg.Auth.QueryPasswordFile != "" {
 			t.Errorf("%s: a sidecar reads verifiers through the voters (auth.lookup: voters) and holds no database password", podName)
@@ -340,5 +341,67 @@ func TestSidecar(t *testing.T) {
 		templateDir, configDir, template, templateFile, t.TempDir())
 	if err == nil {
 		t.Error("pgquorum-id accepted a pod name without an ordinal")
+	}
+}
+
+// TestSidecarDeployment checks the sidecar of a Deployment: node.id: auto
+// with a learner certificate for a block of ids, its id and log on an
+// emptyDir (the pod's own), a native sidecar that starts the application once
+// it routes, and the same cluster as the voters.
+func TestSidecarDeployment(t *testing.T) {
+	all := loadManifests(t)
+	var d deployment
+	dm := find(t, all, "sidecar-deployment.yaml", "Deployment", "my-api")
+	dm.decode(t, &d)
+	pod := d.Spec.Template.Spec
+	checkSelects(t, "Deployment selector", d.Spec.Selector.MatchLabels, d.Spec.Template.Metadata.Labels)
+	sidecar := onlyContainer(t, pod.InitContainers, "pgquorum")
+	if sidecar.RestartPolicy != "Always" {
+		t.Errorf("sidecar restartPolicy %q, want Always (a native sidecar)", sidecar.RestartPolicy)
+	}
+	configPath := configArg(t, sidecar)
+	var cm configMap
+	find(t, all, "sidecar-deployment.yaml", "ConfigMap", volumeByName(t, pod, mountFor(t, sidecar, filepath.Dir(configPath))).ConfigMap.Name).decode(t, &cm)
+	var voterCM configMap
+	find(t, all, "configmap.yaml", "ConfigMap", "pgquorum-config").decode(t, &voterCM)
+	voters, err := config.Parse([]byte(voterCM.Data["pgquorum.yaml"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	podName := dm.Metadata.Name + "-7d9f8c6b5-x2x4q"
+	facts := podFacts{name: podName, ip: "10.1.2.3", labels: d.Spec.Template.Metadata.Labels}
+	cfg := podConfig(t, podName, cm.Data[filepath.Base(configPath)], podEnv(t, sidecar, facts))
+	if !cfg.Node.AutoID || cfg.Node.IsVoter() {
+		t.Errorf("node.id auto %v, voter %v: want a learner with node.id: auto", cfg.Node.AutoID, cfg.Node.IsVoter())
+	}
+	dataVolume := ""
+	for _, m := range sidecar.VolumeMounts {
+		if strings.HasPrefix(cfg.Node.DataDir, m.MountPath+"/") {
+			dataVolume = m.Name
+		}
+	}
+	if dataVolume == "" || volumeByName(t, pod, dataVolume).EmptyDir == nil {
+		t.Errorf("node.data_dir %s is not on an emptyDir (volume %q): a Deployment's pods have none of their own", cfg.Node.DataDir, dataVolume)
+	}
+	if want := fmt.Sprintf("%s:%d", facts.ip, containerPort(t, sidecar, "pgq-raft")); cfg.Listen.Raft != want {
+		t.Errorf("listen.raft %s, want %s (the leader dials the learner's advertised address)", cfg.Listen.Raft, want)
+	}
+	if cfg.Listen.Postgres != "127.0.0.1:6432" || cfg.Admin.TokenFile != "" {
+		t.Errorf("listen.postgres %s, admin.token_file %q: want loopback and no token", cfg.Listen.Postgres, cfg.Admin.TokenFile)
+	}
+	checkListenPort(t, podName, sidecar, "listen.admin", cfg.Listen.Admin, "pgq-admin")
+	checkProbes(t, podName, sidecar, "pgq-admin", true)
+	if p := sidecar.StartupProbe; p != nil && p.PeriodSeconds*p.FailureThreshold < 60 {
+		t.Errorf("startupProbe gives the sidecar %d s to route, want a minute or more", p.PeriodSeconds*p.FailureThreshold)
+	}
+	checkPeerTLS(t, podName, all, "sidecar-deployment.yaml", pod, sidecar, cfg)
+	checkClusterLabel(t, podName, d.Spec.Template.Metadata.Labels, cfg)
+	checkMetricsPort(t, podName, d.Spec.Template.Metadata.Annotations, sidecar, "pgq-admin")
+	if cfg.ClusterName != voters.ClusterName || !slices.Equal(cfg.Peers, voters.Peers) || !slices.Equal(cfg.Backends, voters.Backends) {
+		t.Errorf("cluster_name, peers or backends differ from the voters' configuration")
+	}
+	if cfg.Auth.Lookup != config.LookupVoters || cfg.Auth.QueryPasswordFile != "" {
+		t.Errorf("a sidecar reads verifiers through the voters (auth.lookup: voters) and holds no database password")
 	}
 }

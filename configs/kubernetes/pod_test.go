@@ -226,10 +226,21 @@ func checkListenPort(t *testing.T, podName string, c container, key, addr, portN
 	}
 }
 
-func checkProbes(t *testing.T, podName string, c container, adminPort string) {
+// checkProbes: a voter is ready while /readyz says so; a sidecar starts its
+// application once /readyz says so and then leaves readiness to the
+// application (README.md, "Sidecar readiness"); both are alive while
+// /healthz answers.
+func checkProbes(t *testing.T, podName string, c container, adminPort string, sidecar bool) {
 	t.Helper()
-	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.ReadinessProbe.HTTPGet.Port != adminPort {
-		t.Errorf("%s: readinessProbe %+v, want GET /readyz on %s", podName, c.ReadinessProbe, adminPort)
+	readiness := c.ReadinessProbe
+	if sidecar {
+		readiness = c.StartupProbe
+		if c.ReadinessProbe != nil {
+			t.Errorf("%s: the sidecar has a readinessProbe: a database failover would take every application pod out of its Services", podName)
+		}
+	}
+	if readiness == nil || readiness.HTTPGet.Path != "/readyz" || readiness.HTTPGet.Port != adminPort {
+		t.Errorf("%s: readiness (startup for a sidecar) probe %+v, want GET /readyz on %s", podName, readiness, adminPort)
 	}
 	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.LivenessProbe.HTTPGet.Port != adminPort {
 		t.Errorf("%s: livenessProbe %+v, want GET /healthz on %s", podName, c.LivenessProbe, adminPort)
@@ -338,7 +349,11 @@ func checkPeerTLS(t *testing.T, podName string, all []manifest, certFile string,
 	switch {
 	case err != nil:
 		t.Errorf("%s: %v", podName, err)
-	case id.Cluster != cfg.ClusterName || !id.Covers(cfg.Node.ID) || id.Role != role:
+	case cfg.Node.AutoID && (id.Cluster != cfg.ClusterName || id.Role != pki.RoleLearner):
+		t.Errorf("%s: node.id: auto needs a learner certificate of cluster %q, not %s", podName, cfg.ClusterName, id)
+	case cfg.Node.AutoID && id.LastID-id.FirstID+1 < 1_000_000_000:
+		t.Errorf("%s: node.id: auto draws from the block %s: with fewer than a billion ids, two pods may draw the same one (configs/README.md, \"Sidecar ids\")", podName, id.IDs())
+	case !cfg.Node.AutoID && (id.Cluster != cfg.ClusterName || !id.Covers(cfg.Node.ID) || id.Role != role):
 		t.Errorf("%s: certificate identity %s is not node %d (%s) of cluster %q", podName, id, cfg.Node.ID, role, cfg.ClusterName)
 	}
 	for _, usage := range []string{"server auth", "client auth"} {
