@@ -77,6 +77,10 @@ type Node struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	stopping atomic.Bool // Close was called: components that return are not failures
+	// bgMu orders goBackground's wg.Add before Close's wg.Wait.
+	bgMu sync.Mutex
+
+	login *loginCheck // /readyz: can this proxy log in to the agreed primary
 
 	done     chan struct{} // closed when the node failed, or Close finished
 	doneOnce sync.Once
@@ -317,6 +321,8 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 	}
 	versions := &coordinator.VersionAgreement{Raft: raft, State: n.machine, Proxy: cfg.Node.ID, Logger: logger.With("component", "versions")}
 
+	n.login = newLoginCheck(func(address string) string { return cfg.QueryConnString(address, "pgquorum-readyz") }, n.goBackground)
+
 	// From here on nothing fails: the components run until Close, and the
 	// failure of any one is the node's (goRun).
 	n.runCtx, n.cancel = context.WithCancel(context.WithoutCancel(ctx))
@@ -384,6 +390,21 @@ func (n *Node) goRun(name string, run func(ctx context.Context) error) {
 			err = errors.New("stopped unexpectedly")
 		}
 		n.fail(fmt.Errorf("%s: %w", name, err))
+	}()
+}
+
+// goBackground runs a short task (a readiness login check) in a goroutine
+// the node waits for at Close; once Close has begun it runs nothing.
+func (n *Node) goBackground(f func(ctx context.Context)) {
+	n.bgMu.Lock()
+	defer n.bgMu.Unlock()
+	if n.stopping.Load() {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f(n.runCtx)
 	}()
 }
 
@@ -482,7 +503,9 @@ func (n *Node) Err() error {
 // routing and coordinator stop, and the Raft member hands over leadership and
 // closes its log. It returns the node's failure, if it failed.
 func (n *Node) Close(ctx context.Context) error {
+	n.bgMu.Lock()
 	n.stopping.Store(true)
+	n.bgMu.Unlock()
 	n.stopProxy(ctx)
 	n.cancel()
 	n.wg.Wait()

@@ -2,11 +2,17 @@ package node
 
 import "time"
 
-// Ready says whether this proxy can serve clients, besides routing (which
-// GET /readyz checks first): admin.Readiness.
+// Ready says whether this proxy can serve clients, besides routing to an
+// agreed primary (which GET /readyz checks first): it is not draining, and it
+// can open and authenticate a new session to the primary (loginCheck).
+// admin.Readiness.
 func (n *Node) Ready() (bool, string) {
 	if n.drain.started.Load() {
 		return false, "draining since " + n.drain.since.Format(time.RFC3339) + ": this proxy takes no new clients"
 	}
-	return true, ""
+	v := n.router.Current()
+	if !v.Routing {
+		return false, v.Reason
+	}
+	return n.login.Ready(v.Target)
 }
