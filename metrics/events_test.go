@@ -39,6 +39,8 @@ func TestEventsAreCounted(t *testing.T) {
 	m.AdminRefused("unauthorized")
 	m.AdminRefused("unsupported_media_type")
 
+	m.LearnerRemoved()
+
 	m.FailoverFinished("automatic", "completed")
 	m.FailoverFinished("switchover", "completed")
 	m.FailoverFinished("automatic", "blocked")
@@ -93,6 +95,7 @@ pgquorum_failover_phase_duration_seconds_count{phase="reroute"} 0
 pgquorum_failover_phase_duration_seconds_sum{phase="reroute"} 0
 pgquorum_admin_refused_requests_total{reason="unauthorized"} 2
 pgquorum_admin_refused_requests_total{reason="unsupported_media_type"} 1
+pgquorum_learners_removed_total 1
 `)
 	checkLines(t, want, sampleLines(families))
 

@@ -98,6 +98,7 @@ var wantTypes = map[string]dto.MetricType{
 	"pgquorum_proxy_async_commit_refused_total":        dto.MetricType_COUNTER,
 	"pgquorum_failovers_total":                         dto.MetricType_COUNTER,
 	"pgquorum_admin_refused_requests_total":            dto.MetricType_COUNTER,
+	"pgquorum_learners_removed_total":                  dto.MetricType_COUNTER,
 	"pgquorum_failover_phase_duration_seconds":         dto.MetricType_HISTOGRAM,
 	"pgquorum_raft_term":                               dto.MetricType_GAUGE,
 	"pgquorum_raft_leader_id":                          dto.MetricType_GAUGE,
@@ -285,6 +286,7 @@ pgquorum_writes_wait_for_standby{reason="writes wait: no synchronous standby is 
 
 pgquorum_admin_refused_requests_total{reason="unauthorized"} 0
 pgquorum_admin_refused_requests_total{reason="unsupported_media_type"} 0
+pgquorum_learners_removed_total 0
 `)
 	checkLines(t, want, sampleLines(families))
 }
