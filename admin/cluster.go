@@ -15,12 +15,18 @@ type ClusterView struct {
 	NodeID      uint64       `json:"node_id"` // the proxy that answered
 	Raft        RaftView     `json:"raft"`
 	Members     []MemberView `json:"members"`
-	Epoch       uint64       `json:"epoch"`
-	Primary     string       `json:"primary"` // "" = none agreed
-	Paused      bool         `json:"paused"`
-	Fenced      []string     `json:"fenced,omitempty"`
-	Routing     RoutingInfo  `json:"routing"`
-	Nodes       []NodeView   `json:"nodes"`
+	// MembersSeenBy is the proxy whose view of the members' reachability
+	// Members shows: the Raft leader's (asked by a follower), or the
+	// answering proxy's own when the leader could not be asked
+	// (MembersNote says why).
+	MembersSeenBy uint64      `json:"members_seen_by"`
+	MembersNote   string      `json:"members_note,omitempty"`
+	Epoch         uint64      `json:"epoch"`
+	Primary       string      `json:"primary"` // "" = none agreed
+	Paused        bool        `json:"paused"`
+	Fenced        []string    `json:"fenced,omitempty"`
+	Routing       RoutingInfo `json:"routing"`
+	Nodes         []NodeView  `json:"nodes"`
 	// Failover is the failover or switchover in progress, if any; a blocked
 	// one says why in blocked_reason.
 	Failover *clusterstate.FailoverProgress `json:"failover,omitempty"`
@@ -39,6 +45,9 @@ type ClusterView struct {
 	// primary, which the nodes' WalSender fields come from; nil when it has
 	// none (no primary agreed, or this proxy does not probe).
 	PrimaryProbe *PrimaryProbeView `json:"primary_probe,omitempty"`
+	// Redundancy is the agreed primary's synchronous standbys in effect
+	// against those configured, from PrimaryProbe; nil without one.
+	Redundancy *RedundancyView `json:"redundancy,omitempty"`
 }
 
 // RaftView is this proxy's view of the Raft cluster.
@@ -62,6 +71,9 @@ type MemberView struct {
 	// MaxVersion is the highest command version the member reported it
 	// understands; 0 = not reported yet.
 	MaxVersion uint32 `json:"max_version,omitempty"`
+	// LastContactMS is how long ago the proxy of ClusterView.MembersSeenBy
+	// last heard from the member, in milliseconds; -1 never.
+	LastContactMS int64 `json:"last_contact_ms"`
 }
 
 // RoutingInfo says whether this proxy routes, where, and if not, why.
@@ -77,7 +89,7 @@ type RoutingInfo struct {
 type NodeView struct {
 	Name         string                     `json:"name"`
 	Address      string                     `json:"address"`
-	Role         string                     `json:"role"` // primary | standby | fenced
+	Role         string                     `json:"role"` // primary | standby | fenced | old primary (while its failover runs) | unknown
 	Priority     int                        `json:"priority,omitempty"`
 	Observations []clusterstate.Observation `json:"observations,omitempty"`
 	// WalSender is this node's walsender on the agreed primary, from
@@ -122,10 +134,14 @@ func routingInfo(ok bool, name, addr string, epoch uint64, reason string) Routin
 	return RoutingInfo{Routing: ok, Primary: name, Address: addr, Epoch: epoch, Reason: reason}
 }
 
-func (s *Server) cluster(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, s.clusterView())
+func (s *Server) cluster(w http.ResponseWriter, r *http.Request) {
+	view := s.clusterView()
+	view.Members, view.MembersSeenBy, view.MembersNote = s.memberViews(r.Context())
+	writeJSON(w, http.StatusOK, view)
 }
 
+// clusterView is GET /cluster without the members (memberViews may ask the
+// leader).
 func (s *Server) clusterView() ClusterView {
 	st := s.State.State()
 	status := s.Raft.Status()
@@ -135,7 +151,6 @@ func (s *Server) clusterView() ClusterView {
 		NodeID:      s.NodeID,
 		Raft: RaftView{Leader: status.Leader, Term: status.Term, Commit: status.Commit, Applied: status.Applied,
 			IsLeader: status.IsLeader, Voter: status.Voter, LeaseValidUntil: status.LeaseValidUntil},
-		Members:  s.memberViews(),
 		Epoch:    st.Epoch,
 		Primary:  st.Primary,
 		Paused:   st.Paused,
@@ -153,6 +168,7 @@ func (s *Server) clusterView() ClusterView {
 		view.PrimaryProbe = &PrimaryProbeView{At: probe.At, Reachable: probe.Reachable, Err: probe.Err}
 		senders = walSenders(probe)
 		_, view.WritesWait = health.CommitsWait(probe)
+		view.Redundancy = s.redundancyView(probe)
 	}
 	for _, b := range s.Backends {
 		n := NodeView{Name: b.Name, Address: b.Address, Role: "standby"}
@@ -164,6 +180,8 @@ func (s *Server) clusterView() ClusterView {
 			n.Role = "primary"
 		case st.IsFenced(b.Name):
 			n.Role = "fenced"
+		case st.Failover != nil && b.Name == st.Failover.OldPrimary:
+			n.Role = "old primary" // fenced once the failover completes
 		case !st.Bootstrapped():
 			n.Role = "unknown"
 		}

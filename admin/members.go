@@ -30,19 +30,16 @@ const reachTimeout = 3 * time.Second
 // membershipTimeout bounds a membership change: it needs a Raft leader and a commit.
 const membershipTimeout = 10 * time.Second
 
-func (s *Server) memberViews() []MemberView {
-	leader := s.Raft.Status().Leader
-	st := s.State.State()
-	var out []MemberView
-	for _, m := range s.Raft.Members() {
-		out = append(out, MemberView{ID: m.ID, Addr: m.Addr, Voter: m.Voter, Reachable: m.Reachable, Leader: m.ID == leader,
-			MaxVersion: st.ReportedVersion(m.ID)})
-	}
-	return out
+func (s *Server) listMembers(w http.ResponseWriter, r *http.Request) {
+	members, _, _ := s.memberViews(r.Context())
+	writeJSON(w, http.StatusOK, members)
 }
 
-func (s *Server) listMembers(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, s.memberViews())
+// membersAfterChange is the membership after a change, as this node sees it
+// (the reachability of a member just added is not known yet anyway).
+func (s *Server) membersAfterChange(r *http.Request) []MemberView {
+	members, _, _ := s.memberViews(r.Context())
+	return members
 }
 
 func (s *Server) addMember(w http.ResponseWriter, r *http.Request) {
@@ -79,7 +76,7 @@ func (s *Server) addMember(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.logger().Info("member added", "id", req.ID, "addr", req.Addr, "learner", req.Learner)
-	writeJSON(w, http.StatusOK, s.memberViews())
+	writeJSON(w, http.StatusOK, s.membersAfterChange(r))
 }
 
 func (s *Server) isVoter(id uint64) bool {
@@ -135,7 +132,7 @@ func (s *Server) removeMember(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.logger().Info("member removed", "id", id)
-	writeJSON(w, http.StatusOK, s.memberViews())
+	writeJSON(w, http.StatusOK, s.membersAfterChange(r))
 }
 
 // membershipErrorStatus maps a failed membership change to a status code:

@@ -43,3 +43,34 @@ func walSenders(p health.Probe) map[string]WalSenderView {
 	}
 	return out
 }
+
+// RedundancyView is the agreed primary's synchronous replication in effect
+// (health.Redundancy), as PrimaryProbe saw it.
+type RedundancyView struct {
+	// State is ok, degraded, "writes wait" or asynchronous; Status the same
+	// in one line with the figures ("degraded: 1 of 2 standbys (pg3 not
+	// streaming)").
+	State     string   `json:"state"`
+	Status    string   `json:"status"`
+	Required  int      `json:"required"`            // k
+	Standbys  []string `json:"standbys,omitempty"`  // N, as synchronous_standby_names names them
+	Streaming []string `json:"streaming,omitempty"` // the members of N that can confirm commits now
+	Missing   []string `json:"missing,omitempty"`
+	// Error says why the redundancy is not known (the probe failed, the
+	// setting could not be read); the other fields are empty then.
+	Error string `json:"error,omitempty"`
+}
+
+// redundancyView reads the redundancy from a probe of the primary.
+func (s *Server) redundancyView(probe health.Probe) *RedundancyView {
+	names := make([]string, len(s.Backends))
+	for i, b := range s.Backends {
+		names[i] = b.Name
+	}
+	r, err := health.RedundancyOf(probe, names)
+	if err != nil {
+		return &RedundancyView{Error: err.Error()}
+	}
+	return &RedundancyView{State: r.State(), Status: r.Status(), Required: r.Required,
+		Standbys: r.Standbys, Streaming: r.Streaming, Missing: r.Missing}
+}

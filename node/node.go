@@ -299,6 +299,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		Logger:      logger.With("component", "admin"),
 	}
 	n.security.adminServer(n.admin, cfg)
+	raft.HandleCalls(admin.MembersService, admin.MembersCallHandler(raft))
 	listen := opts.AdminListen
 	if listen == nil {
 		listen = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }

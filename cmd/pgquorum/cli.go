@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/pgquorum/pgquorum/admin"
 	"github.com/pgquorum/pgquorum/consensus/clusterstate"
-	"github.com/pgquorum/pgquorum/health"
 )
 
 const defaultAdmin = "127.0.0.1:8008"
@@ -68,7 +66,7 @@ func listCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if format == outputJSON {
 		err = writeJSON(stdout, v)
 	} else {
-		printCluster(stdout, v)
+		printCluster(stdout, v, time.Now())
 	}
 	if err != nil {
 		return err
@@ -79,71 +77,6 @@ func listCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return fmt.Errorf("proxy %d is not routing: %s", v.NodeID, v.Routing.Reason)
 	}
 	return nil
-}
-
-func printCluster(w io.Writer, v admin.ClusterView) {
-	primary := v.Primary
-	if primary == "" {
-		primary = "(none agreed)"
-	}
-	fmt.Fprintf(w, "Cluster %s   epoch %d   primary %s", v.ClusterName, v.Epoch, primary)
-	if v.Paused {
-		fmt.Fprint(w, "   PAUSED (no automatic failover)")
-	}
-	fmt.Fprintln(w)
-	if v.WritesWait != "" {
-		fmt.Fprintf(w, "WRITES WAIT: %s\n", strings.TrimPrefix(v.WritesWait, "writes wait: "))
-	}
-	if v.Failover != nil {
-		fmt.Fprintf(w, "Failover in progress: %s from %s, next step %s", v.Failover.Kind, v.Failover.OldPrimary, v.Failover.Next)
-		if v.Failover.Blocked {
-			fmt.Fprintf(w, " — BLOCKED: %s", v.Failover.BlockedReason)
-		}
-		fmt.Fprintln(w)
-	}
-	fmt.Fprintln(w)
-
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tADDRESS\tROLE\tSTATE\tTIMELINE\tLSN\tLAG")
-	var primaryLSN uint64
-	for _, n := range v.Nodes {
-		if n.Role == "primary" {
-			if o, ok := latestObservation(n.Observations); ok {
-				primaryLSN = o.ReceiveLSN
-			}
-		}
-	}
-	for _, n := range v.Nodes {
-		state, tli, lsn, lag := "unknown", "-", "-", "-"
-		if o, ok := latestObservation(n.Observations); ok {
-			state = "down"
-			if o.Up {
-				state = "running"
-				if o.InRecovery {
-					state = "streaming"
-				}
-			}
-			if o.Timeline != 0 {
-				tli = strconv.FormatUint(uint64(o.Timeline), 10)
-			}
-			if o.ReceiveLSN != 0 {
-				lsn = health.LSN(o.ReceiveLSN).String()
-			}
-			if n.Role != "primary" && primaryLSN != 0 && o.ReceiveLSN != 0 {
-				lag = humanBytes(int64(primaryLSN) - int64(o.ReceiveLSN))
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Address, n.Role, state, tli, lsn, lag)
-	}
-	tw.Flush()
-	fmt.Fprintln(w)
-
-	fmt.Fprintf(w, "Raft: leader %d, term %d, commit %d (answered by proxy %d, applied %d)\n",
-		v.Raft.Leader, v.Raft.Term, v.Raft.Commit, v.NodeID, v.Raft.Applied)
-	printMembers(w, v.Members)
-	if !v.Routing.Routing {
-		fmt.Fprintf(w, "\nProxy %d is NOT routing: %s\n", v.NodeID, v.Routing.Reason)
-	}
 }
 
 // latestObservation is the most recent observation of a node by any proxy.

@@ -26,11 +26,13 @@ func fakeAdmin(t *testing.T, token string) (*httptest.Server, *[]string) {
 func fakeAdminWith(t *testing.T, token string, edit func(*admin.ClusterView)) (*httptest.Server, *[]string) {
 	t.Helper()
 	var calls []string
-	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	now := time.Now().Add(-time.Second)
 	view := admin.ClusterView{ClusterName: "demo", NodeID: 2, Epoch: 3, Primary: "pg2",
-		PrimaryProbe: &admin.PrimaryProbeView{At: now, Reachable: true},
+		PrimaryProbe:  &admin.PrimaryProbeView{At: now, Reachable: true},
+		Redundancy:    &admin.RedundancyView{State: "degraded", Status: "degraded: 1 of 2 standbys (pg1 not streaming)", Required: 1},
+		MembersSeenBy: 1,
 		Raft:         admin.RaftView{Leader: 1, Term: 4, Commit: 40, Applied: 40},
-		Members:      []admin.MemberView{{ID: 1, Addr: "127.0.0.1:7001", Voter: true, Leader: true, Reachable: true}, {ID: 2, Addr: "127.0.0.1:7002", Voter: true, Reachable: true}},
+		Members:      []admin.MemberView{{ID: 1, Addr: "127.0.0.1:7001", Voter: true, Leader: true, Reachable: true}, {ID: 2, Addr: "127.0.0.1:7002", Voter: true, Reachable: true, LastContactMS: 80}},
 		Routing:      admin.RoutingInfo{Routing: true, Primary: "pg2", Epoch: 3},
 		Nodes: []admin.NodeView{
 			{Name: "pg1", Address: "127.0.0.1:5432", Role: "fenced", Observations: []clusterstate.Observation{{Proxy: 1, At: now}}},
@@ -113,7 +115,8 @@ func TestListPrintsNodesAndProxies(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	for _, want := range []string{"epoch 3", "primary pg2", "pg1", "fenced", "pg3", "streaming", "0/3000000", "2.0 KiB", "leader"} {
+	for _, want := range []string{"epoch 3", "primary pg2", "pg1", "fenced", "down, was primary", "pg3", "streaming", "0/3000000", "2.0 KiB", "quorum",
+		"Redundancy: DEGRADED: 1 of 2 standbys (pg1 not streaming)", "REACHABLE (from the leader)", "80ms ago", "leader"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("list output lacks %q:\n%s", want, out)
 		}
