@@ -41,6 +41,15 @@ func TestEventsAreCounted(t *testing.T) {
 
 	m.LearnerRemoved()
 
+	m.BackendConnected("other", 2*time.Millisecond)
+	m.BackendConnected("pg7", 3*time.Millisecond) // not configured: "other"
+	m.BackendSessionClosed("other")
+	m.BackendConnectFailed("other", ConnectTooMany)
+	m.BackendConnectFailed("other", ConnectFailure("gremlins")) // bounded: other
+	m.QueryFinished(300 * time.Microsecond)
+	m.AuthFailed(AuthBadPassword)
+	m.AuthFailed(AuthFailure("cosmic ray")) // bounded: other
+
 	m.FailoverFinished("automatic", "completed")
 	m.FailoverFinished("switchover", "completed")
 	m.FailoverFinished("automatic", "blocked")
@@ -96,6 +105,26 @@ pgquorum_failover_phase_duration_seconds_sum{phase="reroute"} 0
 pgquorum_admin_refused_requests_total{reason="unauthorized"} 2
 pgquorum_admin_refused_requests_total{reason="unsupported_media_type"} 1
 pgquorum_learners_removed_total 1
+pgquorum_proxy_held_requests_limit 10000
+pgquorum_proxy_backend_sessions{node="other"} 1
+pgquorum_proxy_backend_connect_duration_seconds_count{node="other"} 2
+pgquorum_proxy_backend_connect_duration_seconds_sum{node="other"} 0.005
+pgquorum_proxy_backend_connect_errors_total{node="other",reason="refused"} 0
+pgquorum_proxy_backend_connect_errors_total{node="other",reason="timeout"} 0
+pgquorum_proxy_backend_connect_errors_total{node="other",reason="auth"} 0
+pgquorum_proxy_backend_connect_errors_total{node="other",reason="not_accepting"} 0
+pgquorum_proxy_backend_connect_errors_total{node="other",reason="too_many"} 1
+pgquorum_proxy_backend_connect_errors_total{node="other",reason="protocol"} 0
+pgquorum_proxy_backend_connect_errors_total{node="other",reason="other"} 1
+pgquorum_proxy_query_duration_seconds_count 1
+pgquorum_proxy_query_duration_seconds_sum 0.0003
+pgquorum_proxy_auth_failures_total{reason="bad_password"} 1
+pgquorum_proxy_auth_failures_total{reason="no_verifier"} 0
+pgquorum_proxy_auth_failures_total{reason="timeout"} 0
+pgquorum_proxy_auth_failures_total{reason="protocol"} 0
+pgquorum_proxy_auth_failures_total{reason="tls_required"} 0
+pgquorum_proxy_auth_failures_total{reason="lookup"} 0
+pgquorum_proxy_auth_failures_total{reason="other"} 1
 `)
 	checkLines(t, want, sampleLines(families))
 

@@ -38,6 +38,14 @@ type Options struct {
 	NoRuntimeMetrics bool
 	// Logger receives errors of collecting and serving metrics; nil discards.
 	Logger *slog.Logger
+	// Backends are the configured PostgreSQL node names: the only values of
+	// the "node" label of the proxy's backend families (others count as
+	// "other").
+	Backends []string
+	// MaxHeld is hold.max_held, exposed as pgquorum_proxy_held_requests_limit
+	// (the saturation of held requests is held_requests / this); 0 leaves
+	// the family out.
+	MaxHeld int
 }
 
 // Metrics is one node's metrics: a private registry, the event metrics that
@@ -55,6 +63,7 @@ type Metrics struct {
 	membership membershipEvents
 	// asyncCommit: sessions that lowered synchronous_commit (asynccommit.go).
 	asyncCommit asyncCommitEvents
+	backend     backendEvents
 }
 
 // New returns the metrics of one node with the event metrics registered and no
@@ -73,6 +82,16 @@ func New(opts Options) *Metrics {
 	m.registry.MustRegister(m.asyncCommit.sessions, m.asyncCommit.refused)
 	m.membership = newMembershipEvents()
 	m.registry.MustRegister(m.membership.learnersRemoved)
+	m.backend = newBackendEvents(opts.Backends)
+	m.registry.MustRegister(m.backend.collectors()...)
+	if opts.MaxHeld > 0 {
+		limit := prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Subsystem: "proxy", Name: "held_requests_limit",
+			Help: "hold.max_held: how many requests and new connections may wait for a primary at once; past it they get 57P03 at once.",
+		})
+		limit.Set(float64(opts.MaxHeld))
+		m.registry.MustRegister(limit)
+	}
 	m.registry.MustRegister(infoCollector(opts))
 	if !opts.NoRuntimeMetrics {
 		m.registry.MustRegister(

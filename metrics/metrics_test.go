@@ -99,6 +99,12 @@ var wantTypes = map[string]dto.MetricType{
 	"pgquorum_failovers_total":                         dto.MetricType_COUNTER,
 	"pgquorum_admin_refused_requests_total":            dto.MetricType_COUNTER,
 	"pgquorum_learners_removed_total":                  dto.MetricType_COUNTER,
+	"pgquorum_proxy_backend_sessions":                  dto.MetricType_GAUGE,
+	"pgquorum_proxy_backend_connect_errors_total":      dto.MetricType_COUNTER,
+	"pgquorum_proxy_backend_connect_duration_seconds":  dto.MetricType_HISTOGRAM,
+	"pgquorum_proxy_query_duration_seconds":            dto.MetricType_HISTOGRAM,
+	"pgquorum_proxy_auth_failures_total":               dto.MetricType_COUNTER,
+	"pgquorum_proxy_held_requests_limit":               dto.MetricType_GAUGE,
 	"pgquorum_failover_phase_duration_seconds":         dto.MetricType_HISTOGRAM,
 	"pgquorum_raft_term":                               dto.MetricType_GAUGE,
 	"pgquorum_raft_leader_id":                          dto.MetricType_GAUGE,
@@ -130,10 +136,35 @@ var wantTypes = map[string]dto.MetricType{
 	"pgquorum_failover_safe":                           dto.MetricType_GAUGE,
 }
 
+// backendEventsAtZero are the proxy's backend families before any event, on
+// a node configured without backends (only "other").
+const backendEventsAtZero = `
+pgquorum_proxy_backend_connect_errors_total{node="other",reason="refused"} 0
+pgquorum_proxy_backend_connect_errors_total{node="other",reason="timeout"} 0
+pgquorum_proxy_backend_connect_errors_total{node="other",reason="auth"} 0
+pgquorum_proxy_backend_connect_errors_total{node="other",reason="not_accepting"} 0
+pgquorum_proxy_backend_connect_errors_total{node="other",reason="too_many"} 0
+pgquorum_proxy_backend_connect_errors_total{node="other",reason="protocol"} 0
+pgquorum_proxy_backend_connect_errors_total{node="other",reason="other"} 0
+pgquorum_proxy_backend_sessions{node="other"} 0
+pgquorum_proxy_backend_connect_duration_seconds_count{node="other"} 0
+pgquorum_proxy_backend_connect_duration_seconds_sum{node="other"} 0
+pgquorum_proxy_query_duration_seconds_count 0
+pgquorum_proxy_query_duration_seconds_sum 0
+pgquorum_proxy_auth_failures_total{reason="bad_password"} 0
+pgquorum_proxy_auth_failures_total{reason="no_verifier"} 0
+pgquorum_proxy_auth_failures_total{reason="timeout"} 0
+pgquorum_proxy_auth_failures_total{reason="protocol"} 0
+pgquorum_proxy_auth_failures_total{reason="tls_required"} 0
+pgquorum_proxy_auth_failures_total{reason="lookup"} 0
+pgquorum_proxy_auth_failures_total{reason="other"} 0
+`
+
 // The event families before any event: the pre-created series at zero.
 const eventsAtZero = `
 pgquorum_proxy_queries_total 0
 pgquorum_proxy_transactions_total 0
+pgquorum_proxy_held_requests_limit 10000
 pgquorum_proxy_held_requests 0
 pgquorum_proxy_sessions_moved_total 0
 pgquorum_proxy_async_commit_sessions_total 0
@@ -173,7 +204,7 @@ pgquorum_node_info{cluster_name="demo",node_id="1"} 1
 
 func newTestMetrics(t *testing.T) *Metrics {
 	t.Helper()
-	return New(Options{ClusterName: "demo", NodeID: 1, Version: "1.2.3", NoRuntimeMetrics: true})
+	return New(Options{ClusterName: "demo", NodeID: 1, Version: "1.2.3", NoRuntimeMetrics: true, MaxHeld: 10000})
 }
 
 // TestScrapeShowsEverySource scrapes a node whose sources describe a healthy
@@ -287,7 +318,7 @@ pgquorum_writes_wait_for_standby{reason="writes wait: no synchronous standby is 
 pgquorum_admin_refused_requests_total{reason="unauthorized"} 0
 pgquorum_admin_refused_requests_total{reason="unsupported_media_type"} 0
 pgquorum_learners_removed_total 0
-`)
+`+backendEventsAtZero)
 	checkLines(t, want, sampleLines(families))
 }
 

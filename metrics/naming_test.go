@@ -18,7 +18,7 @@ var (
 // TestNamingConventions walks every family a fully populated node exposes,
 // runtime collectors included, and checks the Prometheus naming conventions.
 func TestNamingConventions(t *testing.T) {
-	m := New(Options{ClusterName: "demo", NodeID: 1, Version: "test"})
+	m := New(Options{ClusterName: "demo", NodeID: 1, Version: "test", MaxHeld: 10000})
 	if err := m.AddSources(healthySources()); err != nil {
 		t.Fatal(err)
 	}
