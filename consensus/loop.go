@@ -130,7 +130,11 @@ func (n *Node) tick(now time.Time) {
 	n.rn.Tick()
 	n.renewReads(now)
 	n.lease.prune(now)
-	if !n.cfg.Voter && !isMember(n.confState, n.cfg.NodeID) && (n.ticks-1)%joinEveryTicks == 0 {
+	// A learner joins until it is a member; one that knows no leader (it
+	// restarted) joins too: a member's join is a no-op for the voters, and a
+	// learner removed while it was down learns it this way (the voters answer
+	// a removed id's join with a removal notice), since no leader talks to it.
+	if !n.cfg.Voter && (!isMember(n.confState, n.cfg.NodeID) || n.lead == 0) && (n.ticks-1)%joinEveryTicks == 0 {
 		n.sendJoins()
 	}
 	for seq, w := range n.waiters {

@@ -127,11 +127,17 @@ func (m *Metrics) AddSources(s Sources) error {
 	if m == nil {
 		return nil
 	}
-	c := &sourceCollector{sources: s}
-	if len(c.descs()) == 0 {
+	var add []prometheus.Collector
+	if c := (&sourceCollector{sources: s}); len(c.descs()) > 0 {
+		add = append(add, c)
+	}
+	if s.Redundancy != nil {
+		add = append(add, redundancyCollector{source: s.Redundancy})
+	}
+	if len(add) == 0 {
 		return nil
 	}
-	if err := m.registry.Register(c); err != nil {
+	if err := m.registry.Register(collectorList(add)); err != nil {
 		return fmt.Errorf("metrics: register sources: %w", err)
 	}
 	return nil

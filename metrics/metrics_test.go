@@ -65,6 +65,8 @@ func healthySources() Sources {
 		WritesWait: func() WritesWait {
 			return WritesWait{Waiting: true, Reason: "writes wait: no synchronous standby is streaming"}
 		},
+		// pg3 is down: one of two standbys in effect.
+		Redundancy: func() Redundancy { return Redundancy{Known: true, InEffect: 1, Configured: 2, Required: 1} },
 	}
 }
 
@@ -105,6 +107,9 @@ var wantTypes = map[string]dto.MetricType{
 	"pgquorum_proxy_query_duration_seconds":            dto.MetricType_HISTOGRAM,
 	"pgquorum_proxy_auth_failures_total":               dto.MetricType_COUNTER,
 	"pgquorum_proxy_held_requests_limit":               dto.MetricType_GAUGE,
+	"pgquorum_synchronous_standbys_in_effect":          dto.MetricType_GAUGE,
+	"pgquorum_synchronous_standbys_configured":         dto.MetricType_GAUGE,
+	"pgquorum_synchronous_standbys_required":           dto.MetricType_GAUGE,
 	"pgquorum_failover_phase_duration_seconds":         dto.MetricType_HISTOGRAM,
 	"pgquorum_raft_term":                               dto.MetricType_GAUGE,
 	"pgquorum_raft_leader_id":                          dto.MetricType_GAUGE,
@@ -311,6 +316,10 @@ pgquorum_backend_last_probe_duration_seconds{node="pg3"} 1
 
 pgquorum_routing_ready 1
 pgquorum_routing_target{node="pg1"} 1
+
+pgquorum_synchronous_standbys_in_effect 1
+pgquorum_synchronous_standbys_configured 2
+pgquorum_synchronous_standbys_required 1
 
 pgquorum_failover_safe{reason="walsender app1 is not a configured backend"} 0
 pgquorum_writes_wait_for_standby{reason="writes wait: no synchronous standby is streaming"} 1

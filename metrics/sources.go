@@ -29,6 +29,9 @@ type Sources struct {
 	// WritesWait says whether commits on the agreed primary wait for
 	// synchronous standbys that are not streaming (health.CommitsWait).
 	WritesWait func() WritesWait
+	// Redundancy is the agreed primary's synchronous standbys in effect
+	// (health.Redundancy of this proxy's latest probe of it).
+	Redundancy func() Redundancy
 }
 
 // ProxyStats are the PostgreSQL listener's counters. The fields mirror

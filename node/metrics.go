@@ -70,9 +70,30 @@ func (n *Node) metricsSources(monitor *health.Monitor) metrics.Sources {
 			waiting, reason := health.CommitsWait(probe)
 			return metrics.WritesWait{Waiting: waiting, Reason: reason}
 		},
+		Redundancy: func() metrics.Redundancy {
+			primary := n.machine.State().Primary
+			probe, ok := monitor.Latest()[primary]
+			if primary == "" || !ok {
+				return metrics.Redundancy{}
+			}
+			r, err := health.RedundancyOf(probe, n.backendNames())
+			if err != nil {
+				return metrics.Redundancy{}
+			}
+			return metrics.Redundancy{Known: true, InEffect: len(r.Streaming), Configured: len(r.Standbys), Required: r.Required}
+		},
 		FailoverSafety: func() metrics.FailoverSafety {
 			s := n.coordinator.Safety()
 			return metrics.FailoverSafety{Safe: s.Safe, Reason: strings.Join(s.Reasons, "; ")}
 		},
 	}
+}
+
+// backendNames are the configured PostgreSQL node names.
+func (n *Node) backendNames() []string {
+	names := make([]string, len(n.cfg.Backends))
+	for i, b := range n.cfg.Backends {
+		names[i] = b.Name
+	}
+	return names
 }

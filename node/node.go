@@ -235,13 +235,9 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 	}
 
 	// Created before the parts that record events into it.
-	backendNames := make([]string, len(cfg.Backends))
-	for i, b := range cfg.Backends {
-		backendNames[i] = b.Name
-	}
 	n.metrics = metrics.New(metrics.Options{ClusterName: cfg.ClusterName, NodeID: cfg.Node.ID, Version: opts.Version,
 		NoRuntimeMetrics: opts.NoRuntimeMetrics, Logger: logger.With("component", "metrics"),
-		Backends: backendNames, MaxHeld: cfg.Hold.MaxHeld})
+		Backends: n.backendNames(), MaxHeld: cfg.Hold.MaxHeld})
 	n.coordinator.Metrics = n.metrics
 
 	var verifiers proxy.VerifierSource
