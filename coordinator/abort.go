@@ -96,7 +96,6 @@ func (d *driver) abort(ctx context.Context, st clusterstate.State, reason string
 		return 0, err
 	}
 	if res.Code == clusterstate.Applied {
-		d.observeOutcome(f, clusterstate.OutcomeAborted)
 		d.logger.Warn("failover aborted", "epoch", f.Epoch, "primary", f.OldPrimary, "new_epoch", res.Epoch, "reason", reason)
 		d.nextReconcile = time.Time{}
 	}

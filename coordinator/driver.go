@@ -383,9 +383,6 @@ func (d *driver) choose(ctx context.Context, st clusterstate.State) (time.Durati
 			ExpectEpoch: f.Epoch, ExpectSeq: f.Seq, Reason: ch.Block, At: d.c.now(),
 		}})
 		if err == nil && res.Code == clusterstate.Applied {
-			if !f.Blocked {
-				d.observeOutcome(f, clusterstate.OutcomeBlocked)
-			}
 			return 0, nil
 		}
 		return 0, err
@@ -489,7 +486,6 @@ func (d *driver) complete(ctx context.Context, st clusterstate.State) (time.Dura
 		return 0, err
 	}
 	if res.Code == clusterstate.Applied {
-		d.observeOutcome(f, clusterstate.OutcomeCompleted)
 		d.observePhases(f, d.c.now())
 		d.logger.Info("failover complete: proxies route to the new primary", "kind", f.Kind, "epoch", f.Epoch,
 			"new_primary", f.Candidate, "old_primary", f.OldPrimary, "fenced", f.OldPrimary, "forced", f.Forced,

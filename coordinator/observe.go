@@ -8,12 +8,6 @@ import (
 	"github.com/pgquorum/pgquorum/metrics"
 )
 
-// observeOutcome counts a failover outcome this leader recorded
-// (pgquorum_failovers_total).
-func (d *driver) observeOutcome(f *clusterstate.FailoverProgress, outcome clusterstate.Outcome) {
-	d.c.Metrics.FailoverFinished(string(f.Kind), string(outcome))
-}
-
 // observePhases records how long each phase of a completed failover took
 // (pgquorum_failover_phase_duration_seconds), from the steps recorded in the
 // Raft log and, for detect and decide of an automatic failover, this leader's

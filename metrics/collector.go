@@ -49,7 +49,7 @@ var (
 		primary:            desc("cluster_primary", "1 for the agreed primary, 0 for every other PostgreSQL node; all 0 while no primary is agreed.", "node"),
 		paused:             desc("cluster_paused", "1 if automatic failovers are paused."),
 		failoverInProgress: desc("cluster_failover_in_progress", "1 while a failover or switchover is in progress."),
-		failoverBlocked:    desc("cluster_failover_blocked", "1 while the failover in progress is blocked (too few standbys reachable); the reason label says why.", "reason"),
+		failoverBlocked:    desc("cluster_failover_blocked", "1 while the failover in progress is blocked (too few standbys reachable); GET /cluster and pgquorum list say why."),
 		fenced:             desc("cluster_fenced", "1 for an old primary that is fenced until it rejoins.", "node"),
 	}
 
@@ -74,9 +74,9 @@ var (
 		target: desc("routing_target", "1 for the PostgreSQL node this proxy forwards traffic to.", "node"),
 	}
 
-	failoverSafeDesc = desc("failover_safe", "1 if an automatic failover would be safe now; when 0 the reason label says why not.", "reason")
+	failoverSafeDesc = desc("failover_safe", "1 if an automatic failover would be safe now; when 0, GET /cluster (failover_safety) says why not.")
 
-	writesWaitDesc = desc("writes_wait_for_standby", "1 while commits on the agreed primary wait for synchronous standbys that are not streaming (writes hang, reads work); the reason label says which setting.", "reason")
+	writesWaitDesc = desc("writes_wait_for_standby", "1 while commits on the agreed primary wait for synchronous standbys that are not streaming (writes hang, reads work); GET /cluster (writes_wait) and pgquorum list say which setting.")
 )
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -152,19 +152,11 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if s.FailoverSafety != nil {
 		f := s.FailoverSafety()
-		reason := ""
-		if !f.Safe {
-			reason = f.Reason
-		}
-		gauge(ch, failoverSafeDesc, boolValue(f.Safe), labelValue(reason))
+		gauge(ch, failoverSafeDesc, boolValue(f.Safe))
 	}
 	if s.WritesWait != nil {
 		w := s.WritesWait()
-		reason := ""
-		if w.Waiting {
-			reason = w.Reason
-		}
-		gauge(ch, writesWaitDesc, boolValue(w.Waiting), labelValue(reason))
+		gauge(ch, writesWaitDesc, boolValue(w.Waiting))
 	}
 }
 
@@ -226,11 +218,7 @@ func collectCluster(ch chan<- prometheus.Metric, s ClusterState) {
 	gauge(ch, d.epoch, float64(s.Epoch))
 	gauge(ch, d.paused, boolValue(s.Paused))
 	gauge(ch, d.failoverInProgress, boolValue(s.FailoverInProgress))
-	reason := ""
-	if s.FailoverBlocked {
-		reason = s.BlockedReason
-	}
-	gauge(ch, d.failoverBlocked, boolValue(s.FailoverBlocked), labelValue(reason))
+	gauge(ch, d.failoverBlocked, boolValue(s.FailoverBlocked))
 
 	// Every known node gets a 0/1 series; the primary and fenced nodes are
 	// known even if Nodes misses them.

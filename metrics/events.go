@@ -45,13 +45,9 @@ const (
 
 var failoverPhases = []FailoverPhase{PhaseDetect, PhaseDecide, PhaseFreeze, PhasePromote, PhaseReroute}
 
-// The label values of pgquorum_failovers_total. They are the strings of
-// clusterstate.FailoverKind and clusterstate.Outcome; anything else is counted
-// as "unknown".
-var (
-	failoverKinds    = []string{"automatic", "manual", "switchover"}
-	failoverOutcomes = []string{"completed", "blocked", "aborted"}
-)
+// The kinds of failover (clusterstate.FailoverKind): the "kind" label of
+// pgquorum_failovers_total; anything else is counted as "unknown".
+var failoverKinds = []string{"automatic", "manual", "switchover"}
 
 // Histogram buckets, in seconds. Holds last up to hold.timeout (30s by
 // default); failover phases are expected well under a second each.
@@ -68,7 +64,6 @@ type events struct {
 	held          prometheus.Gauge
 	holdDuration  *prometheus.HistogramVec
 	sessionsMoved prometheus.Counter
-	failovers     *prometheus.CounterVec
 	phaseDuration *prometheus.HistogramVec
 }
 
@@ -99,13 +94,9 @@ func newEvents() events {
 			Namespace: Namespace, Subsystem: "proxy", Name: "sessions_moved_total",
 			Help: "Client sessions moved to a new primary with their session state replayed.",
 		}),
-		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "failovers_total",
-			Help: "Failovers and switchovers whose outcome this node's coordinator recorded, by kind and outcome.",
-		}, []string{"kind", "outcome"}),
 		phaseDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "failover_phase_duration_seconds",
-			Help:    "Duration of each failover phase (detect, decide, freeze, promote, reroute).",
+			Help:    "Duration of each phase of the failovers this proxy's coordinator completed as the Raft leader (detect, decide, freeze, promote, reroute).",
 			Buckets: phaseBuckets,
 		}, []string{"phase"}),
 	}
@@ -113,11 +104,6 @@ func newEvents() events {
 	// alerts see zeros rather than nothing before the first event.
 	for _, o := range holdOutcomes {
 		e.holdDuration.WithLabelValues(string(o))
-	}
-	for _, k := range failoverKinds {
-		for _, o := range failoverOutcomes {
-			e.failovers.WithLabelValues(k, o)
-		}
 	}
 	for _, p := range failoverPhases {
 		e.phaseDuration.WithLabelValues(string(p))
@@ -128,7 +114,7 @@ func newEvents() events {
 func (e *events) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		e.queries, e.transactions, e.clientErrors, e.held, e.holdDuration,
-		e.sessionsMoved, e.failovers, e.phaseDuration,
+		e.sessionsMoved, e.phaseDuration,
 	}
 }
 
@@ -194,19 +180,6 @@ func (m *Metrics) SessionMoved() {
 		return
 	}
 	m.events.sessionsMoved.Inc()
-}
-
-// FailoverFinished counts a failover or switchover whose outcome this node's
-// coordinator recorded. kind is a clusterstate.FailoverKind ("automatic",
-// "manual", "switchover"), outcome a clusterstate.Outcome ("completed",
-// "blocked", "aborted"); other values are counted as "unknown". Only the Raft
-// leader's coordinator records outcomes, so sum over all proxies for the
-// cluster's total.
-func (m *Metrics) FailoverFinished(kind, outcome string) {
-	if m == nil {
-		return
-	}
-	m.events.failovers.WithLabelValues(oneOf(kind, failoverKinds), oneOf(outcome, failoverOutcomes)).Inc()
 }
 
 // ObserveFailoverPhase records that phase took d. An unknown phase is ignored

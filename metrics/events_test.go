@@ -50,10 +50,6 @@ func TestEventsAreCounted(t *testing.T) {
 	m.AuthFailed(AuthBadPassword)
 	m.AuthFailed(AuthFailure("cosmic ray")) // bounded: other
 
-	m.FailoverFinished("automatic", "completed")
-	m.FailoverFinished("switchover", "completed")
-	m.FailoverFinished("automatic", "blocked")
-	m.FailoverFinished("sideways", "exploded") // bounded: unknown/unknown
 
 	m.ObserveFailoverPhase(PhaseDetect, 1500*time.Millisecond)
 	m.ObserveFailoverPhase(PhaseFreeze, 40*time.Millisecond)
@@ -82,16 +78,6 @@ pgquorum_proxy_hold_duration_seconds_sum{outcome="timeout"} 31
 pgquorum_proxy_hold_duration_seconds_count{outcome="canceled"} 0
 pgquorum_proxy_hold_duration_seconds_sum{outcome="canceled"} 0
 pgquorum_proxy_sessions_moved_total 2
-pgquorum_failovers_total{kind="automatic",outcome="aborted"} 0
-pgquorum_failovers_total{kind="automatic",outcome="blocked"} 1
-pgquorum_failovers_total{kind="automatic",outcome="completed"} 1
-pgquorum_failovers_total{kind="manual",outcome="aborted"} 0
-pgquorum_failovers_total{kind="manual",outcome="blocked"} 0
-pgquorum_failovers_total{kind="manual",outcome="completed"} 0
-pgquorum_failovers_total{kind="switchover",outcome="aborted"} 0
-pgquorum_failovers_total{kind="switchover",outcome="blocked"} 0
-pgquorum_failovers_total{kind="switchover",outcome="completed"} 1
-pgquorum_failovers_total{kind="unknown",outcome="unknown"} 1
 pgquorum_failover_phase_duration_seconds_count{phase="detect"} 1
 pgquorum_failover_phase_duration_seconds_sum{phase="detect"} 1.5
 pgquorum_failover_phase_duration_seconds_count{phase="decide"} 0
@@ -180,7 +166,6 @@ func TestNilMetricsIsANoOp(t *testing.T) {
 	m.HoldStarted()
 	m.HoldFinished(time.Second, HoldRouted)
 	m.SessionMoved()
-	m.FailoverFinished("automatic", "completed")
 	m.ObserveFailoverPhase(PhaseFreeze, time.Second)
 	if err := m.AddSources(healthySources()); err != nil {
 		t.Errorf("AddSources on nil: %v", err)

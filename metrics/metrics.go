@@ -134,6 +134,9 @@ func (m *Metrics) AddSources(s Sources) error {
 	if s.Redundancy != nil {
 		add = append(add, redundancyCollector{source: s.Redundancy})
 	}
+	if s.History != nil {
+		add = append(add, newFailoverCounter(s.History))
+	}
 	if len(add) == 0 {
 		return nil
 	}

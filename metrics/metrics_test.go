@@ -60,10 +60,19 @@ func healthySources() Sources {
 		},
 		Routing: func() RoutingStatus { return RoutingStatus{Routing: true, Target: "pg1"} },
 		FailoverSafety: func() FailoverSafety {
-			return FailoverSafety{Safe: false, Reason: "walsender app1 is not a configured backend"}
+			return FailoverSafety{Safe: false}
 		},
 		WritesWait: func() WritesWait {
-			return WritesWait{Waiting: true, Reason: "writes wait: no synchronous standby is streaming"}
+			return WritesWait{Waiting: true}
+		},
+		History: func() []FailoverRecord {
+			return []FailoverRecord{
+				{Epoch: 3, Kind: "automatic", Outcome: "blocked"},
+				{Epoch: 3, Kind: "automatic", Outcome: "blocked"}, // blocked again: one failover
+				{Epoch: 3, Kind: "automatic", Outcome: "completed"},
+				{Epoch: 5, Kind: "switchover", Outcome: "completed"},
+				{Epoch: 7, Kind: "manual", Outcome: "aborted"},
+			}
 		},
 		// pg3 is down: one of two standbys in effect.
 		Redundancy: func() Redundancy { return Redundancy{Known: true, InEffect: 1, Configured: 2, Required: 1} },
@@ -99,6 +108,7 @@ var wantTypes = map[string]dto.MetricType{
 	"pgquorum_proxy_async_commit_sessions_total":       dto.MetricType_COUNTER,
 	"pgquorum_proxy_async_commit_refused_total":        dto.MetricType_COUNTER,
 	"pgquorum_failovers_total":                         dto.MetricType_COUNTER,
+	"pgquorum_failovers_blocked_total":                 dto.MetricType_COUNTER,
 	"pgquorum_admin_refused_requests_total":            dto.MetricType_COUNTER,
 	"pgquorum_learners_removed_total":                  dto.MetricType_COUNTER,
 	"pgquorum_proxy_backend_sessions":                  dto.MetricType_GAUGE,
@@ -180,15 +190,6 @@ pgquorum_proxy_hold_duration_seconds_count{outcome="routed"} 0
 pgquorum_proxy_hold_duration_seconds_sum{outcome="routed"} 0
 pgquorum_proxy_hold_duration_seconds_count{outcome="timeout"} 0
 pgquorum_proxy_hold_duration_seconds_sum{outcome="timeout"} 0
-pgquorum_failovers_total{kind="automatic",outcome="aborted"} 0
-pgquorum_failovers_total{kind="automatic",outcome="blocked"} 0
-pgquorum_failovers_total{kind="automatic",outcome="completed"} 0
-pgquorum_failovers_total{kind="manual",outcome="aborted"} 0
-pgquorum_failovers_total{kind="manual",outcome="blocked"} 0
-pgquorum_failovers_total{kind="manual",outcome="completed"} 0
-pgquorum_failovers_total{kind="switchover",outcome="aborted"} 0
-pgquorum_failovers_total{kind="switchover",outcome="blocked"} 0
-pgquorum_failovers_total{kind="switchover",outcome="completed"} 0
 pgquorum_failover_phase_duration_seconds_count{phase="decide"} 0
 pgquorum_failover_phase_duration_seconds_sum{phase="decide"} 0
 pgquorum_failover_phase_duration_seconds_count{phase="detect"} 0
@@ -276,7 +277,7 @@ pgquorum_raft_reachable_members{role="learner"} 1
 pgquorum_cluster_epoch 7
 pgquorum_cluster_paused 0
 pgquorum_cluster_failover_in_progress 0
-pgquorum_cluster_failover_blocked{reason=""} 0
+pgquorum_cluster_failover_blocked 0
 pgquorum_cluster_primary{node="pg0"} 0
 pgquorum_cluster_primary{node="pg1"} 1
 pgquorum_cluster_primary{node="pg2"} 0
@@ -321,8 +322,18 @@ pgquorum_synchronous_standbys_in_effect 1
 pgquorum_synchronous_standbys_configured 2
 pgquorum_synchronous_standbys_required 1
 
-pgquorum_failover_safe{reason="walsender app1 is not a configured backend"} 0
-pgquorum_writes_wait_for_standby{reason="writes wait: no synchronous standby is streaming"} 1
+pgquorum_failovers_total{kind="automatic",outcome="completed"} 1
+pgquorum_failovers_total{kind="automatic",outcome="aborted"} 0
+pgquorum_failovers_total{kind="manual",outcome="completed"} 0
+pgquorum_failovers_total{kind="manual",outcome="aborted"} 1
+pgquorum_failovers_total{kind="switchover",outcome="completed"} 1
+pgquorum_failovers_total{kind="switchover",outcome="aborted"} 0
+pgquorum_failovers_blocked_total{kind="automatic"} 1
+pgquorum_failovers_blocked_total{kind="manual"} 0
+pgquorum_failovers_blocked_total{kind="switchover"} 0
+
+pgquorum_failover_safe 0
+pgquorum_writes_wait_for_standby 1
 
 pgquorum_admin_refused_requests_total{reason="unauthorized"} 0
 pgquorum_admin_refused_requests_total{reason="unsupported_media_type"} 0

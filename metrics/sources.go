@@ -32,6 +32,9 @@ type Sources struct {
 	// Redundancy is the agreed primary's synchronous standbys in effect
 	// (health.Redundancy of this proxy's latest probe of it).
 	Redundancy func() Redundancy
+	// History is the replicated failover history (clusterstate.State.History,
+	// oldest first), which pgquorum_failovers_total counts.
+	History func() []FailoverRecord
 }
 
 // ProxyStats are the PostgreSQL listener's counters. The fields mirror
@@ -86,9 +89,8 @@ type ClusterState struct {
 	// FailoverInProgress: a failover or switchover has begun and not finished.
 	FailoverInProgress bool
 	// FailoverBlocked: the failover in progress cannot continue safely
-	// (SPEC §4 step 4); BlockedReason says why, for humans.
+	// (SPEC §4 step 4). Why is free text, in GET /cluster, never a label.
 	FailoverBlocked bool
-	BlockedReason   string
 	// Fenced are old primaries never routed to until they rejoin.
 	Fenced []string
 }
@@ -136,19 +138,16 @@ type RoutingStatus struct {
 
 // FailoverSafety says whether an automatic failover away from the current
 // primary could lose an acknowledged commit.
+// Why not is free text, in GET /cluster (failover_safety), never a label.
 type FailoverSafety struct {
 	Safe bool
-	// Reason says why not, when !Safe (for example "walsender app1 is not a
-	// configured backend"). Several reasons may be joined with "; ".
-	Reason string
 }
 
 // WritesWait says whether commits on the agreed primary are held because
 // fewer synchronous standbys stream than synchronous_standby_names needs (SPEC
 // §4: pgquorum never switches synchronous replication off, so after losing
 // every standby writes wait until one rejoins).
+// Which setting is free text, in GET /cluster (writes_wait), never a label.
 type WritesWait struct {
 	Waiting bool
-	// Reason says why, when Waiting ("writes wait: no synchronous standby ...").
-	Reason string
 }

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"strings"
 	"time"
 
 	"github.com/pgquorum/pgquorum/health"
@@ -28,7 +27,6 @@ func (n *Node) metricsSources(monitor *health.Monitor) metrics.Sources {
 				FailoverInProgress: st.Failover != nil}
 			if st.Failover != nil {
 				out.FailoverBlocked = st.Failover.Blocked
-				out.BlockedReason = st.Failover.BlockedReason
 			}
 			for _, ns := range st.Nodes {
 				out.Nodes = append(out.Nodes, ns.Name)
@@ -67,8 +65,8 @@ func (n *Node) metricsSources(monitor *health.Monitor) metrics.Sources {
 			if primary == "" || !ok {
 				return metrics.WritesWait{}
 			}
-			waiting, reason := health.CommitsWait(probe)
-			return metrics.WritesWait{Waiting: waiting, Reason: reason}
+			waiting, _ := health.CommitsWait(probe)
+			return metrics.WritesWait{Waiting: waiting}
 		},
 		Redundancy: func() metrics.Redundancy {
 			primary := n.machine.State().Primary
@@ -82,9 +80,17 @@ func (n *Node) metricsSources(monitor *health.Monitor) metrics.Sources {
 			}
 			return metrics.Redundancy{Known: true, InEffect: len(r.Streaming), Configured: len(r.Standbys), Required: r.Required}
 		},
+		History: func() []metrics.FailoverRecord {
+			history := n.machine.State().History
+			out := make([]metrics.FailoverRecord, len(history))
+			for i, h := range history {
+				out[i] = metrics.FailoverRecord{Epoch: h.Epoch, Kind: string(h.Kind), Outcome: string(h.Outcome)}
+			}
+			return out
+		},
 		FailoverSafety: func() metrics.FailoverSafety {
 			s := n.coordinator.Safety()
-			return metrics.FailoverSafety{Safe: s.Safe, Reason: strings.Join(s.Reasons, "; ")}
+			return metrics.FailoverSafety{Safe: s.Safe}
 		},
 	}
 }
