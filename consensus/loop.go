@@ -116,6 +116,9 @@ func (n *Node) handleReady() error {
 func (n *Node) onSoftState(ss *raft.SoftState) {
 	if ss.Lead != n.lead {
 		n.log.Info("raft leader changed", "leader", ss.Lead, "previous", n.lead, "state", ss.RaftState.String())
+		if ss.Lead != 0 {
+			n.counts.leaderChanges.Add(1)
+		}
 		n.lead = ss.Lead
 		n.membersDirty = true
 		n.leadershipChanged(time.Now())
@@ -130,6 +133,12 @@ func (n *Node) tick(now time.Time) {
 	n.rn.Tick()
 	n.renewReads(now)
 	n.lease.prune(now)
+	if valid := n.lease.valid(now); valid != n.leaseWasValid {
+		if !valid {
+			n.counts.leaseExpiries.Add(1)
+		}
+		n.leaseWasValid = valid
+	}
 	// A learner joins until it is a member; one that knows no leader (it
 	// restarted) joins too: a member's join is a no-op for the voters, and a
 	// learner removed while it was down learns it this way (the voters answer

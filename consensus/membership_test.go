@@ -267,6 +267,20 @@ func TestLeaseIsLostByAPartitionedNodeAndKeptByTheMajority(t *testing.T) {
 	if expiry := c.get(victim).node.LeaseExpiry(); !expiry.Equal(st.LeaseValidUntil) {
 		t.Fatalf("LeaseExpiry %v, status says %v", expiry, st.LeaseValidUntil)
 	}
+	// The expiry is counted once, on the victim only (pgquorum_raft_lease_expiries_total),
+	// and a proposal the cut-off node cannot make is counted as failed.
+	waitFor(t, testWait, func() bool { return c.get(victim).node.Counters().LeaseExpiries == 1 }, "the expiry counted on node %d", victim)
+	for _, id := range majority {
+		if got := c.get(id).node.Counters(); got.LeaseExpiries != 0 || got.LeaderChanges == 0 {
+			t.Errorf("node %d on the majority side: %+v, want no lease expiry and at least one leader", id, got)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*testTick)
+	_, err := c.get(victim).node.Propose(ctx, []byte("cut=off"))
+	cancel()
+	if err == nil || c.get(victim).node.Counters().ProposalFailures != 1 {
+		t.Errorf("a proposal of the cut-off node: %v, counted %d failures, want 1", err, c.get(victim).node.Counters().ProposalFailures)
+	}
 
 	// Healing restores it, and says so: a reader that waits for the lease
 	// needs no poll.
@@ -279,6 +293,9 @@ func TestLeaseIsLostByAPartitionedNodeAndKeptByTheMajority(t *testing.T) {
 	}
 	if !c.get(victim).node.LeaseValid(time.Now()) {
 		t.Fatal("lease signalled as gained but not valid")
+	}
+	if got := c.get(victim).node.Counters().LeaseExpiries; got != 1 {
+		t.Errorf("lease expiries after the heal: %d, want 1", got)
 	}
 }
 

@@ -98,6 +98,11 @@ type Node struct {
 	confirmations    chan struct{}
 	routingConfirmed atomic.Uint64
 
+	// leaseWasValid is whether the lease was valid at the previous tick
+	// (loop-owned), to count its expiries.
+	leaseWasValid bool
+	counts        counters
+
 	// Published by the loop.
 	status        atomic.Pointer[Status]
 	members       atomic.Pointer[[]Member]
@@ -315,6 +320,15 @@ type proposeResult struct {
 // error (the outcome is unknown: the entry may still commit); or the state
 // machine's error for this entry (committed, but rejected alike on every node).
 func (n *Node) Propose(ctx context.Context, data []byte) ([]byte, error) {
+	result, err := n.propose1(ctx, data)
+	if err != nil {
+		n.counts.proposalFailures.Add(1)
+	}
+	return result, err
+}
+
+// propose1 is Propose without the counting.
+func (n *Node) propose1(ctx context.Context, data []byte) ([]byte, error) {
 	if len(data) > MaxProposalSize {
 		return nil, fmt.Errorf("%w: %d bytes (max %d)", ErrTooLarge, len(data), MaxProposalSize)
 	}

@@ -29,7 +29,8 @@ var (
 
 	raftDescs = struct {
 		term, leaderID, isLeader, isVoter, commitIndex, appliedIndex,
-		members, reachableMembers, leaseValid *prometheus.Desc
+		members, reachableMembers, leaseValid,
+		leaderChanges, leaseExpiries, proposalFailures *prometheus.Desc
 	}{
 		term:             desc("raft_term", "Current Raft term."),
 		leaderID:         desc("raft_leader_id", "Node id of the Raft leader this node knows of; 0 = none."),
@@ -40,6 +41,9 @@ var (
 		members:          desc("raft_members", "Raft members as this node sees them, by role (voter, learner).", "role"),
 		reachableMembers: desc("raft_reachable_members", "Raft members this node heard from within an election timeout, by role (a follower mostly hears only the leader).", "role"),
 		leaseValid:       desc("raft_lease_valid", "1 if this node's routing lease is confirmed by a Raft quorum."),
+		leaderChanges:    desc("raft_leader_changes_total", "Times this node learned of a new Raft leader (elections), the first one after start included."),
+		leaseExpiries:    desc("raft_lease_expiries_total", "Times this node's routing lease ran out without a renewal (cut off from the quorum): the proxy stopped forwarding."),
+		proposalFailures: desc("raft_proposal_failures_total", "Raft proposals of this node that failed: not proposed (no leader, dropped), outcome unknown (timed out) or refused."),
 	}
 
 	clusterDescs = struct {
@@ -102,7 +106,7 @@ func (c *sourceCollector) descs() []*prometheus.Desc {
 	if s.Raft != nil {
 		r := raftDescs
 		d = append(d, r.term, r.leaderID, r.isLeader, r.isVoter, r.commitIndex, r.appliedIndex,
-			r.members, r.reachableMembers, r.leaseValid)
+			r.members, r.reachableMembers, r.leaseValid, r.leaderChanges, r.leaseExpiries, r.proposalFailures)
 	}
 	if s.Cluster != nil {
 		cl := clusterDescs
@@ -187,6 +191,9 @@ func collectRaft(ch chan<- prometheus.Metric, r RaftStatus) {
 	gauge(ch, d.commitIndex, float64(r.Commit))
 	gauge(ch, d.appliedIndex, float64(r.Applied))
 	gauge(ch, d.leaseValid, boolValue(r.LeaseValid))
+	counter(ch, d.leaderChanges, float64(r.LeaderChanges))
+	counter(ch, d.leaseExpiries, float64(r.LeaseExpiries))
+	counter(ch, d.proposalFailures, float64(r.ProposalFailures))
 	var voters, learners, reachableVoters, reachableLearners int
 	seen := map[uint64]bool{}
 	for _, m := range r.Members {

@@ -170,6 +170,9 @@ pgquorum_raft_is_voter 1
 pgquorum_raft_commit_index 0
 pgquorum_raft_applied_index 0
 pgquorum_raft_lease_valid 0
+pgquorum_raft_leader_changes_total 0
+pgquorum_raft_lease_expiries_total 0
+pgquorum_raft_proposal_failures_total 0
 pgquorum_raft_members{role="voter"} 0
 pgquorum_raft_members{role="learner"} 0
 pgquorum_raft_reachable_members{role="voter"} 0

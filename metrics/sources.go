@@ -71,6 +71,8 @@ type RaftStatus struct {
 	LeaseValid bool
 	// Members is the membership as this node sees it.
 	Members []RaftMember
+	// Counts since the node started (consensus.Counters).
+	LeaderChanges, LeaseExpiries, ProposalFailures uint64
 }
 
 // RaftMember is one Raft member as this node sees it.

@@ -14,8 +14,10 @@ func (n *Node) metricsSources(monitor *health.Monitor) metrics.Sources {
 		Proxy: func() metrics.ProxyStats { return metrics.ProxyStats(n.proxy.Stats()) },
 		Raft: func() metrics.RaftStatus {
 			st := n.raft.Status()
+			counts := n.raft.Counters()
 			out := metrics.RaftStatus{Term: st.Term, Leader: st.Leader, IsLeader: st.IsLeader, Voter: st.Voter,
-				Commit: st.Commit, Applied: st.Applied, LeaseValid: n.raft.LeaseValid(time.Now())}
+				Commit: st.Commit, Applied: st.Applied, LeaseValid: n.raft.LeaseValid(time.Now()),
+				LeaderChanges: counts.LeaderChanges, LeaseExpiries: counts.LeaseExpiries, ProposalFailures: counts.ProposalFailures}
 			for _, m := range n.raft.Members() {
 				out.Members = append(out.Members, metrics.RaftMember{ID: m.ID, Voter: m.Voter, Reachable: m.Reachable})
 			}
