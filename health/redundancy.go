@@ -6,17 +6,21 @@ import (
 	"strings"
 )
 
-// Redundancy is how many of its synchronous standbys a primary has in
-// effect, from one probe of it: the members of N (QuorumFor) whose walsender
-// streams, against k and |N|. It is what `pgquorum list` and GET /cluster
-// call "redundancy" (issue 13): a cluster whose primary lost a standby keeps
-// working, with less protection than configured, and says so.
+// Redundancy is how many synchronous standbys a primary has in effect, from
+// one probe of it, against the standbys the cluster is configured with: every
+// configured backend but the primary. A standby is in effect when its
+// walsender streams and synchronous_standby_names names it (it can confirm
+// commits). It is what `pgquorum list` and GET /cluster call "redundancy"
+// (issue 13): a cluster that lost a standby, or whose old primary is fenced
+// after a failover, keeps working with less protection than configured, and
+// says so ("degraded: 1 of 2 standbys").
 type Redundancy struct {
 	Method   SyncMethod
 	Required int      // k: the standbys that must confirm each commit
-	Standbys []string // N: the standbys synchronous_standby_names names (the primary excluded)
-	// Streaming are the members of N streaming from the primary now: the
-	// ones that can confirm commits. Missing are the rest of N.
+	Standbys []string // the configured standbys: every backend but the primary
+	// Streaming are the standbys in effect: streaming from the primary now
+	// and named in synchronous_standby_names. Missing are the other
+	// configured standbys (down, fenced, not streaming, or not named).
 	Streaming []string
 	Missing   []string
 	// SynchronousCommit is the primary's synchronous_commit (as the probe's
@@ -25,25 +29,23 @@ type Redundancy struct {
 }
 
 // RedundancyOf reads the redundancy from a probe of the primary; backends
-// are the configured PostgreSQL node names (for "*"). It fails when the probe
-// did not answer or synchronous_standby_names could not be parsed. With
-// synchronous replication off, Method is SyncOff and N is empty. Pure.
+// are the configured PostgreSQL node names. It fails when the probe did not
+// answer or synchronous_standby_names could not be parsed. Pure.
 func RedundancyOf(primary Probe, backends []string) (Redundancy, error) {
 	switch {
 	case !primary.Reachable:
 		return Redundancy{}, fmt.Errorf("the latest probe of %s did not answer: %s", primary.Node, primary.Err)
 	case primary.SyncStandbyNamesErr != "":
 		return Redundancy{}, errors.New(primary.SyncStandbyNamesErr)
-	case primary.SyncSpec.Method == SyncOff:
-		return Redundancy{Method: SyncOff, SynchronousCommit: primary.SynchronousCommit}, nil
 	}
-	q, err := QuorumFor(primary.SyncSpec, backends, primary.Node)
-	if err != nil {
-		return Redundancy{}, err
-	}
-	r := Redundancy{Method: q.Method, Required: q.K, Standbys: q.Standbys, SynchronousCommit: primary.SynchronousCommit}
-	for _, name := range q.Standbys {
-		if streamsFrom(primary, name) {
+	spec := primary.SyncSpec
+	r := Redundancy{Method: spec.Method, Required: spec.Num, SynchronousCommit: primary.SynchronousCommit}
+	for _, name := range backends {
+		if equalFoldASCII(name, primary.Node) {
+			continue
+		}
+		r.Standbys = append(r.Standbys, name)
+		if spec.Matches(name) && streamsFrom(primary, name) {
 			r.Streaming = append(r.Streaming, name)
 		} else {
 			r.Missing = append(r.Missing, name)
@@ -89,12 +91,12 @@ func (r Redundancy) State() string {
 }
 
 // Status says the state in one line for operators: "ok: 2 of 2 standbys",
-// "degraded: 1 of 2 standbys (pg3 not streaming)", "writes wait: no
+// "degraded: 1 of 2 standbys (missing: pg3)", "writes wait: no
 // synchronous standby (needs 1 of pg2, pg3)", ...
 func (r Redundancy) Status() string {
 	missing := ""
 	if len(r.Missing) > 0 {
-		missing = fmt.Sprintf(" (%s not streaming)", strings.Join(r.Missing, ", "))
+		missing = fmt.Sprintf(" (missing: %s)", strings.Join(r.Missing, ", "))
 	}
 	switch r.State() {
 	case RedundancyAsynchronous:
@@ -104,7 +106,7 @@ func (r Redundancy) Status() string {
 		return "asynchronous: synchronous_standby_names is empty, commits are acknowledged by the primary alone"
 	case RedundancyWritesWait:
 		if len(r.Streaming) == 0 {
-			return fmt.Sprintf("writes wait: no synchronous standby (commits need %d of %s)", r.Required, strings.Join(r.Standbys, ", "))
+			return fmt.Sprintf("writes wait: no synchronous standby (commits need %d; missing: %s)", r.Required, strings.Join(r.Missing, ", "))
 		}
 		return fmt.Sprintf("writes wait: %d of the %d synchronous standbys needed%s", len(r.Streaming), r.Required, missing)
 	case RedundancyDegraded:

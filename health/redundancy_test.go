@@ -25,14 +25,16 @@ func TestRedundancy(t *testing.T) {
 		status string
 	}{
 		{"both stream", probe("ANY 1 (pg2, pg3)", streaming("pg2", "pg3")), RedundancyOK, "ok: 2 of 2 standbys"},
-		{"one stopped", probe("ANY 1 (pg2, pg3)", streaming("pg2")), RedundancyDegraded, "degraded: 1 of 2 standbys (pg3 not streaming)"},
+		{"one stopped", probe("ANY 1 (pg2, pg3)", streaming("pg2")), RedundancyDegraded, "degraded: 1 of 2 standbys (missing: pg3)"},
 		{"one catching up", probe("ANY 1 (pg2, pg3)", append(streaming("pg3"), Replica{ApplicationName: "pg2", State: "catchup"})),
-			RedundancyDegraded, "degraded: 1 of 2 standbys (pg2 not streaming)"},
-		{"none", probe("ANY 1 (pg2, pg3)", nil), RedundancyWritesWait, "writes wait: no synchronous standby (commits need 1 of pg2, pg3)"},
-		{"fewer than k", probe("ANY 2 (pg2, pg3)", streaming("pg3")), RedundancyWritesWait, "writes wait: 1 of the 2 synchronous standbys needed (pg2 not streaming)"},
-		{"wildcard, a stranger streams", probe("ANY 1 (*)", streaming("pg2", "app9")), RedundancyDegraded, "degraded: 1 of 2 standbys (pg3 not streaming)"},
+			RedundancyDegraded, "degraded: 1 of 2 standbys (missing: pg2)"},
+		{"none", probe("ANY 1 (pg2, pg3)", nil), RedundancyWritesWait, "writes wait: no synchronous standby (commits need 1; missing: pg2, pg3)"},
+		{"fewer than k", probe("ANY 2 (pg2, pg3)", streaming("pg3")), RedundancyWritesWait, "writes wait: 1 of the 2 synchronous standbys needed (missing: pg2)"},
+		{"wildcard, a stranger streams", probe("ANY 1 (*)", streaming("pg2", "app9")), RedundancyDegraded, "degraded: 1 of 2 standbys (missing: pg3)"},
 		{"FIRST, case-insensitive", probe("FIRST 1 (PG2, pg3)", streaming("pg2", "pg3")), RedundancyOK, "ok: 2 of 2 standbys"},
 		{"off", probe("", streaming("pg2")), RedundancyAsynchronous, "asynchronous: synchronous_standby_names is empty, commits are acknowledged by the primary alone"},
+		{"after a failover: the old primary fenced, named or not", probe("ANY 1 (pg3)", streaming("pg3")), RedundancyDegraded, "degraded: 1 of 2 standbys (missing: pg2)"},
+		{"a streaming standby left out of the setting does not count", probe("ANY 1 (pg3)", streaming("pg2", "pg3")), RedundancyDegraded, "degraded: 1 of 2 standbys (missing: pg2)"},
 	}
 	for _, tt := range tests {
 		r, err := RedundancyOf(tt.probe, backends)

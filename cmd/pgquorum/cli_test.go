@@ -29,7 +29,7 @@ func fakeAdminWith(t *testing.T, token string, edit func(*admin.ClusterView)) (*
 	now := time.Now().Add(-time.Second)
 	view := admin.ClusterView{ClusterName: "demo", NodeID: 2, Epoch: 3, Primary: "pg2",
 		PrimaryProbe:  &admin.PrimaryProbeView{At: now, Reachable: true},
-		Redundancy:    &admin.RedundancyView{State: "degraded", Status: "degraded: 1 of 2 standbys (pg1 not streaming)", Required: 1},
+		Redundancy:    &admin.RedundancyView{State: "degraded", Status: "degraded: 1 of 2 standbys (missing: pg1)", Required: 1},
 		MembersSeenBy: 1,
 		Raft:         admin.RaftView{Leader: 1, Term: 4, Commit: 40, Applied: 40},
 		Members:      []admin.MemberView{{ID: 1, Addr: "127.0.0.1:7001", Voter: true, Leader: true, Reachable: true}, {ID: 2, Addr: "127.0.0.1:7002", Voter: true, Reachable: true, LastContactMS: 80}},
@@ -116,7 +116,7 @@ func TestListPrintsNodesAndProxies(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	for _, want := range []string{"epoch 3", "primary pg2", "pg1", "fenced", "down, was primary", "pg3", "streaming", "0/3000000", "2.0 KiB", "quorum",
-		"Redundancy: DEGRADED: 1 of 2 standbys (pg1 not streaming)", "REACHABLE (from the leader)", "80ms ago", "leader"} {
+		"Redundancy: DEGRADED: 1 of 2 standbys (missing: pg1)", "REACHABLE (from the leader)", "80ms ago", "leader"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("list output lacks %q:\n%s", want, out)
 		}
