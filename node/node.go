@@ -10,6 +10,12 @@
 //	      ▲                                             admin.Server ◀── operators
 //	coordinator.Coordinator (acts only on the Raft leader)
 //
+// Lifecycle, as etcd's server: Start starts every component in its own
+// goroutine and undoes what it started if a later step fails; a component
+// that stops on its own fails the whole node (Done, Err), so no part runs
+// without the others; Drain stops taking clients without dropping them;
+// Close stops everything in reverse order.
+//
 // The package holds no protocol or consensus logic of its own.
 package node
 
