@@ -90,6 +90,8 @@ type Node struct {
 
 	done     chan struct{} // closed when the node failed, or Close finished
 	doneOnce sync.Once
+	// forgetRemovedID runs dropRemovedAutoID once.
+	forgetRemovedID sync.Once
 	errMu    sync.Mutex
 	err      error // the first failure
 
@@ -425,6 +427,7 @@ func (n *Node) fail(err error) {
 		if raftErr := n.raft.Err(); raftErr != nil && !errors.Is(err, raftErr) {
 			err = fmt.Errorf("raft: %w", raftErr)
 		}
+		n.forgetRemovedID.Do(n.dropRemovedAutoID)
 	default:
 	}
 	n.errMu.Lock()
@@ -441,27 +444,32 @@ func (n *Node) fail(err error) {
 
 // watchRaft is the Raft member as a component: it fails when the member stops
 // on its own (a storage error, a broken invariant, an entry it cannot apply,
-// or its removal from the cluster). A learner with node.id: auto that was
-// removed forgets its id, so that its next start joins under a new one.
+// or its removal from the cluster).
 func (n *Node) watchRaft(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		return nil
 	case <-n.raft.Done():
 	}
-	err := n.raft.Err()
-	if errors.Is(err, consensus.ErrRemoved) && n.cfg.Node.AutoID && !n.stopping.Load() {
-		if ferr := forgetAutoID(n.cfg.Node.DataDir); ferr != nil {
-			n.logger.Error("removed from the cluster, and the old id could not be dropped", "err", ferr)
-		} else {
-			n.logger.Warn("removed from the cluster: the id is dropped, the next start joins under a new one (node.id: auto)",
-				"id", n.cfg.Node.ID)
-		}
+	if err := n.raft.Err(); err != nil {
+		return err
 	}
-	if err == nil {
-		err = errors.New("the Raft member stopped")
+	return errors.New("the Raft member stopped")
+}
+
+// dropRemovedAutoID makes a learner with node.id: auto that was removed from
+// the cluster forget its id (and log), so that its next start joins under a
+// new one. fail runs it, once, before Done is closed.
+func (n *Node) dropRemovedAutoID() {
+	if !errors.Is(n.raft.Err(), consensus.ErrRemoved) || !n.cfg.Node.AutoID {
+		return
 	}
-	return err
+	if err := forgetAutoID(n.cfg.Node.DataDir); err != nil {
+		n.logger.Error("removed from the cluster, and the old id could not be dropped", "err", err)
+		return
+	}
+	n.logger.Warn("removed from the cluster: the id is dropped, the next start joins under a new one (node.id: auto)",
+		"id", n.cfg.Node.ID)
 }
 
 // serveProxy is the PostgreSQL listener as a component. Once the node drains
