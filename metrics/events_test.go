@@ -50,7 +50,6 @@ func TestEventsAreCounted(t *testing.T) {
 	m.AuthFailed(AuthBadPassword)
 	m.AuthFailed(AuthFailure("cosmic ray")) // bounded: other
 
-
 	m.ObserveFailoverPhase(PhaseDetect, 1500*time.Millisecond)
 	m.ObserveFailoverPhase(PhaseFreeze, 40*time.Millisecond)
 	m.ObserveFailoverPhase(PhaseFreeze, 60*time.Millisecond)

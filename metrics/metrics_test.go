@@ -345,7 +345,7 @@ pgquorum_writes_wait_for_standby 1
 pgquorum_admin_refused_requests_total{reason="unauthorized"} 0
 pgquorum_admin_refused_requests_total{reason="unsupported_media_type"} 0
 pgquorum_learners_removed_total 0
-`+backendEventsAtZero)
+` + backendEventsAtZero)
 	checkLines(t, want, sampleLines(families))
 }
 

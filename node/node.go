@@ -92,8 +92,8 @@ type Node struct {
 	doneOnce sync.Once
 	// forgetRemovedID runs dropRemovedAutoID once.
 	forgetRemovedID sync.Once
-	errMu    sync.Mutex
-	err      error // the first failure
+	errMu           sync.Mutex
+	err             error // the first failure
 
 	drain drainState
 }

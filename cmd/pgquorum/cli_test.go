@@ -31,9 +31,9 @@ func fakeAdminWith(t *testing.T, token string, edit func(*admin.ClusterView)) (*
 		PrimaryProbe:  &admin.PrimaryProbeView{At: now, Reachable: true},
 		Redundancy:    &admin.RedundancyView{State: "degraded", Status: "degraded: 1 of 2 standbys (missing: pg1)", Required: 1},
 		MembersSeenBy: 1,
-		Raft:         admin.RaftView{Leader: 1, Term: 4, Commit: 40, Applied: 40},
-		Members:      []admin.MemberView{{ID: 1, Addr: "127.0.0.1:7001", Voter: true, Leader: true, Reachable: true}, {ID: 2, Addr: "127.0.0.1:7002", Voter: true, Reachable: true, LastContactMS: 80}},
-		Routing:      admin.RoutingInfo{Routing: true, Primary: "pg2", Epoch: 3},
+		Raft:          admin.RaftView{Leader: 1, Term: 4, Commit: 40, Applied: 40},
+		Members:       []admin.MemberView{{ID: 1, Addr: "127.0.0.1:7001", Voter: true, Leader: true, Reachable: true}, {ID: 2, Addr: "127.0.0.1:7002", Voter: true, Reachable: true, LastContactMS: 80}},
+		Routing:       admin.RoutingInfo{Routing: true, Primary: "pg2", Epoch: 3},
 		Nodes: []admin.NodeView{
 			{Name: "pg1", Address: "127.0.0.1:5432", Role: "fenced", Observations: []clusterstate.Observation{{Proxy: 1, At: now}}},
 			{Name: "pg2", Address: "127.0.0.1:5433", Role: "primary", Observations: []clusterstate.Observation{{Proxy: 1, Up: true, Timeline: 2, ReceiveLSN: 0x3000000 + 2048, At: now}}},
