@@ -28,7 +28,11 @@ func checkCommand(_ context.Context, args []string, stdout, stderr io.Writer) er
 	if !cfg.Node.IsVoter() {
 		role = "learner"
 	}
-	fmt.Fprintf(stdout, "%s: OK (cluster %s, node %d, %s)\n", *configPath, cfg.ClusterName, cfg.Node.ID, role)
+	id := fmt.Sprint(cfg.Node.ID)
+	if cfg.Node.AutoID {
+		id = "auto, drawn from the certificate's block at the first start"
+	}
+	fmt.Fprintf(stdout, "%s: OK (cluster %s, node %s, %s)\n", *configPath, cfg.ClusterName, id, role)
 	for _, part := range cfg.InsecureParts() {
 		fmt.Fprintf(stdout, "warning: security.insecure: %s\n", part)
 	}
