@@ -74,7 +74,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"bad cluster name", [2]string{"cluster_name: demo", "cluster_name: 'a b'"}, "cluster_name:"},
 		{"zero node id", [2]string{"  id: 1\n", "  id: 0\n"}, "node.id: required"},
 		{"node id not a number", [2]string{"  id: 1\n", "  id: one\n"}, `node.id: "one" is not a whole number, 0 or more (line 4)`},
-		{"a list for a mapping", [2]string{"hold:\n", "backend: [disable]\nhold:\n"}, "backend: want a mapping of keys (sslmode), got a list"},
+		{"a list for a mapping", [2]string{"hold:\n", "backend: [disable]\nhold:\n"}, "backend: want a mapping of keys (sslmode, ca, cert, key, standby_ca), got a list"},
 		{"a mapping for a list", [2]string{"peers:\n", "peers: {id: 1}\nx:\n"}, "peers: want a list, got a mapping"},
 		{"a mapping for a string", [2]string{"cluster_name: demo", "cluster_name: {a: b}"}, "cluster_name: want a string, got a mapping (line 2)"},
 		{"not a bool", [2]string{"  id: 1\n", "  id: 1\n  voter: maybe\n"}, `node.voter: "maybe" is not true or false`},
@@ -350,7 +350,7 @@ log: {level: loud}
 	for _, want := range []string{
 		"node.voterr: unknown key (line 2)",
 		`backends[0].priority: "high" is not a whole number (line 5)`,
-		"backend: want a mapping of keys (sslmode), got a list (line 6)",
+		"backend: want a mapping of keys (sslmode, ca, cert, key, standby_ca), got a list (line 6)",
 		`auth.method: "password" is not one of`,
 		`hold.timeout: "soon" is not a duration`,
 		"hold.max_held: -1 must be at least 1",

@@ -86,7 +86,7 @@ type Node struct {
 	// bgMu orders goBackground's wg.Add before Close's wg.Wait.
 	bgMu sync.Mutex
 
-	login *loginCheck // /readyz: can this proxy log in to the agreed primary
+	login *loginCheck // /readyz: can this proxy log in to the agreed primary; nil without a query user
 
 	done     chan struct{} // closed when the node failed, or Close finished
 	doneOnce sync.Once
@@ -331,7 +331,11 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 	}
 	versions := &coordinator.VersionAgreement{Raft: raft, State: n.machine, Proxy: cfg.Node.ID, Logger: logger.With("component", "versions")}
 
-	n.login = newLoginCheck(func(address string) string { return cfg.QueryConnString(address, "pgquorum-readyz") }, n.goBackground)
+	if cfg.Auth.QueryUser != "" {
+		// A sidecar without database credentials (auth.lookup: voters) has no
+		// role to log in with: its readiness is routing and draining only.
+		n.login = newLoginCheck(func(address string) string { return cfg.QueryConnString(address, "pgquorum-readyz") }, n.goBackground)
+	}
 
 	// From here on nothing fails: the components run until Close, and the
 	// failure of any one is the node's (goRun).

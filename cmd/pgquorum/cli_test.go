@@ -259,7 +259,7 @@ auth: {method: scram-sha-256, query_user: pgquorum}
 	if code != exitFailed {
 		t.Fatalf("check of a bad config: exit %d", code)
 	}
-	for _, want := range []string{"admin.token_file: required", "log.level", "backend: want a mapping of keys (sslmode), got a list (line 9)", "3 problems"} {
+	for _, want := range []string{"admin.token_file: required", "log.level", "backend: want a mapping of keys (sslmode, ca, cert, key, standby_ca), got a list (line 9)", "3 problems"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("check output lacks %q:\n%s", want, errOut)
 		}
