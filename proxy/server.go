@@ -131,13 +131,17 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.mu.Unlock()
 		return errors.New("proxy: Serve called twice")
 	}
+	if s.shuttingDown.Load() {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
 	s.serving = true
 	ln := s.listener
+	s.goroutines.Add(1) // the route watcher
 	s.mu.Unlock()
 
 	stopAccepting := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stopAccepting()
-	s.goroutines.Add(1)
 	go s.watchRoutes(ctx, s.cfg.Router)
 	s.startTrustCheck(ctx)
 	s.log.Info("proxy listening", "addr", ln.Addr().String(), "auth", s.cfg.AuthMethod, "tls", s.cfg.TLS != nil)
@@ -168,7 +172,10 @@ func (s *Server) Serve(ctx context.Context) error {
 			return fmt.Errorf("proxy: accept: %w", err)
 		}
 		backoff = 0
-		s.goroutines.Add(1)
+		if !s.track() {
+			_ = conn.Close() // accepted as Shutdown began
+			return ErrServerClosed
+		}
 		go s.serveConn(ctx, conn)
 	}
 }
@@ -191,8 +198,8 @@ func isTemporaryAcceptError(err error) bool {
 // it closes the remaining sessions at once and returns ctx.Err(). Sessions still in startup are
 // refused with FATAL 57P03.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.shuttingDown.Store(true)
 	s.mu.Lock()
+	s.shuttingDown.Store(true) // under mu: see track
 	if s.listener != nil {
 		_ = s.listener.Close()
 	}
@@ -222,6 +229,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			timer.Reset(interval)
 		}
 	}
+}
+
+// track counts one more server goroutine in s.goroutines, unless Shutdown has begun. A
+// goroutine started while no other runs (the route watcher, a connection accepted as Shutdown
+// begins) must be counted before Shutdown waits for them; Shutdown sets shuttingDown under mu,
+// so either the count comes first or the goroutine is not started. It reports whether the
+// caller may start it.
+func (s *Server) track() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shuttingDown.Load() {
+		return false
+	}
+	s.goroutines.Add(1)
+	return true
 }
 
 // closeAllSessions ends every session now.

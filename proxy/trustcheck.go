@@ -16,8 +16,10 @@ func (s *Server) startTrustCheck(ctx context.Context) {
 	if s.cfg.AuthMethod != AuthTrust || s.cfg.QueryUser == "" {
 		return
 	}
+	if !s.track() {
+		return
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	s.goroutines.Add(1)
 	go func() {
 		defer s.goroutines.Done()
 		defer cancel()
