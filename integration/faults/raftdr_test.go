@@ -55,12 +55,7 @@ func testVoterLostItsDataDirectory(t *testing.T, s *suite) {
 	// certificate, node.voter: false and an empty data directory; add it.
 	s.retired[victim.ID] = true
 	cli(ctx, t, "members", "remove", strconv.FormatUint(victim.ID, 10), "--admin", leader.Admin, "--token-file", s.proxies.TokenFile)
-	replacement := s.proxies.AddNode(t, nextID(s), true)
-	cli(ctx, t, "members", "add", strconv.FormatUint(replacement.ID, 10), replacement.Raft, "--admin", leader.Admin, "--token-file", s.proxies.TokenFile)
-	waitMember(ctx, t, leader, replacement.ID, true)
-	if err := replacement.WaitRouting(ctx); err != nil {
-		t.Fatal(err)
-	}
+	replacement := addVoter(ctx, t, s, leader)
 	t.Logf("proxy %d replaced by proxy %d (a voter)", victim.ID, replacement.ID)
 	w := s.startLoad(t)
 	if err := w.WaitAcks(ctx, 30); err != nil {
@@ -148,12 +143,7 @@ func testMajorityOfVotersLost(t *testing.T, s *suite) {
 
 	// New voters join, the cluster has three voters again.
 	for range 2 {
-		p := s.proxies.AddNode(t, nextID(s), true)
-		cli(ctx, t, "members", "add", strconv.FormatUint(p.ID, 10), p.Raft, "--admin", survivor.Admin, "--token-file", s.proxies.TokenFile)
-		waitMember(ctx, t, survivor, p.ID, true)
-		if err := p.WaitRouting(ctx); err != nil {
-			t.Fatal(err)
-		}
+		addVoter(ctx, t, s, survivor)
 	}
 	w := s.startLoad(t)
 	if err := w.WaitAcks(ctx, 30); err != nil {
@@ -200,6 +190,25 @@ func nextID(s *suite) uint64 {
 }
 
 // waitMember waits until p's member list has id, as a voter or a learner.
+// addVoter starts a proxy with a new id and a voter certificate (node.voter:
+// false, not a member yet) and, once it runs, adds it as a voter through via,
+// as docs/operations.md tells an operator: members add checks that the new
+// voter can be reached, so it must listen first (its admin API answers once
+// its Raft listener is bound). It returns when the new voter routes.
+func addVoter(ctx context.Context, t *testing.T, s *suite, via *proxies.Process) *proxies.Process {
+	t.Helper()
+	p := s.proxies.AddNode(t, nextID(s), true)
+	if err := p.WaitCluster(ctx, "its admin API", func(admin.ClusterView) bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	cli(ctx, t, "members", "add", strconv.FormatUint(p.ID, 10), p.Raft, "--admin", via.Admin, "--token-file", s.proxies.TokenFile)
+	waitMember(ctx, t, via, p.ID, true)
+	if err := p.WaitRouting(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func waitMember(ctx context.Context, t *testing.T, p *proxies.Process, id uint64, voter bool) {
 	t.Helper()
 	if _, err := waitView(ctx, p, fmt.Sprintf("member %d (voter %v)", id, voter), func(v admin.ClusterView) bool {
