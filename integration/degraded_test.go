@@ -14,6 +14,7 @@ import (
 	"github.com/pgquorum/pgquorum/admin"
 	"github.com/pgquorum/pgquorum/consensus/clusterstate"
 	"github.com/pgquorum/pgquorum/localcluster"
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 // TestDegradedStatus checks what an operator is told in the degraded states of
@@ -31,7 +32,7 @@ import (
 func TestDegradedStatus(t *testing.T) {
 	dirs := localcluster.InstalledBinDirs()
 	if env := os.Getenv(localcluster.BinDirEnv); env != "" || len(dirs) == 0 {
-		RequirePostgres(t, env)
+		testenv.RequirePostgres(t, env)
 		dirs = []string{env}
 	}
 	for _, dir := range dirs {
