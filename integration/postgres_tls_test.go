@@ -147,6 +147,11 @@ func testSidecarWithoutDatabasePassword(ctx context.Context, t *testing.T, pg *l
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	// With no role to log in with, its readiness (/readyz) is routing and
+	// draining only: no login check that could never pass.
+	if ready, why := sidecar.Ready(); !ready {
+		t.Errorf("the sidecar routes but says it is not ready: %s", why)
+	}
 	addr := sidecar.PostgresAddr().String()
 	conn, err := pgx.Connect(ctx, appConnString(addr, "app-secret"))
 	if err != nil {
