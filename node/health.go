@@ -34,3 +34,19 @@ func waitVoter(ctx context.Context, raft *consensus.Node) bool {
 		}
 	}
 }
+
+// asVoter runs run once this node is a voter. If the Raft member stops
+// first, it returns once the member is done, so that the node's failure is
+// the member's (fail names the Raft error), not this component's.
+func (n *Node) asVoter(run func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if waitVoter(ctx, n.raft) {
+			return run(ctx)
+		}
+		select {
+		case <-ctx.Done():
+		case <-n.raft.Done():
+		}
+		return nil
+	}
+}

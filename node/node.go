@@ -346,20 +346,8 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Op
 		// Only voters probe PostgreSQL and report what they see (health.go);
 		// a learner starts when it is promoted. A sidecar without database
 		// credentials (auth.lookup: voters, no query user) probes nothing.
-		// waitVoter is false when the node stops (or the Raft member did:
-		// that is the node's failure, see fail).
-		n.goRun("health", func(ctx context.Context) error {
-			if !waitVoter(ctx, raft) {
-				return nil
-			}
-			return monitor.Run(ctx)
-		})
-		n.goRun("health-reporter", func(ctx context.Context) error {
-			if !waitVoter(ctx, raft) {
-				return nil
-			}
-			return reporter.Run(ctx)
-		})
+		n.goRun("health", n.asVoter(monitor.Run))
+		n.goRun("health-reporter", n.asVoter(reporter.Run))
 	}
 	n.goRun("coordinator", func(ctx context.Context) error { n.coordinator.Run(ctx); return nil })
 	n.goRun("certificates", func(ctx context.Context) error {
