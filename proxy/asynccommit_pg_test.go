@@ -1,14 +1,17 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgquorum/pgquorum/metrics"
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 // testAsyncCommit: a session that lowers synchronous_commit is counted; with
@@ -80,16 +83,59 @@ func testAsyncCommit(t *testing.T, p *pgPair) {
 // requireCounter checks a sample of m's exposition.
 func requireCounter(t *testing.T, m *metrics.Metrics, name, want string) {
 	t.Helper()
+	if got := scrapeValue(m, name); got != want {
+		t.Fatalf("%s = %q, want %s", name, got, want)
+	}
+}
+
+// scrapeValue returns the value of a sample (name with its labels) of m's exposition, or "" when
+// it is not exposed.
+func scrapeValue(m *metrics.Metrics, name string) string {
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body, _ := io.ReadAll(rec.Body)
 	for _, line := range strings.Split(string(body), "\n") {
 		if value, ok := strings.CutPrefix(line, name+" "); ok {
-			if value != want {
-				t.Fatalf("%s = %s, want %s", name, value, want)
-			}
-			return
+			return value
 		}
 	}
-	t.Fatalf("%s not exposed", name)
+	return ""
+}
+
+// testDataPathMetrics: queries, transactions, their durations, the sessions per backend node,
+// failed backend logins and failed client authentications move as clients use the proxy.
+func testDataPathMetrics(t *testing.T, p *pgPair) {
+	ctx := testContext(t)
+	from, _ := p.current()
+	m := metrics.New(metrics.Options{ClusterName: "t", NodeID: 3, NoRuntimeMetrics: true, Backends: []string{p.a.Name, p.b.Name}})
+	srv := p.newProxy(t, Config{Metrics: m})
+	conn := connectVia(t, srv, "")
+	requireCounter(t, m, `pgquorum_proxy_backend_sessions{node="`+from.Name+`"}`, "1")
+	mustExec(t, conn, "SELECT 1")                                  // a Query: 1 query, 1 transaction
+	if _, err := conn.Exec(ctx, "SELECT $1::int", 2); err != nil { // extended protocol: 1 Sync
+		t.Fatal(err)
+	}
+	mustExec(t, conn, "BEGIN")
+	mustExec(t, conn, "INSERT INTO t VALUES (5151, 'metrics')")
+	mustExec(t, conn, "ROLLBACK") // 3 queries, 1 transaction
+	// pgx prepares the extended-protocol statement first (Parse, Describe, Sync): 1 more query.
+	requireCounter(t, m, "pgquorum_proxy_queries_total", "6")
+	requireCounter(t, m, "pgquorum_proxy_transactions_total", "4")
+	requireCounter(t, m, "pgquorum_proxy_query_duration_seconds_count", "6")
+
+	_, err := pgx.Connect(ctx, connString(srv, "")+" password=wrong")
+	requirePgCode(t, err, codeInvalidPassword)
+	requireCounter(t, m, `pgquorum_proxy_auth_failures_total{reason="bad_password"}`, "1")
+	_, err = pgx.Connect(ctx, strings.Replace(connString(srv, ""), "dbname=postgres", "dbname=nosuchdb", 1))
+	requirePgCode(t, err, "3D000")
+	requireCounter(t, m, `pgquorum_proxy_backend_connect_errors_total{node="`+from.Name+`",reason="other"}`, "1")
+
+	closeCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := conn.Close(closeCtx); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, ctx, 10*time.Second, "the closed session to be uncounted", func() (bool, error) {
+		return scrapeValue(m, `pgquorum_proxy_backend_sessions{node="`+from.Name+`"}`) == "0", nil
+	})
 }

@@ -26,6 +26,7 @@ type backendStartup struct {
 	params         map[string]string // the ParameterStatus values (startup, then replay)
 	txStatus       byte              // from the backend's ReadyForQuery
 	leftover       []byte            // bytes read past the ReadyForQuery
+	loginTook      time.Duration     // from the dial to the ReadyForQuery (replay not included)
 }
 
 // connectPrimary logs in to the primary as the client's user, waiting while no primary is
@@ -51,7 +52,12 @@ func (s *session) connectPrimary(ctx context.Context, held bool, cancel <-chan s
 		if err != nil {
 			return nil, Target{}, backendStartup{}, err
 		}
+		loginStart := time.Now()
 		conn, ready, err := s.loginBackend(ctx, target)
+		ready.loginTook = time.Since(loginStart)
+		if err != nil {
+			s.srv.cfg.Metrics.BackendConnectFailed(target.Name, connectFailure(err))
+		}
 		if err == nil && replay != "" {
 			err = s.replayState(ctx, conn, replay, &ready)
 		}

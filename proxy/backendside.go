@@ -42,13 +42,13 @@ func (r *relay) forwardBackend(data []byte) error {
 	}
 	i := r.f.continuation(data)
 	w := i // output end: kept messages are moved down over dropped ones
-	var readies, idleAt uint64
+	var readies, idleAt, idles uint64
 	var status byte
 	for {
 		kind, typ, total, lengthErr := r.f.next(data, i, 0)
 		if kind != frameWhole {
 			if lengthErr != nil {
-				return r.backendBatchFailed(data, w, readies, idleAt, status, lengthErr)
+				return r.backendBatchFailed(data, w, readies, idleAt, idles, status, lengthErr)
 			}
 			if kind == frameStreamStart {
 				w += copy(data[w:], data[i:])
@@ -65,6 +65,7 @@ func (r *relay) forwardBackend(data []byte) error {
 				status = data[start+5]
 				if status == 'I' {
 					idleAt = readies
+					idles++
 				}
 				b.lastStatus, b.segErr, b.completes = status, false, 0
 			}
@@ -75,7 +76,7 @@ func (r *relay) forwardBackend(data []byte) error {
 		case 'N':
 			if isSyncRepCut(data[start:i]) {
 				w += copy(data[w:], data[start:i])
-				return r.afterSyncRepCut(data, w, i, readies > 0 && s.publishReadies(readies, idleAt, status))
+				return r.afterSyncRepCut(data, w, i, readies > 0 && s.publishReadies(readies, idleAt, idles, status))
 			}
 		case '1':
 			b.completes++
@@ -85,7 +86,7 @@ func (r *relay) forwardBackend(data []byte) error {
 		}
 		w += total
 	}
-	drained := readies > 0 && s.publishReadies(readies, idleAt, status)
+	drained := readies > 0 && s.publishReadies(readies, idleAt, idles, status)
 	if w > 0 {
 		if err := r.write(data[:w]); err != nil {
 			return &relayWriteError{err}
@@ -103,9 +104,9 @@ func (r *relay) forwardBackend(data []byte) error {
 // relayed, then the error ends the relay.
 //
 //go:noinline
-func (r *relay) backendBatchFailed(data []byte, w int, readies, idleAt uint64, status byte, protocolErr *clientError) error {
+func (r *relay) backendBatchFailed(data []byte, w int, readies, idleAt, idles uint64, status byte, protocolErr *clientError) error {
 	if readies > 0 {
-		r.s.publishReadies(readies, idleAt, status) // the protocol error ends the session anyway
+		r.s.publishReadies(readies, idleAt, idles, status) // the protocol error ends the session anyway
 	}
 	return r.finishBackendBatch(data, len(data), w, protocolErr)
 }
@@ -138,19 +139,21 @@ func (r *relay) noteBackendMessage(typ byte, msg []byte) bool {
 // ended a draining session (publishReadiesLocked).
 //
 //go:noinline
-func (s *session) publishReadies(readies, idleAt uint64, status byte) bool {
+func (s *session) publishReadies(readies, idleAt, idles uint64, status byte) bool {
 	s.mu.Lock()
-	drained := s.publishReadiesLocked(readies, idleAt, status)
+	drained := s.publishReadiesLocked(readies, idleAt, idles, status)
 	s.mu.Unlock()
 	return drained
 }
 
 // publishReadiesLocked publishes the ReadyForQuery messages of a batch: readies of them, the
-// idleAt-th (from 1; 0 for none) the last that said idle, and status the last one's. When that
+// idleAt-th (from 1; 0 for none) the last that said idle, idles how many said idle, and status
+// the last one's. When that
 // brings a draining session to a safe point, the session is closed and it returns true: the
 // relay forwards the batch, then ends the session (the client hears Shutdown's reason). s.mu is
 // held.
-func (s *session) publishReadiesLocked(readies, idleAt uint64, status byte) bool {
+func (s *session) publishReadiesLocked(readies, idleAt, idles uint64, status byte) bool {
+	s.noteAnsweredLocked(s.readyReceived, readies, idles)
 	if idleAt > 0 {
 		s.idleThrough = s.readyReceived + idleAt
 	}
@@ -193,7 +196,7 @@ func (r *relay) forwardBackendSlow(data []byte) error {
 	s.mu.Lock()
 	b.retry.begin(s)
 	w := i
-	var readies, idleAt uint64
+	var readies, idleAt, idles uint64
 	var status byte
 	var protocolErr *clientError
 	cut := false // a WARNING says a commit's wait for synchronous replication was cut (syncrep.go)
@@ -230,6 +233,7 @@ func (r *relay) forwardBackendSlow(data []byte) error {
 				status = msg[5]
 				if status == 'I' {
 					idleAt = readies
+					idles++
 				}
 				var ok bool
 				if w, ok = b.retry.readyForQuery(s, data, w, msg); !ok {
@@ -271,7 +275,7 @@ func (r *relay) forwardBackendSlow(data []byte) error {
 		}
 	}
 	w = b.retry.endOfBatch(data, w)
-	drained := readies > 0 && s.publishReadiesLocked(readies, idleAt, status)
+	drained := readies > 0 && s.publishReadiesLocked(readies, idleAt, idles, status)
 	s.mu.Unlock()
 	if cut {
 		return r.afterSyncRepCut(data, w, i, drained)

@@ -43,6 +43,7 @@ func TestFailoverBehaviour(t *testing.T) {
 	t.Run("LeaseExpiredDropsBackends", func(t *testing.T) { testLeaseExpired(t, p) })
 	t.Run("NewConnectionWhilePrimaryDead", func(t *testing.T) { testNewConnectionWhilePrimaryDead(t, p) })
 	t.Run("AsyncCommitCountedOrRefused", func(t *testing.T) { testAsyncCommit(t, p) })
+	t.Run("DataPathMetrics", func(t *testing.T) { testDataPathMetrics(t, p) })
 }
 
 // current returns the server the route names now, and the other one.

@@ -102,7 +102,8 @@ func (s *session) move(r *relay, urgent bool) error {
 		return errSessionClosing
 	}
 	from := s.target
-	s.backend, s.target, s.mode = conn, target, modeIdle
+	s.setBackendLocked(conn, target, ready.loginTook)
+	s.mode = modeIdle
 	s.mu.Unlock()
 	s.srv.sessions.updateCancelKey(s, ready.cancelKey)
 	r.setDestination(conn)

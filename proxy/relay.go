@@ -294,6 +294,7 @@ func (r *relay) forwardClient(data []byte) error {
 	if i > 0 {
 		s.lastClientType = r.f.lastType
 	}
+	s.noteSentLocked(s.syncsSent, f.syncs)
 	s.syncsSent += f.syncs
 	if safe && f.syncs > 0 {
 		s.armRetryLocked(data[:i], f.syncs, injected || protocolErr != nil || len(data) > i)

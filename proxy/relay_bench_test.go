@@ -130,7 +130,7 @@ func BenchmarkRelayForwardClient(b *testing.B) {
 			b.Fatal(err)
 		}
 		s.mu.Lock()
-		s.publishReadiesLocked(1, 1, 'I') // the answer's ReadyForQuery
+		s.publishReadiesLocked(1, 1, 1, 'I') // the answer's ReadyForQuery
 		s.mu.Unlock()
 	}
 }

@@ -103,6 +103,8 @@ type session struct {
 	reason         *clientError     // what the client is told before the close; first one wins
 	txStatus       byte             // transaction status the client last saw in a ReadyForQuery
 	readyReceived  uint64           // requests answered (ReadyForQuery from the backend or the proxy)
+	requestTimes   requestTimes     // when the requests in flight were sent (datapath_metrics.go)
+	countedBackend string           // the node the session is counted on (datapath_metrics.go)
 	idleThrough    uint64           // requests answered when a ReadyForQuery last said idle: the named portals of requests before it are gone
 	syncsSent      uint64           // requests sent to the backend (Query, FunctionCall, Sync)
 	lastClientType byte             // type of the last message the client sent
@@ -501,6 +503,7 @@ func (s *session) relayDone() {
 func (s *session) finish() {
 	s.mu.Lock()
 	backend := s.backend
+	s.uncountBackendLocked()
 	s.releaseRetryLocked()
 	s.mu.Unlock()
 	s.closeEnding()

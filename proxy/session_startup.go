@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgquorum/pgquorum/metrics"
 )
 
 // startupBufferSize is the read buffer of the startup phase (a typical startup packet is well
@@ -151,12 +153,16 @@ func (s *session) startup(ctx context.Context) (clientLeftover, backendLeftover 
 		if !ok {
 			database = s.user
 		}
+		s.srv.cfg.Metrics.AuthFailed(metrics.AuthTLSRequired)
 		return nil, nil, fatalf(codeInvalidAuthSpec, "connection without encryption refused for user %q, database %q: the pgquorum proxy requires TLS", s.user, database).
 			withHint("Connect with sslmode=require (or verify-ca, verify-full).")
 	}
 
 	creds, out, err := s.authenticateClient(ctx, br, out)
 	if err != nil {
+		if reason, ok := authFailure(err); ok {
+			s.srv.cfg.Metrics.AuthFailed(reason)
+		}
 		return nil, nil, err
 	}
 	s.endStartup() // authenticated: waiting for the primary now counts as held (MaxHeld)
@@ -212,7 +218,7 @@ func (s *session) connectFirstBackend(ctx context.Context) (backendStartup, erro
 		return backendStartup{}, noPrimaryError(err, hold)
 	}
 	s.mu.Lock()
-	s.backend, s.target = conn, target
+	s.setBackendLocked(conn, target, ready.loginTook)
 	s.mu.Unlock()
 	return ready, nil
 }
