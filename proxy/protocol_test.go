@@ -21,7 +21,8 @@ type fake32Backend struct {
 	addr    string
 	pid     uint32
 	secret  []byte
-	cancels chan []byte // the key of every CancelRequest received (pid + secret)
+	queries chan struct{} // one per Query received, before it is held
+	cancels chan []byte   // the key of every CancelRequest received (pid + secret)
 }
 
 func startFake32Backend(t *testing.T) *fake32Backend {
@@ -31,7 +32,8 @@ func startFake32Backend(t *testing.T) *fake32Backend {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	f := &fake32Backend{addr: ln.Addr().String(), pid: 4242, secret: bytes.Repeat([]byte{0xAB}, 32), cancels: make(chan []byte, 4)}
+	f := &fake32Backend{addr: ln.Addr().String(), pid: 4242, secret: bytes.Repeat([]byte{0xAB}, 32),
+		queries: make(chan struct{}, 4), cancels: make(chan []byte, 4)}
 	cancelled := make(chan struct{}, 4)
 	go func() {
 		for {
@@ -84,6 +86,7 @@ func (f *fake32Backend) serve(c net.Conn, cancelled chan struct{}) {
 		if h[0] != 'Q' {
 			continue
 		}
+		f.queries <- struct{}{}
 		<-cancelled
 		e := (&clientError{Severity: severityError, Code: codeQueryCanceled, Message: "canceling statement due to user request"}).appendErrorResponse(nil)
 		if _, err := c.Write(appendMessage(e, 'Z', []byte{'I'})); err != nil {
@@ -136,20 +139,39 @@ func TestProtocol32CancelKeyEndToEnd(t *testing.T) {
 	if conn.PID() != backend.pid || len(conn.SecretKey()) != 32 || bytes.Equal(conn.SecretKey(), backend.secret) {
 		t.Fatalf("BackendKeyData pid %d key %x: want the backend's pid and the proxy's own 32-byte key", conn.PID(), conn.SecretKey())
 	}
-	done := make(chan error, 1)
+	var queryErr error
+	queryDone := make(chan struct{})
 	go func() {
-		_, err := conn.Exec(ctx, "SELECT pg_sleep(60)").ReadAll()
-		done <- err
+		defer close(queryDone)
+		_, queryErr = conn.Exec(ctx, "SELECT pg_sleep(60)").ReadAll()
 	}()
+	// On every exit the query goroutine ends before conn.Close: a pgconn is not for two
+	// goroutines at once.
+	defer func() { cancel(); <-queryDone }()
+	// Cancel only once the query runs on the backend: a cancel that arrives earlier finds
+	// nothing to cancel and is dropped, by the proxy as by PostgreSQL.
+	select {
+	case <-backend.queries:
+	case <-ctx.Done():
+		t.Fatal("the query never reached the backend")
+	}
 	// The cancel goes to the other proxy node, which forwards it to the owner.
 	c, err := net.Dial("tcp", other.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer c.Close()
 	if _, err := c.Write(appendCancelRequest(nil, conn.PID(), conn.SecretKey())); err != nil {
 		t.Fatal(err)
 	}
-	c.Close()
+	// Like libpq, wait for the proxy to close the connection: it has then handled the cancel
+	// (forwarded it and counted it).
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = c.SetReadDeadline(deadline)
+	}
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		t.Fatalf("waiting for the proxy to close the cancel connection: %v", err)
+	}
 	var got []byte
 	select {
 	case got = <-backend.cancels:
@@ -160,8 +182,9 @@ func TestProtocol32CancelKeyEndToEnd(t *testing.T) {
 		t.Fatalf("the backend got cancel key %x, want its own", got)
 	}
 	var pgErr *pgconn.PgError
-	if err := <-done; !errors.As(err, &pgErr) || pgErr.Code != codeQueryCanceled {
-		t.Fatalf("query ended with %v, want 57014", err)
+	<-queryDone // bounded by ctx
+	if !errors.As(queryErr, &pgErr) || pgErr.Code != codeQueryCanceled {
+		t.Fatalf("query ended with %v, want 57014", queryErr)
 	}
 	if other.Stats().CancelForwarded != 1 {
 		t.Fatalf("forwarded %d cancels, want 1", other.Stats().CancelForwarded)
