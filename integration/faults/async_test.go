@@ -26,14 +26,14 @@ func testTwoFailuresNeverAsync(t *testing.T, s *suite) {
 	first := s.pg.Node(s.primary)
 	w := s.startLoad(t)
 
-	if err := first.Kill(); err != nil {
+	if err := killPostgres(w, first); err != nil {
 		t.Fatal(err)
 	}
 	second := s.pg.Node(s.waitFailover(t, first.Name))
 	if err := w.WaitAcks(ctx, 30); err != nil {
 		t.Fatal(err)
 	}
-	if err := second.Kill(); err != nil {
+	if err := killPostgres(w, second); err != nil {
 		t.Fatal(err)
 	}
 	third := s.pg.Node(s.waitFailover(t, second.Name))

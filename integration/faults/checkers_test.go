@@ -71,3 +71,46 @@ func TestAcknowledgedWritesVerifier(t *testing.T) {
 		t.Fatalf("verdict %v; want 2 missing, 3 duplicated, 9 unexpected", bad)
 	}
 }
+
+// TestDyingServerReadsAreLeftOutOnlyForTheKilledServer: a read that the killed primary answered
+// after its kill -9 and that saw a write the cluster then lost (PostgreSQL's own window) is left
+// out of the judged history; the same read answered by a server that was not killed (a stale
+// read of a cut-off or demoted primary) is still judged, and found Illegal.
+func TestDyingServerReadsAreLeftOutOnlyForTheKilledServer(t *testing.T) {
+	const oldPrimary, newPrimary = 5001, 5002
+	history := func(readPort int, kill bool) *History {
+		h := &History{}
+		if kill {
+			h.kills = map[int]int64{oldPrimary: 100}
+		}
+		h.ops = []Op{
+			{Client: 0, Key: 1, Write: true, Value: 52, Call: 0, Return: 50, Port: oldPrimary},
+			{Client: 1, Key: 1, Write: true, Value: 53, Call: 90, Outcome: Unknown, Return: 150}, // cut by the kill
+			{Client: 2, Key: 1, Value: 53, Call: 80, Return: 160, Port: readPort},                // saw it
+			{Client: 3, Key: 1, Value: 52, Call: 300, Return: 310, Port: newPrimary},             // lost on the new primary
+		}
+		return h
+	}
+	judged, left := history(oldPrimary, true).WithoutDyingServerReads()
+	if len(left) != 1 || left[0].Value != 53 {
+		t.Fatalf("left out %v, want the read of 53 on the killed server", left)
+	}
+	if v := CheckLinearizable(judged, 10*time.Second); v.Result != porcupine.Ok {
+		t.Fatalf("verdict %v without the dying server's read, want Ok", v)
+	}
+	for _, c := range []struct {
+		name string
+		h    *History
+	}{
+		{"no kill noted", history(oldPrimary, false)},
+		{"the read came from another server", history(newPrimary+1, true)},
+	} {
+		judged, left := c.h.WithoutDyingServerReads()
+		if len(left) != 0 {
+			t.Fatalf("%s: left out %v", c.name, left)
+		}
+		if v := CheckLinearizable(judged, 10*time.Second); v.Result != porcupine.Illegal {
+			t.Fatalf("%s: verdict %v, want Illegal", c.name, v)
+		}
+	}
+}

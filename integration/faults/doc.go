@@ -16,7 +16,10 @@
 //     of the operations, consistent with real time, in which every read returns
 //     the latest write? Unknown writes may take effect at any time after their
 //     call, or never. A stale read served by an old primary after the new one
-//     acknowledged a write is Illegal.
+//     acknowledged a write is Illegal. Reads a PostgreSQL server answered after
+//     the test killed it (kill -9) are left out and logged: PostgreSQL itself
+//     lets them see a commit whose synchronous wait the postmaster's death cut
+//     (History.WithoutDyingServerReads, docs/architecture.md).
 //   - VerifyAcknowledged (acked.go): each write also logs its unique value in
 //     a table; afterwards every acknowledged value must be on the primary (and
 //     on its synchronous standby) exactly once, nothing twice, nothing that was

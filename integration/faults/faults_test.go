@@ -176,6 +176,13 @@ func (s *suite) startLoad(t *testing.T, through ...*proxies.Process) *Workload {
 	return w
 }
 
+// killPostgres kills n (kill -9 of its postmaster), noting the moment in w's history first
+// (History.WithoutDyingServerReads).
+func killPostgres(w *Workload, n *localcluster.Node) error {
+	w.History.NoteKill(n.Port)
+	return n.Kill()
+}
+
 // finishLoad stops the workload and checks its history: linearizable, and
 // every acknowledged write on each of nodes (the primary first) exactly once.
 func (s *suite) finishLoad(t *testing.T, w *Workload, nodes ...*localcluster.Node) {
@@ -196,7 +203,11 @@ func (s *suite) finishLoad(t *testing.T, w *Workload, nodes ...*localcluster.Nod
 			t.Logf("acknowledged writes: %v", v)
 		}
 	}
-	ops := w.History.Ops()
+	ops, left := w.History.WithoutDyingServerReads()
+	if len(left) > 0 {
+		t.Logf("%d reads answered by a PostgreSQL server after its kill -9 are not judged (PostgreSQL shows a commit whose synchronous wait the postmaster's death cut; docs/architecture.md): %v",
+			len(left), left[:min(len(left), 5)])
+	}
 	lin := CheckLinearizable(ops, checkTimeout)
 	t.Logf("linearizability: %v; client errors %v", lin, w.Errors())
 	if lin.Result != porcupine.Ok {

@@ -47,6 +47,7 @@ type History struct {
 	start time.Time
 	mu    sync.Mutex
 	ops   []Op
+	kills map[int]int64 // PostgreSQL port -> history time of its first kill -9 (NoteKill)
 }
 
 // NewHistory starts a history now.
@@ -54,6 +55,40 @@ func NewHistory() *History { return &History{start: time.Now()} }
 
 // Now is the time since the history began, in nanoseconds.
 func (h *History) Now() int64 { return int64(time.Since(h.start)) }
+
+// NoteKill records that the PostgreSQL server on port is about to be killed (kill -9 of its
+// postmaster), before the kill. See WithoutDyingServerReads.
+func (h *History) NoteKill(port int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.kills == nil {
+		h.kills = map[int]int64{}
+	}
+	if _, ok := h.kills[port]; !ok {
+		h.kills[port] = h.Now()
+	}
+}
+
+// WithoutDyingServerReads returns the operations to judge and the reads left out: those a
+// PostgreSQL server answered after it was killed. PostgreSQL itself lets such a read see a
+// write that the cluster then loses: when the postmaster dies, a backend waiting for
+// synchronous replication of its commit stops waiting and makes the commit visible locally
+// (without answering its client), and a backend still running a read sees it
+// (docs/architecture.md, "A limit of PostgreSQL"). Every other read is judged, including reads
+// of a server that is cut off, stopped or demoted, and every write.
+func (h *History) WithoutDyingServerReads() (judged []Op, left []Op) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, op := range h.ops {
+		killedAt, killed := h.kills[op.Port]
+		if !op.Write && op.Outcome == Ok && killed && op.Return > killedAt {
+			left = append(left, op)
+			continue
+		}
+		judged = append(judged, op)
+	}
+	return judged, left
+}
 
 // At turns a history time back into a wall-clock time.
 func (h *History) At(ns int64) time.Time { return h.start.Add(time.Duration(ns)) }

@@ -57,7 +57,7 @@ func leaderKilledAt(t *testing.T, s *suite, point string) {
 	t.Cleanup(disarm)
 
 	killedAt := time.Now()
-	if err := old.Kill(); err != nil {
+	if err := killPostgres(w, old); err != nil {
 		t.Fatal(err)
 	}
 	waitFile(ctx, t, hit, "the leader to reach failpoint "+point)
