@@ -233,6 +233,13 @@ func testHoldRetryTimeout(t *testing.T, pg *localcluster.Cluster, proxies *Proxy
 	if err := primary.Kill(); err != nil {
 		t.Fatal(err)
 	}
+	// The session's backend dies with its postmaster; once the proxy has seen that, the
+	// session's next request cannot have reached the dead server (which would make its
+	// outcome unknown: 08007).
+	testenv.Eventually(t, ctx, 0, "the proxy to see the session's backend die", func() (bool, error) {
+		n, err := proxyGauge(ctx, p, `pgquorum_proxy_backend_sessions{node="`+primary.Name+`"}`)
+		return n == 0, err
+	})
 	start := time.Now()
 	results := make(chan error, waiting)
 	var wg sync.WaitGroup

@@ -263,6 +263,7 @@ func (s *session) backendLost(r *relay, err error) (backendLink, bool) {
 	}
 	v := decideLoss(f)
 	s.applyVerdictLocked(v)
+	s.uncountBackendLocked() // its backend connection is closed below
 	backend := s.backend
 	s.mu.Unlock()
 	if backend != nil {
