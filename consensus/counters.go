@@ -16,12 +16,16 @@ type Counters struct {
 	// proposed (no leader, dropped, too large, stopped), outcome unknown
 	// (the caller's context ended first), or refused by the state machine.
 	ProposalFailures uint64
+	// PeerRefusals counts, by RefusalReason, the connections, frames and
+	// messages from peers that this node refused.
+	PeerRefusals [numRefusalReasons]uint64
 }
 
 // counters are the live Counters. Owner: written by the Raft loop (leader
 // changes, lease expiries) and by Propose's callers; read by anyone.
 type counters struct {
 	leaderChanges, leaseExpiries, proposalFailures atomic.Uint64
+	refusals                                       PeerRefusals
 }
 
 // Counters returns the counts so far. Safe for concurrent use.
@@ -30,5 +34,6 @@ func (n *Node) Counters() Counters {
 		LeaderChanges:    n.counts.leaderChanges.Load(),
 		LeaseExpiries:    n.counts.leaseExpiries.Load(),
 		ProposalFailures: n.counts.proposalFailures.Load(),
+		PeerRefusals:     n.counts.refusals.Snapshot(),
 	}
 }

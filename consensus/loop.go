@@ -209,6 +209,7 @@ func (n *Node) admit(in inboundMessage) error {
 // refuse logs (rate-limited per sender and kind) that something a peer sent
 // was not admitted.
 func (n *Node) refuse(what string, from Sender, err error, args ...any) {
+	n.counts.refusals.add(RefusedNotAllowed)
 	if !n.refusals.allow(fmt.Sprintf("%s %d", what, from.ID)) {
 		return
 	}

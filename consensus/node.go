@@ -196,6 +196,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		Logger:        base,
 		TLS:           cfg.PeerTLS,
 		Plaintext:     cfg.Plaintext,
+		Refusals:      &n.counts.refusals,
 	}, nodeInbox{n})
 	if err != nil {
 		_ = storage.close()

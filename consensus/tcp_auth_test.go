@@ -131,6 +131,11 @@ func TestTLSTransportAuthenticatesEveryPeer(t *testing.T) {
 	if msgs, joins, removed, _, _, _ := inbox.counts(); msgs+joins+removed != 0 {
 		t.Fatalf("refused peers delivered %d messages, %d joins, %d removal notices", msgs, joins, removed)
 	}
+	// Every refusal is counted by its reason (pgquorum_raft_peer_refusals_total).
+	waitFor(t, testWait, func() bool {
+		c := tr.cfg.Refusals.Snapshot()
+		return c[RefusedTLSHandshake] >= 3 && c[RefusedHandshake] >= 1 && c[RefusedForgedSender] == 1
+	}, "the refusals to be counted: %v", tr.cfg.Refusals.Snapshot())
 
 	// The authenticated peer's own messages arrive, with its role.
 	learner := testCredentials(t, ca, 7, pki.RoleLearner).PeerClientConfig()

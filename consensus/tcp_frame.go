@@ -146,6 +146,9 @@ func writeFrame(w *bufio.Writer, kind byte, payload []byte) error {
 	return err
 }
 
+// errFrameLength marks a frame whose announced length is out of bounds.
+var errFrameLength = errors.New("bad frame length")
+
 // readFrame reads one frame. The payload is read into buf (grown when too
 // small, up to keptBufferSize; larger frames get a buffer of their own) and
 // aliases it: it is valid until the next call.
@@ -156,7 +159,7 @@ func readFrame(r *bufio.Reader, buf []byte) (kind byte, payload, newBuf []byte, 
 	}
 	size := binary.BigEndian.Uint32(head[:4])
 	if size == 0 || size > maxFrameSize {
-		return 0, nil, buf, fmt.Errorf("frame length %d out of range [1, %d]", size, maxFrameSize)
+		return 0, nil, buf, fmt.Errorf("%w: frame length %d out of range [1, %d]", errFrameLength, size, maxFrameSize)
 	}
 	n := int(size) - 1
 	if n > keptBufferSize {

@@ -141,6 +141,7 @@ func startTCPTransport(t *testing.T, peerTLS PeerTLS, cluster string, id uint64,
 		Logger:      testLogger(t),
 		TLS:         peerTLS,
 		Plaintext:   peerTLS == nil,
+		Refusals:    &PeerRefusals{},
 	}, inbox)
 	if err != nil {
 		t.Fatalf("start transport: %v", err)

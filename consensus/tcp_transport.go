@@ -305,6 +305,7 @@ func (t *tcpTransport) acceptLoop() {
 		}
 		if reason := t.sources.admit(source); reason != "" {
 			t.mu.Unlock()
+			t.cfg.Refusals.add(RefusedConnectionLimit)
 			if t.limiter.allow("cap " + source) {
 				t.log.Warn("refusing raft connection", "remote", conn.RemoteAddr().String(), "reason", reason)
 			}
@@ -340,9 +341,12 @@ func (t *tcpTransport) serveInbound(conn net.Conn, source string) {
 	if err != nil {
 		// At most one line per source and kind of failure every 10 s: a TLS
 		// failure is an unauthenticated stranger, the others a known peer.
-		kind := "protocol"
+		kind, reason := "protocol", RefusedHandshake
 		if errors.Is(err, errTLSHandshake) {
-			kind = "tls"
+			kind, reason = "tls", RefusedTLSHandshake
+		}
+		if t.ctx.Err() == nil {
+			t.cfg.Refusals.add(reason)
 		}
 		if t.ctx.Err() == nil && t.limiter.allow("handshake "+kind+" "+source) {
 			t.log.Warn("rejecting raft connection", "remote", conn.RemoteAddr().String(), "err", err)
@@ -360,6 +364,9 @@ func (t *tcpTransport) serveInbound(conn net.Conn, source string) {
 			payload []byte
 		)
 		kind, payload, buf, err = readFrame(in, buf)
+		if errors.Is(err, errFrameLength) {
+			t.cfg.Refusals.add(RefusedMalformedFrame)
+		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && t.ctx.Err() == nil {
 				t.log.Debug("raft connection ended", "remote_node", from.ID, "err", err)
@@ -454,10 +461,12 @@ func (t *tcpTransport) dispatch(from Sender, kind byte, payload []byte) bool {
 	case frameRaft:
 		m := &raftpb.Message{}
 		if err := proto.Unmarshal(payload, m); err != nil {
+			t.cfg.Refusals.add(RefusedMalformedFrame)
 			t.log.Warn("closing raft connection: undecodable message", "remote_node", from.ID, "err", err)
 			return false
 		}
 		if m.GetFrom() != from.ID {
+			t.cfg.Refusals.add(RefusedForgedSender)
 			t.log.Warn("closing raft connection: message with a forged sender", "remote_node", from.ID,
 				"claimed", m.GetFrom(), "type", m.GetType().String())
 			return false
@@ -466,6 +475,7 @@ func (t *tcpTransport) dispatch(from Sender, kind byte, payload []byte) bool {
 	case frameJoin:
 		req, err := decodeJoin(payload)
 		if err != nil {
+			t.cfg.Refusals.add(RefusedMalformedFrame)
 			t.log.Warn("closing raft connection: bad join request", "remote_node", from.ID, "err", err)
 			return false
 		}
@@ -475,12 +485,14 @@ func (t *tcpTransport) dispatch(from Sender, kind byte, payload []byte) bool {
 	case frameCall:
 		c, err := decodeCall(payload)
 		if err != nil {
+			t.cfg.Refusals.add(RefusedMalformedFrame)
 			t.log.Warn("closing raft connection: bad peer call", "remote_node", from.ID, "err", err)
 			return false
 		}
 		t.inbox.DeliverCall(from, c)
 	case frameKeepalive:
 	default:
+		t.cfg.Refusals.add(RefusedMalformedFrame)
 		t.log.Warn("closing raft connection: unknown frame kind", "remote_node", from.ID, "kind", kind)
 		return false
 	}

@@ -77,6 +77,8 @@ type TransportConfig struct {
 	// Plaintext allows a TCP transport without TLS: peers are not
 	// authenticated (security.insecure, loopback only; tests).
 	Plaintext bool
+	// Refusals counts the connections and frames the transport refuses (nil: none counted).
+	Refusals *PeerRefusals
 }
 
 // PeerTLS is the mutual TLS of the peer transport (*pki.Credentials).

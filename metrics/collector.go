@@ -1,6 +1,9 @@
 package metrics
 
 import (
+	"maps"
+	"slices"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -30,7 +33,7 @@ var (
 	raftDescs = struct {
 		term, leaderID, isLeader, isVoter, commitIndex, appliedIndex,
 		members, reachableMembers, leaseValid,
-		leaderChanges, leaseExpiries, proposalFailures *prometheus.Desc
+		leaderChanges, leaseExpiries, proposalFailures, peerRefusals *prometheus.Desc
 	}{
 		term:             desc("raft_term", "Current Raft term."),
 		leaderID:         desc("raft_leader_id", "Node id of the Raft leader this node knows of; 0 = none."),
@@ -43,6 +46,7 @@ var (
 		leaseValid:       desc("raft_lease_valid", "1 if this node's routing lease is confirmed by a Raft quorum."),
 		leaderChanges:    desc("raft_leader_changes_total", "Times this node learned of a new Raft leader (elections), the first one after start included."),
 		leaseExpiries:    desc("raft_lease_expiries_total", "Times this node's routing lease ran out without a renewal (cut off from the quorum): the proxy stopped forwarding."),
+		peerRefusals:     desc("raft_peer_refusals_total", "Connections, frames and messages from Raft peers that this node refused, by reason (connection_limit, tls_handshake, handshake, malformed_frame, forged_sender, not_allowed).", "reason"),
 		proposalFailures: desc("raft_proposal_failures_total", "Raft proposals of this node that failed: not proposed (no leader, dropped), outcome unknown (timed out) or refused."),
 	}
 
@@ -194,6 +198,9 @@ func collectRaft(ch chan<- prometheus.Metric, r RaftStatus) {
 	counter(ch, d.leaderChanges, float64(r.LeaderChanges))
 	counter(ch, d.leaseExpiries, float64(r.LeaseExpiries))
 	counter(ch, d.proposalFailures, float64(r.ProposalFailures))
+	for _, reason := range slices.Sorted(maps.Keys(r.PeerRefusals)) {
+		counter(ch, d.peerRefusals, float64(r.PeerRefusals[reason]), reason)
+	}
 	var voters, learners, reachableVoters, reachableLearners int
 	seen := map[uint64]bool{}
 	for _, m := range r.Members {

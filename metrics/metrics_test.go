@@ -32,6 +32,7 @@ func healthySources() Sources {
 			return RaftStatus{
 				Term: 4, Leader: 2, IsLeader: false, Voter: true, Commit: 120, Applied: 119, LeaseValid: true,
 				LeaderChanges: 3, LeaseExpiries: 1, ProposalFailures: 2,
+				PeerRefusals: map[string]uint64{"forged_sender": 1, "tls_handshake": 4},
 				Members: []RaftMember{
 					{ID: 1, Voter: true, Reachable: true},
 					{ID: 2, Voter: true, Reachable: true},
@@ -134,6 +135,7 @@ var wantTypes = map[string]dto.MetricType{
 	"pgquorum_raft_leader_changes_total":               dto.MetricType_COUNTER,
 	"pgquorum_raft_lease_expiries_total":               dto.MetricType_COUNTER,
 	"pgquorum_raft_proposal_failures_total":            dto.MetricType_COUNTER,
+	"pgquorum_raft_peer_refusals_total":                dto.MetricType_COUNTER,
 	"pgquorum_cluster_epoch":                           dto.MetricType_GAUGE,
 	"pgquorum_cluster_primary":                         dto.MetricType_GAUGE,
 	"pgquorum_cluster_paused":                          dto.MetricType_GAUGE,
@@ -276,6 +278,8 @@ pgquorum_raft_lease_valid 1
 pgquorum_raft_leader_changes_total 3
 pgquorum_raft_lease_expiries_total 1
 pgquorum_raft_proposal_failures_total 2
+pgquorum_raft_peer_refusals_total{reason="forged_sender"} 1
+pgquorum_raft_peer_refusals_total{reason="tls_handshake"} 4
 pgquorum_raft_members{role="voter"} 3
 pgquorum_raft_members{role="learner"} 2
 pgquorum_raft_reachable_members{role="voter"} 2

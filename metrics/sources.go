@@ -73,6 +73,9 @@ type RaftStatus struct {
 	Members []RaftMember
 	// Counts since the node started (consensus.Counters).
 	LeaderChanges, LeaseExpiries, ProposalFailures uint64
+	// PeerRefusals counts refused peer connections, frames and messages by
+	// reason (consensus.RefusalReason names: a fixed set).
+	PeerRefusals map[string]uint64
 }
 
 // RaftMember is one Raft member as this node sees it.

@@ -3,6 +3,7 @@ package node
 import (
 	"time"
 
+	"github.com/pgquorum/pgquorum/consensus"
 	"github.com/pgquorum/pgquorum/health"
 	"github.com/pgquorum/pgquorum/metrics"
 )
@@ -17,7 +18,11 @@ func (n *Node) metricsSources(monitor *health.Monitor) metrics.Sources {
 			counts := n.raft.Counters()
 			out := metrics.RaftStatus{Term: st.Term, Leader: st.Leader, IsLeader: st.IsLeader, Voter: st.Voter,
 				Commit: st.Commit, Applied: st.Applied, LeaseValid: n.raft.LeaseValid(time.Now()),
-				LeaderChanges: counts.LeaderChanges, LeaseExpiries: counts.LeaseExpiries, ProposalFailures: counts.ProposalFailures}
+				LeaderChanges: counts.LeaderChanges, LeaseExpiries: counts.LeaseExpiries, ProposalFailures: counts.ProposalFailures,
+				PeerRefusals: map[string]uint64{}}
+			for _, reason := range consensus.RefusalReasons() {
+				out.PeerRefusals[reason.String()] = counts.PeerRefusals[reason]
+			}
 			for _, m := range n.raft.Members() {
 				out.Members = append(out.Members, metrics.RaftMember{ID: m.ID, Voter: m.Voter, Reachable: m.Reachable})
 			}
