@@ -453,6 +453,12 @@ func (env *proxyEnv) testShutdown(t *testing.T) {
 
 func (env *proxyEnv) testStats(t *testing.T) {
 	ctx := proxyContext(t)
+	// The earlier subtests' connections close when they end; the proxy notices that a moment
+	// later. Start from none.
+	testenv.Eventually(t, ctx, 0, "the earlier subtests' connections to be released", func() (bool, error) {
+		now := env.scram.Stats()
+		return now.ClientConnections == 0 && now.Sessions == 0, nil
+	})
 	before := env.scram.Stats()
 	conn := proxyConnect(t, ctx, env.scram, "")
 	var n int
