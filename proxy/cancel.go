@@ -122,12 +122,18 @@ func (s *Server) cancelLocal(ctx context.Context, pkt startupPacket) {
 		s.counters.cancelUnknown.Add(1)
 		return
 	}
-	if sess.cancelDecision() == cancelNothing {
+	decision, target := sess.cancelDecision()
+	if decision == cancelNothing {
 		return
 	}
 	if s.backendWaitsForSyncRep(ctx, key) {
 		s.counters.cancelRefused.Add(1)
 		sess.log.Info("cancel request not forwarded: the backend waits for synchronous replication of its commit")
+		return
+	}
+	if !sess.cancelStillAimed(target) {
+		// Every request in flight when the cancel arrived has been answered meanwhile (the check
+		// above takes a round trip): sent now, the cancel would hit the client's next request.
 		return
 	}
 	if err := s.sendCancel(ctx, key); err != nil {
@@ -160,19 +166,32 @@ const (
 // the backend→client relay then holds the answer until the commit is replicated (syncrep.go).
 // A request that is held (not sent) is cancelled by the proxy itself (57014).
 
-// cancelDecision decides what a cancel request for this session may do.
-func (s *session) cancelDecision() cancelDecision {
+// cancelDecision decides what a cancel request for this session may do, and returns the
+// number of answers after which every request in flight now is answered (cancelStillAimed).
+func (s *session) cancelDecision() (cancelDecision, uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case s.holdCancel != nil:
 		close(s.holdCancel)
 		s.holdCancel = nil
-		return cancelNothing
+		return cancelNothing, 0
 	case !s.phase.linked(), s.syncsSent == s.readyReceived && !s.extendedOpen:
-		return cancelNothing
+		return cancelNothing, 0
 	}
-	return cancelCheck
+	target := s.syncsSent
+	if s.extendedOpen {
+		target++ // the request whose Sync has not been sent yet
+	}
+	return cancelCheck, target
+}
+
+// cancelStillAimed reports whether a request that was in flight when the cancel arrived (target
+// from cancelDecision) is still unanswered, on the same backend link.
+func (s *session) cancelStillAimed(target uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.phase.linked() && s.readyReceived < target
 }
 
 // backendWaitsForSyncRep reports whether the backend behind key waits for synchronous
