@@ -38,7 +38,7 @@ const asyncCommitHint = "The proxies run with failover.forbid_async_commit: true
 // with the proxy's error, inside the client's transaction if there is one.
 var asyncCommitRefusal = "DO $pgquorum$BEGIN RAISE EXCEPTION USING ERRCODE = '" + codeInsufficientPrivilege +
 	"', MESSAGE = '" + strings.ReplaceAll(asyncCommitMessage, "'", "''") +
-	"', HINT = '" + asyncCommitHint + "'; END$pgquorum$"
+	"', HINT = '" + strings.ReplaceAll(asyncCommitHint, "'", "''") + "'; END$pgquorum$"
 
 // asyncCommitQuery is the Query message sent instead of a refused one.
 var asyncCommitQuery = func() []byte {
@@ -97,7 +97,7 @@ func (s *session) refuseAsyncCommit(text []byte) bool {
 		return false
 	}
 	s.srv.cfg.Metrics.AsyncCommitRefused()
-	s.log.Info("statement lowering synchronous_commit refused (failover.forbid_async_commit)")
+	s.log.Debug("statement lowering synchronous_commit refused (failover.forbid_async_commit)") // counted; no line per statement
 	return true
 }
 

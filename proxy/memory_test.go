@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/pgquorum/pgquorum/testenv"
 )
 
 // maxIdleSessionBytes is SPEC §7's memory target per idle client connection.
@@ -18,7 +20,7 @@ const maxIdleSessionBytes = 16 << 10
 // test connections live in the same process, so their cost, measured on connections without a
 // session, is subtracted.
 func TestIdleSessionMemory(t *testing.T) {
-	if testing.Short() {
+	if testing.Short() && !testenv.CI() { // under CI it always runs
 		t.Skip("opens 4000 sockets")
 	}
 	const sessions = 1000
