@@ -327,25 +327,32 @@ listen postgres
 // CPUTime returns the user+system CPU time pid has used so far (its own
 // threads, not its children), from /proc/PID/stat.
 func CPUTime(pid int) (time.Duration, error) {
+	user, system, err := CPUTimes(pid)
+	return user + system, err
+}
+
+// CPUTimes returns the user and the system (kernel) CPU time pid has used so far
+// (its own threads, not its children), from /proc/PID/stat.
+func CPUTimes(pid int) (user, system time.Duration, err error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// The command name (field 2) may hold spaces; fields after its closing
 	// parenthesis are space-separated. utime and stime are fields 14 and 15.
 	end := strings.LastIndexByte(string(data), ')')
 	if end < 0 {
-		return 0, errors.New("malformed /proc stat")
+		return 0, 0, errors.New("malformed /proc stat")
 	}
 	fields := strings.Fields(string(data[end+1:]))
 	if len(fields) < 13 {
-		return 0, errors.New("malformed /proc stat")
+		return 0, 0, errors.New("malformed /proc stat")
 	}
 	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
 	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, errors.New("malformed /proc stat times")
+		return 0, 0, errors.New("malformed /proc stat times")
 	}
 	const ticksPerSecond = 100 // USER_HZ on Linux
-	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
+	return time.Duration(utime) * time.Second / ticksPerSecond, time.Duration(stime) * time.Second / ticksPerSecond, nil
 }

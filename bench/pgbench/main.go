@@ -76,7 +76,7 @@ func main() {
 	flag.IntVar(&o.scale, "scale", 10, "pgbench scale factor")
 	flag.IntVar(&o.rate, "rate", 3000, "transactions per second of the CPU-per-transaction measure (0: skip it)")
 	flag.BoolVar(&o.throughput, "tps", true, "measure full-speed throughput")
-	targetsFlag := flag.String("targets", "direct,pgbouncer,haproxy,pgquorum", "what to measure")
+	targetsFlag := flag.String("targets", "direct,pgbouncer,haproxy,pgquorum", "what to measure (also relay-DESIGN: a bare Go relay of go run ./bench/relaydesigns, e.g. relay-goroutines)")
 	flag.StringVar(&builtinScript, "builtin", "select-only", "pgbench built-in script: select-only (-S), or tpcb-like (explicit BEGIN ... END transactions that write)")
 	flag.StringVar(&scriptFile, "script", "", "a pgbench script file to run instead of the built-in one (pgbench -f)")
 	flag.StringVar(&o.bin, "bin", "", "pgquorum binary to measure (default: build ./cmd/pgquorum)")
@@ -184,13 +184,15 @@ func run(o options) error {
 	}
 
 	tps := map[string]map[int][]float64{}
-	cpu := map[string]map[int][]float64{} // µs of proxy CPU per transaction
-	sys := map[string]map[int][]float64{} // system calls per transaction
-	csw := map[string]map[int][]float64{} // context switches per transaction
-	lat := map[string][]float64{}         // median per-transaction latency at 1 client, µs, per round
+	cpu := map[string]map[int][]float64{}    // µs of proxy CPU per transaction
+	sys := map[string]map[int][]float64{}    // system calls per transaction
+	csw := map[string]map[int][]float64{}    // context switches per transaction
+	kernel := map[string]map[int][]float64{} // µs of the proxy's CPU per transaction in the kernel
+	lat := map[string][]float64{}            // median per-transaction latency at 1 client, µs, per round
 	for _, t := range targets {
 		tps[t.name], cpu[t.name] = map[int][]float64{}, map[int][]float64{}
 		sys[t.name], csw[t.name] = map[int][]float64{}, map[int][]float64{}
+		kernel[t.name] = map[int][]float64{}
 	}
 	logDir := filepath.Join(dir, "logs")
 	for r := range o.rounds {
@@ -215,8 +217,9 @@ func run(o options) error {
 					if err != nil {
 						return err
 					}
-					log.Printf("round %d clients %d %-13s at %d tps: %.1f µs CPU, %.1f syscalls, %.2f context switches per transaction",
-						r+1, c, t.name, o.rate, m.cpuUS, m.syscalls, m.switches)
+					log.Printf("round %d clients %d %-13s at %d tps: %.1f µs CPU (%.1f in the kernel), %.1f syscalls, %.2f context switches per transaction",
+						r+1, c, t.name, o.rate, m.cpuUS, m.kernelUS, m.syscalls, m.switches)
+					kernel[t.name][c] = append(kernel[t.name][c], m.kernelUS)
 					cpu[t.name][c] = append(cpu[t.name][c], m.cpuUS)
 					sys[t.name][c] = append(sys[t.name][c], m.syscalls)
 					csw[t.name][c] = append(csw[t.name][c], m.switches)
@@ -234,28 +237,41 @@ func run(o options) error {
 		}
 		fmt.Println()
 	}
+	if o.rate > 0 {
+		printProxyTable("Of the proxy CPU per transaction, µs in the kernel (stime), same runs", o.clients, targets,
+			func(name string, c int) string { return fmt.Sprintf("%.1f", median(kernel[name][c])) })
+	}
 	if o.perfStat {
-		fmt.Printf("\nSystem calls / context switches of the proxy process per transaction (perf stat), same runs\n\n")
-		header, rule := "| clients |", "| ---: |"
-		for _, t := range targets {
-			if t.proc != nil {
-				header += " " + t.name + " |"
-				rule += " ---: |"
-			}
-		}
-		fmt.Println(header)
-		fmt.Println(rule)
-		for _, c := range o.clients {
-			line := fmt.Sprintf("| %d |", c)
-			for _, t := range targets {
-				if t.proc != nil {
-					line += fmt.Sprintf(" %.1f / %.2f |", median(sys[t.name][c]), median(csw[t.name][c]))
-				}
-			}
-			fmt.Println(line)
-		}
+		printProxyTable("System calls / context switches of the proxy process per transaction (perf stat), same runs", o.clients, targets,
+			func(name string, c int) string {
+				return fmt.Sprintf("%.1f / %.2f", median(sys[name][c]), median(csw[name][c]))
+			})
 	}
 	return nil
+}
+
+// printProxyTable prints a table with a row per client count and a column per proxy (the
+// targets with a process), each cell from cell.
+func printProxyTable(title string, clients []int, targets []target, cell func(name string, clients int) string) {
+	fmt.Printf("\n%s\n\n", title)
+	header, rule := "| clients |", "| ---: |"
+	for _, t := range targets {
+		if t.proc != nil {
+			header += " " + t.name + " |"
+			rule += " ---: |"
+		}
+	}
+	fmt.Println(header)
+	fmt.Println(rule)
+	for _, c := range clients {
+		line := fmt.Sprintf("| %d |", c)
+		for _, t := range targets {
+			if t.proc != nil {
+				line += " " + cell(t.name, c) + " |"
+			}
+		}
+		fmt.Println(line)
+	}
 }
 
 // startTarget starts the proxy called name (nothing for "direct").
@@ -268,6 +284,20 @@ func startTarget(ctx context.Context, o options, name, dir string, cluster *loca
 	sub := filepath.Join(dir, "targets", name) // apart from the binary BuildPgquorum writes in dir
 	if err := os.MkdirAll(sub, 0o755); err != nil {
 		return target{}, err
+	}
+	if design, ok := strings.CutPrefix(name, "relay-"); ok {
+		// A bare Go relay with no protocol work (bench/relaydesigns' child with that design, e.g.
+		// relay-goroutines, relay-io_uring-defer), environment as pgquorum's: the floor of a
+		// design in this setting.
+		bin := filepath.Join(sub, "relaydesigns")
+		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./bench/relaydesigns")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return target{}, fmt.Errorf("go build ./bench/relaydesigns: %w", err)
+		}
+		args := []string{"-child", design, "-listen", "127.0.0.1:" + strconv.Itoa(port), "-server", primary.Address()}
+		p, err := benchenv.StartEnv(bin, args, filepath.Join(sub, "stdout.log"), o.pgquorumEnv)
+		return target{name: name, port: port, proc: p}, err
 	}
 	switch name {
 	case "direct":
@@ -312,12 +342,13 @@ func startTarget(ctx context.Context, o options, name, dir string, cluster *loca
 		p, err := benchenv.StartEnv(bin, []string{"run", "--config", cfgPath}, filepath.Join(sub, "pgquorum.log"), env)
 		return target{name: name, port: port, proc: p}, err
 	}
-	return target{}, fmt.Errorf("unknown target %q (want direct, pgbouncer, haproxy or pgquorum)", name)
+	return target{}, fmt.Errorf("unknown target %q (want direct, pgbouncer, haproxy, pgquorum or relay-DESIGN)", name)
 }
 
 // workPerTransaction is what the proxy process spent per transaction in a fixed-rate run.
 type workPerTransaction struct {
 	cpuUS    float64 // CPU time, µs
+	kernelUS float64 // the part of cpuUS spent in the kernel (stime), µs
 	syscalls float64 // system calls (with -perfstat)
 	switches float64 // context switches (with -perfstat)
 }
@@ -347,7 +378,7 @@ func cpuPerTransaction(ctx context.Context, env []string, logDir string, o optio
 			return m, fmt.Errorf("perf record: %w", err)
 		}
 	}
-	before, err := benchenv.CPUTime(pid)
+	userBefore, sysBefore, err := benchenv.CPUTimes(pid)
 	if err != nil {
 		return m, err
 	}
@@ -355,7 +386,7 @@ func cpuPerTransaction(ctx context.Context, env []string, logDir string, o optio
 	if err != nil {
 		return m, err
 	}
-	after, err := benchenv.CPUTime(pid)
+	userAfter, sysAfter, err := benchenv.CPUTimes(pid)
 	if err != nil {
 		return m, err
 	}
@@ -369,7 +400,8 @@ func cpuPerTransaction(ctx context.Context, env []string, logDir string, o optio
 		return m, errors.New("no transactions")
 	}
 	n := float64(res.transactions)
-	m.cpuUS = float64(after-before) / float64(time.Microsecond) / n
+	m.cpuUS = float64(userAfter-userBefore+sysAfter-sysBefore) / float64(time.Microsecond) / n
+	m.kernelUS = float64(sysAfter-sysBefore) / float64(time.Microsecond) / n
 	if stat != nil {
 		counts, err := readPerfStat(statFile)
 		if err != nil {

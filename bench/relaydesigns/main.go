@@ -11,12 +11,21 @@
 //   - epoll: one event-loop goroutine over raw file descriptors taken out of Go's netpoller
 //     (an epoll instance of its own, edge-triggered), the way PgBouncer and HAProxy work;
 //   - epoll-spin: the same loop, polling without blocking for up to 50 µs before it sleeps
-//     in epoll_wait ("spin before parking").
+//     in epoll_wait ("spin before parking");
+//   - epoll-locked: the same loop on a locked thread, waiting in a raw epoll_wait that keeps
+//     its P (no hand-off by the runtime);
+//   - io_uring, io_uring-defer: one locked-thread loop over an io_uring (iouring.go): a send
+//     and the next receive submitted, and the next completion awaited, in one system call per
+//     message; -defer runs completions only when the loop waits (SINGLE_ISSUER|DEFER_TASKRUN);
+//   - haproxy: HAProxy in tcp mode, the C reference, as the child.
 //
 // The child does no protocol work (no framing, no locks): the figures isolate the cost of
-// waiting, waking and the system calls. Run from the repository root:
+// waiting, waking and the system calls. -server-delay makes the fake server work before each
+// answer, as PostgreSQL does, so that the relay goes to sleep between the two messages of a
+// round trip. The same children relay real pgbench traffic as bench/pgbench's relay-DESIGN
+// targets. Run from the repository root:
 //
-//	go run ./bench/relaydesigns -pairs 8 -rate 3000 -duration 10s -rounds 3
+//	go run ./bench/relaydesigns -pairs 8 -rate 3000 -duration 10s -rounds 3 -server-delay 40us
 package main
 
 import (
@@ -29,6 +38,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,16 +58,19 @@ func main() {
 	rate := flag.Int("rate", 3000, "round trips per second, all connections together")
 	duration := flag.Duration("duration", 10*time.Second, "length of one measurement")
 	rounds := flag.Int("rounds", 3, "interleaved rounds; the median is reported")
+	only := flag.String("designs", strings.Join(designs, ","), "comma-separated designs to measure")
+	flag.DurationVar(&serverDelay, "server-delay", 0, "how long the fake server works (spinning) before each answer, like PostgreSQL running a query")
 	flag.Parse()
 	if *child != "" {
 		log.Fatal(runChild(*child, *listen, *server)) // serves until it fails
 	}
+	designs = strings.Split(*only, ",")
 	if err := run(*pairs, *rate, *duration, *rounds); err != nil {
 		log.Fatal(err)
 	}
 }
 
-var designs = []string{"goroutines", "goroutines-1p", "epoll", "epoll-spin"}
+var designs = []string{"goroutines", "goroutines-1p", "epoll", "epoll-spin", "epoll-locked", "io_uring", "io_uring-defer", "haproxy"}
 
 const (
 	requestSize = 64  // a pgbench -S Query is about this size
@@ -88,7 +101,7 @@ func run(pairs, rate int, d time.Duration, rounds int) error {
 			results[design] = append(results[design], m)
 		}
 	}
-	fmt.Printf("\nRelay child per round trip, %d connections at %d round trips/s, %s per run, median of %d rounds\n\n", pairs, rate, d, rounds)
+	fmt.Printf("\nRelay child per round trip, %d connections at %d round trips/s, server work %s per request, %s per run, median of %d rounds\n\n", pairs, rate, serverDelay, d, rounds)
 	fmt.Println("| design | CPU µs | system calls | context switches |")
 	fmt.Println("| --- | ---: | ---: | ---: |")
 	for _, design := range designs {
@@ -101,7 +114,11 @@ func run(pairs, rate int, d time.Duration, rounds int) error {
 	return nil
 }
 
-// serveFake answers every request of requestSize bytes with answerSize bytes.
+// serverDelay is the fake server's work per request (-server-delay).
+var serverDelay time.Duration
+
+// serveFake answers every request of requestSize bytes with answerSize bytes, after spinning
+// for serverDelay.
 func serveFake(ln net.Listener) {
 	answer := bytes.Repeat([]byte{'a'}, answerSize)
 	for {
@@ -115,6 +132,8 @@ func serveFake(ln net.Listener) {
 			for {
 				if _, err := io.ReadFull(c, buf); err != nil {
 					return
+				}
+				for start := time.Now(); time.Since(start) < serverDelay; {
 				}
 				if _, err := c.Write(answer); err != nil {
 					return
@@ -131,10 +150,20 @@ func measureDesign(self, design, server string, pairs, rate int, d time.Duration
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	cmd := exec.Command(self, "-child", design, "-listen", addr, "-server", server)
-	cmd.Stderr = os.Stderr
-	if design == "goroutines-1p" {
-		cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	if design == "haproxy" {
+		// The C reference: HAProxy in tcp mode (default threads, as in bench/pgbench), as the child.
+		dir, err := os.MkdirTemp("", "relaydesigns-haproxy")
+		if err != nil {
+			return measure{}, err
+		}
+		defer os.RemoveAll(dir)
+		cfg, err := benchenv.HAProxyConfig(dir, port, server, 1000)
+		if err != nil {
+			return measure{}, err
+		}
+		cmd = exec.Command("haproxy", "-db", "-f", cfg)
 	}
+	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return measure{}, err
 	}
@@ -250,17 +279,33 @@ func median(v []float64) float64 {
 // runChild relays every connection accepted on listen to server with the named design. It
 // returns only when accepting or dialing fails.
 func runChild(design, listen, server string) error {
+	if design == "goroutines-1p" {
+		runtime.GOMAXPROCS(1)
+	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
 	}
 	var loop *epollLoop
-	if strings.HasPrefix(design, "epoll") {
+	var ring *uringLoop
+	switch {
+	case strings.HasPrefix(design, "epoll"):
 		if loop, err = newEpollLoop(); err != nil {
 			return err
 		}
 		loop.spin = design == "epoll-spin"
+		loop.locked = design == "epoll-locked"
 		go loop.run()
+	case strings.HasPrefix(design, "io_uring"):
+		flags := uint32(0)
+		if design == "io_uring-defer" {
+			flags = ioringSetupSingleIssuer | ioringSetupDeferTaskrun
+		}
+		ring = newURingLoop(flags)
+		go ring.run()
+		if err := <-ring.ready; err != nil {
+			return err
+		}
 	}
 	for {
 		c, err := ln.Accept()
@@ -270,6 +315,12 @@ func runChild(design, listen, server string) error {
 		s, err := net.Dial("tcp", server)
 		if err != nil {
 			return err
+		}
+		if ring != nil {
+			if err := ring.add(c.(*net.TCPConn), s.(*net.TCPConn)); err != nil {
+				return err
+			}
+			continue
 		}
 		if loop != nil {
 			if err := loop.add(c.(*net.TCPConn), s.(*net.TCPConn)); err != nil {
@@ -329,10 +380,11 @@ func copyRaw(src, dst *net.TCPConn) {
 // (dup, then the net.Conn is closed) and watched by an epoll instance of our own; one goroutine
 // waits in epoll_wait and relays inline.
 type epollLoop struct {
-	epfd  int
-	peers []atomic.Int32 // fd → 1 + the fd its bytes go to (0: none)
-	files []*os.File     // keep the duplicated descriptors open
-	spin  bool           // poll without blocking for a while before sleeping in epoll_wait
+	epfd   int
+	peers  []atomic.Int32 // fd → 1 + the fd its bytes go to (0: none)
+	files  []*os.File     // keep the duplicated descriptors open
+	spin   bool           // poll without blocking for a while before sleeping in epoll_wait
+	locked bool           // wait with a raw system call on a locked thread, keeping the P
 }
 
 // wait returns the next ready events.
@@ -344,6 +396,13 @@ func (l *epollLoop) wait(events []syscall.EpollEvent) int {
 				return int(n)
 			}
 		}
+	}
+	if l.locked {
+		n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_WAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), ^uintptr(0), 0, 0)
+		if e != 0 {
+			return 0 // EINTR (the runtime's preemption signal)
+		}
+		return int(n)
 	}
 	n, err := syscall.EpollWait(l.epfd, events, -1)
 	if err != nil {
@@ -399,6 +458,9 @@ func (l *epollLoop) add(client, server *net.TCPConn) error {
 }
 
 func (l *epollLoop) run() {
+	if l.locked {
+		runtime.LockOSThread()
+	}
 	events := make([]syscall.EpollEvent, 64)
 	buf := make([]byte, 32<<10)
 	for {
