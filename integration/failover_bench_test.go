@@ -58,8 +58,10 @@ type failoverRun struct {
 	unavailable                              time.Duration // kill -> first acknowledged insert on the new primary
 	detect, decide, freeze, promote, reroute time.Duration
 	complete                                 time.Duration // kill -> CompleteFailover At, for the table
-	fence                                    time.Duration // the routing fence, from the freeze step's detail
-	acked, errors                            int
+	// reroute split: promote step -> repoint step, -> the failover completed, -> first acknowledged insert
+	repoint, completion, firstWrite time.Duration
+	fence                           time.Duration // the routing fence, from the freeze step's detail
+	acked, errors                   int
 }
 
 var failoverPhases = []struct {
@@ -72,6 +74,9 @@ var failoverPhases = []struct {
 	{"fence", func(r failoverRun) time.Duration { return r.fence }},
 	{"promote", func(r failoverRun) time.Duration { return r.promote }},
 	{"reroute", func(r failoverRun) time.Duration { return r.reroute }},
+	{"repoint", func(r failoverRun) time.Duration { return r.repoint }},
+	{"completion", func(r failoverRun) time.Duration { return r.completion }},
+	{"first-write", func(r failoverRun) time.Duration { return r.firstWrite }},
 }
 
 // benchOneFailover runs one iteration with the timer stopped, except from the
@@ -117,9 +122,9 @@ func benchOneFailover(b *testing.B, iteration int) failoverRun {
 		b.Fatalf("no completed failover of epoch 2 in /history: %+v", history)
 	}
 	h := history[i]
-	freezeAt, promoteAt := stepAt(h, clusterstate.StepFreeze), stepAt(h, clusterstate.StepPromote)
-	if freezeAt.IsZero() || promoteAt.IsZero() {
-		b.Fatalf("the failover recorded no freeze or promote step: %+v", h.Steps)
+	freezeAt, promoteAt, repointAt := stepAt(h, clusterstate.StepFreeze), stepAt(h, clusterstate.StepPromote), stepAt(h, clusterstate.StepRepoint)
+	if freezeAt.IsZero() || promoteAt.IsZero() || repointAt.IsZero() {
+		b.Fatalf("the failover recorded no freeze, promote or repoint step: %+v", h.Steps)
 	}
 	fence, err := fenceDuration(h)
 	if err != nil {
@@ -133,6 +138,9 @@ func benchOneFailover(b *testing.B, iteration int) failoverRun {
 		promote:     promoteAt.Sub(freezeAt),
 		reroute:     first.At.Sub(promoteAt),
 		complete:    h.At.Sub(killedAt),
+		repoint:     repointAt.Sub(promoteAt),
+		completion:  h.At.Sub(repointAt),
+		firstWrite:  first.At.Sub(h.At),
 		acked:       len(acks),
 		errors:      total(load.Errors()),
 	}
@@ -144,9 +152,10 @@ func benchOneFailover(b *testing.B, iteration int) failoverRun {
 		b.Logf("iteration %d: saw %d down reports of pg1; detect and decide unknown", iteration, len(downAt))
 		run.detect, run.decide = -1, -1
 	}
-	b.Logf("iteration %d: %s in %v (detect %v, decide %v, freeze %v of which fence %v, promote %v, reroute %v)", iteration, promoted.Name,
-		run.unavailable.Round(time.Millisecond), run.detect.Round(time.Millisecond), run.decide.Round(time.Millisecond),
-		run.freeze.Round(time.Millisecond), run.fence.Round(time.Millisecond), run.promote.Round(time.Millisecond), run.reroute.Round(time.Millisecond))
+	b.Logf("iteration %d: %s in %v (detect %v, decide %v, freeze %v of which fence %v, promote %v, reroute %v = repoint %v + completion %v + first write %v)",
+		iteration, promoted.Name, run.unavailable.Round(time.Millisecond), run.detect.Round(time.Millisecond), run.decide.Round(time.Millisecond),
+		run.freeze.Round(time.Millisecond), run.fence.Round(time.Millisecond), run.promote.Round(time.Millisecond), run.reroute.Round(time.Millisecond),
+		run.repoint.Round(time.Millisecond), run.completion.Round(time.Millisecond), run.firstWrite.Round(time.Millisecond))
 	return run
 }
 
@@ -289,11 +298,12 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // failoverTable renders the runs, one line each, with the median and worst.
 func failoverTable(runs []failoverRun) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%-4s %-4s %11s %8s %8s %8s %8s %8s %8s %9s %7s %6s\n",
-		"run", "new", "unavail-ms", "detect", "decide", "freeze", "fence", "promote", "reroute", "complete", "acked", "errors")
+	fmt.Fprintf(&b, "\n%-4s %-4s %11s %8s %8s %8s %8s %8s %8s %8s %8s %8s %9s %7s %6s\n",
+		"run", "new", "unavail-ms", "detect", "decide", "freeze", "fence", "promote", "reroute", "repoint", "complet", "1stwrite", "complete", "acked", "errors")
 	for i, r := range runs {
-		fmt.Fprintf(&b, "%-4d %-4s %11.0f %8.0f %8.0f %8.0f %8.0f %8.0f %8.0f %9.0f %7d %6d\n", i+1, r.newPrimary,
-			ms(r.unavailable), ms(r.detect), ms(r.decide), ms(r.freeze), ms(r.fence), ms(r.promote), ms(r.reroute), ms(r.complete), r.acked, r.errors)
+		fmt.Fprintf(&b, "%-4d %-4s %11.0f %8.0f %8.0f %8.0f %8.0f %8.0f %8.0f %8.0f %8.0f %8.0f %9.0f %7d %6d\n", i+1, r.newPrimary,
+			ms(r.unavailable), ms(r.detect), ms(r.decide), ms(r.freeze), ms(r.fence), ms(r.promote), ms(r.reroute),
+			ms(r.repoint), ms(r.completion), ms(r.firstWrite), ms(r.complete), r.acked, r.errors)
 	}
 	for _, q := range []struct {
 		name string
