@@ -17,6 +17,7 @@ import (
 	"github.com/pgquorum/pgquorum/config"
 	"github.com/pgquorum/pgquorum/localcluster"
 	"github.com/pgquorum/pgquorum/node"
+	"github.com/pgquorum/pgquorum/rejoin"
 )
 
 // TestPostgresOverTLS runs the whole cluster against PostgreSQL that accepts TCP
@@ -40,6 +41,7 @@ func TestPostgresOverTLS(t *testing.T) {
 	t.Run("SidecarWithoutDatabasePassword", func(t *testing.T) { testSidecarWithoutDatabasePassword(ctx, t, pg, proxies) })
 	t.Run("MockSaltSurvivesRestart", func(t *testing.T) { testMockSaltSurvivesRestart(ctx, t, proxies) })
 	t.Run("SwitchoverRepointsOverTLS", func(t *testing.T) { testSwitchoverRepointsOverTLS(ctx, t, pg, proxies) })
+	t.Run("RejoinOverTLS", func(t *testing.T) { testRejoinOverTLS(ctx, t, pg, proxies) })
 }
 
 // testMockSaltSurvivesRestart: the salt announced for a role that does not exist is the
@@ -241,5 +243,42 @@ func testSwitchoverRepointsOverTLS(ctx context.Context, t *testing.T, pg *localc
 	ssl, err := pg2.QueryString(ctx, "SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) WHERE r.application_name = 'pg3'")
 	if err != nil || ssl != "t" {
 		t.Fatalf("pg3 streams from pg2 with ssl = %q, %v", ssl, err)
+	}
+}
+
+// testRejoinOverTLS rejoins the old primary the switchover left behind (pg1, fenced) with
+// rejoin.Run — what `pgquorum rejoin` and the agent run — against servers that accept TLS only:
+// pg_rewind's source connection and the written primary_conninfo use verify-full with the
+// cluster's CA, and pg1 streams from pg2 over TLS as a quorum standby again.
+func testRejoinOverTLS(ctx context.Context, t *testing.T, pg *localcluster.Cluster, proxies *ProxyCluster) {
+	pg1, pg2 := pg.Node("pg1"), pg.Node("pg2")
+	opts := rejoinOptions(t, proxies.Proxies[1], pg1, false)
+	// Negative control: without TLS the servers refuse rejoin's connections.
+	_, err := rejoin.Run(ctx, opts)
+	if err == nil || !strings.Contains(err.Error(), "no encryption") {
+		t.Fatalf("rejoin with sslmode=disable against TLS-only servers: got %v, want pg_hba's refusal of an unencrypted connection", err)
+	}
+	t.Logf("without TLS: %v", err)
+	opts.SSLMode, opts.SSLRootCert = "verify-full", pg.TLS.CA
+	res, err := rejoin.Run(ctx, opts)
+	if err != nil {
+		t.Fatalf("rejoin pg1 over TLS: %v", err)
+	}
+	if res.Primary != "pg2" || !res.Unfenced {
+		t.Fatalf("rejoin result %+v, want primary pg2 and unfenced", res)
+	}
+	requireRejoined(ctx, t, pg, proxies, pg1, "pg2")
+	conninfo, err := pg1.QueryString(ctx, "SHOW primary_conninfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{fmt.Sprintf("port='%d'", pg2.Port), "sslmode='verify-full'", fmt.Sprintf("sslrootcert='%s'", pg.TLS.CA)} {
+		if !strings.Contains(conninfo, want) {
+			t.Errorf("rejoined pg1's primary_conninfo %q lacks %s", conninfo, want)
+		}
+	}
+	ssl, err := pg2.QueryString(ctx, "SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) WHERE r.application_name = 'pg1'")
+	if err != nil || ssl != "t" {
+		t.Fatalf("pg1 streams from pg2 with ssl = %q, %v", ssl, err)
 	}
 }
