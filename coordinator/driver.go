@@ -414,7 +414,9 @@ func (d *driver) promote(ctx context.Context, st clusterstate.State) (time.Durat
 	}
 	pctx, cancel := context.WithTimeout(ctx, orDefault(d.c.PromoteTimeout, DefaultPromoteTimeout))
 	defer cancel()
+	repointed := d.startEarlyRepoint(ctx, st) // cascade.go
 	promoted, err := d.pg.Promote(pctx, f.Candidate, sync.Names)
+	repointed()
 	if err != nil {
 		return 0, fmt.Errorf("promote %s: %w", f.Candidate, err)
 	}

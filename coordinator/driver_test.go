@@ -169,6 +169,34 @@ func TestAutomaticFailoverPromotesTheMostAdvancedStandby(t *testing.T) {
 	}
 }
 
+// TestFailoverRepointsTheOtherStandbyWhilePromoting: an automatic failover re-points the
+// other frozen standby at the candidate (only if still frozen) before the promote step ends,
+// so that its WAL receiver connects before the sessions move (cascade.go); the repoint step
+// then finds nothing to change. A switchover does not: it may still be aborted.
+func TestFailoverRepointsTheOtherStandbyWhilePromoting(t *testing.T) {
+	h := newHarness(t)
+	h.primaryDown()
+	st := h.drive(newDriver(h.coord), failoverEnded)
+	h.checkFailedOverToPG2(st)
+	early, step := slices.Index(h.pg.calls, "repoint-if-frozen pg3"), slices.Index(h.pg.calls, "repoint pg3")
+	if early < 0 || step < 0 || early > step || h.pg.callCount("repoint-if-frozen pg3") != 1 {
+		t.Fatalf("want one early re-point of pg3 before the repoint step; calls %v", h.pg.calls)
+	}
+	if got := h.pg.node("pg3").conninfo; !strings.Contains(got, "host='10.0.0.2'") {
+		t.Errorf("pg3 does not follow pg2: %s", conninfo.Redact(got))
+	}
+
+	h = newHarness(t)
+	if _, err := runOperator(h, newDriver(h.coord), func(ctx context.Context) (clusterstate.HistoryEntry, error) {
+		return h.coord.Switchover(ctx, "pg3")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.pg.callCount("repoint-if-frozen"); n != 0 {
+		t.Errorf("a switchover re-pointed %d standbys before promoting; calls %v", n, h.pg.calls)
+	}
+}
+
 // TestResumeAfterCrashAtEveryPoint crashes the leader after every possible number of
 // applied failover commands, and also after every PostgreSQL action whose proposal
 // was then lost; a new leader with an empty memory must finish the failover, and

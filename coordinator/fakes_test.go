@@ -310,7 +310,11 @@ func (p *fakePG) PrimaryConninfo(_ context.Context, name string) (string, error)
 func (p *fakePG) SetPrimaryConninfo(_ context.Context, name, conninfo string, onlyIfFrozen bool) (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n, err := p.begin("repoint", name)
+	call := "repoint"
+	if onlyIfFrozen {
+		call = "repoint-if-frozen"
+	}
+	n, err := p.begin(call, name)
 	if err != nil {
 		return false, err
 	}
