@@ -29,15 +29,12 @@ func (d *driver) startEarlyRepoint(ctx context.Context, st clusterstate.State) (
 		return func() {}
 	}
 	var nodes, conninfos []string
-	for _, r := range f.LSNTable {
-		if !r.Frozen || r.Node == f.Candidate || r.Node == f.OldPrimary {
-			continue
-		}
-		ci, err := d.conninfoFor(st, r.Node, f.Candidate)
+	for _, node := range otherFrozenStandbys(f) {
+		ci, err := d.conninfoFor(st, node, f.Candidate)
 		if err != nil {
 			continue // the repoint step reports it
 		}
-		nodes, conninfos = append(nodes, r.Node), append(conninfos, ci)
+		nodes, conninfos = append(nodes, node), append(conninfos, ci)
 	}
 	done := make(chan struct{}, len(nodes))
 	for i := range nodes {

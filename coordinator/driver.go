@@ -439,12 +439,9 @@ func (d *driver) repoint(ctx context.Context, st clusterstate.State) (time.Durat
 		err            error
 	}
 	var jobs []*job
-	for _, r := range f.LSNTable {
-		if !r.Frozen || r.Node == f.Candidate || r.Node == f.OldPrimary {
-			continue
-		}
-		ci, err := d.conninfoFor(st, r.Node, f.Candidate)
-		jobs = append(jobs, &job{node: r.Node, conninfo: ci, err: err})
+	for _, node := range otherFrozenStandbys(f) {
+		ci, err := d.conninfoFor(st, node, f.Candidate)
+		jobs = append(jobs, &job{node: node, conninfo: ci, err: err})
 	}
 	done := make(chan struct{}, len(jobs))
 	for _, j := range jobs {
@@ -476,6 +473,18 @@ func (d *driver) repoint(ctx context.Context, st clusterstate.State) (time.Durat
 		detail = "no other standby to re-point"
 	}
 	return 0, d.recordStep(ctx, f, clusterstate.StepRepoint, f.Candidate, nil, detail)
+}
+
+// otherFrozenStandbys are the standbys that follow f's candidate once it is promoted: the
+// frozen ones of the LSN table except the candidate and the old primary.
+func otherFrozenStandbys(f *clusterstate.FailoverProgress) []string {
+	var nodes []string
+	for _, r := range f.LSNTable {
+		if r.Frozen && r.Node != f.Candidate && r.Node != f.OldPrimary {
+			nodes = append(nodes, r.Node)
+		}
+	}
+	return nodes
 }
 
 // complete runs SPEC §4 step 8: the candidate becomes the primary at the epoch.

@@ -231,18 +231,25 @@ func testSwitchoverRepointsOverTLS(ctx context.Context, t *testing.T, pg *localc
 	if err := pg2.WaitReplicas(ctx, "pg3"); err != nil {
 		t.Fatal(err)
 	}
-	conninfo, err := pg3.QueryString(ctx, "SHOW primary_conninfo")
+	requireStreamsOverTLS(ctx, t, pg, pg3, pg2)
+}
+
+// requireStreamsOverTLS checks that standby's primary_conninfo names primary with verify-full
+// and the cluster's CA, and that primary sees it streaming over TLS.
+func requireStreamsOverTLS(ctx context.Context, t *testing.T, pg *localcluster.Cluster, standby, primary *localcluster.Node) {
+	t.Helper()
+	conninfo, err := standby.QueryString(ctx, "SHOW primary_conninfo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{fmt.Sprintf("port='%d'", pg2.Port), "sslmode='verify-full'", fmt.Sprintf("sslrootcert='%s'", pg.TLS.CA)} {
+	for _, want := range []string{fmt.Sprintf("port='%d'", primary.Port), "sslmode='verify-full'", fmt.Sprintf("sslrootcert='%s'", pg.TLS.CA)} {
 		if !strings.Contains(conninfo, want) {
-			t.Errorf("pg3 primary_conninfo %q lacks %s", conninfo, want)
+			t.Errorf("%s primary_conninfo %q lacks %s", standby.Name, conninfo, want)
 		}
 	}
-	ssl, err := pg2.QueryString(ctx, "SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) WHERE r.application_name = 'pg3'")
+	ssl, err := primary.QueryString(ctx, "SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) WHERE r.application_name = $1", standby.Name)
 	if err != nil || ssl != "t" {
-		t.Fatalf("pg3 streams from pg2 with ssl = %q, %v", ssl, err)
+		t.Fatalf("%s streams from %s with ssl = %q, %v", standby.Name, primary.Name, ssl, err)
 	}
 }
 
@@ -268,17 +275,5 @@ func testRejoinOverTLS(ctx context.Context, t *testing.T, pg *localcluster.Clust
 		t.Fatalf("rejoin result %+v, want primary pg2 and unfenced", res)
 	}
 	requireRejoined(ctx, t, pg, proxies, pg1, "pg2")
-	conninfo, err := pg1.QueryString(ctx, "SHOW primary_conninfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{fmt.Sprintf("port='%d'", pg2.Port), "sslmode='verify-full'", fmt.Sprintf("sslrootcert='%s'", pg.TLS.CA)} {
-		if !strings.Contains(conninfo, want) {
-			t.Errorf("rejoined pg1's primary_conninfo %q lacks %s", conninfo, want)
-		}
-	}
-	ssl, err := pg2.QueryString(ctx, "SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) WHERE r.application_name = 'pg1'")
-	if err != nil || ssl != "t" {
-		t.Fatalf("pg1 streams from pg2 with ssl = %q, %v", ssl, err)
-	}
+	requireStreamsOverTLS(ctx, t, pg, pg1, pg2)
 }
